@@ -1,0 +1,1 @@
+"""Entry points: thin command-line wrappers that build and run the Beam pipelines."""

@@ -1,0 +1,43 @@
+"""The ``newsbeam`` command.
+
+Subcommands::
+
+    newsbeam ingest --feeds SOURCE [...] --output DIR [Beam options]
+    newsbeam demo [--output DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatches to a subcommand; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "ingest":
+        from pipelines.ingest import run
+
+        _, summary = run(rest)
+        return 0 if summary.balanced else 1
+    if command == "demo":
+        from pipelines.demo.run import run_demo
+
+        parser = argparse.ArgumentParser(prog="newsbeam demo")
+        parser.add_argument("--output", default="demo-output",
+                            help="Output folder. Default: ./demo-output.")
+        args, beam_args = parser.parse_known_args(rest)
+        return run_demo(args.output, beam_args)
+    print(f"newsbeam: unknown command {command!r}\n{__doc__}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

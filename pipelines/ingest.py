@@ -1,0 +1,214 @@
+"""The ingestion pipeline: feeds (or a backfill file) → deduplicated articles in Parquet.
+
+Run it::
+
+    newsbeam ingest --feeds feeds.yaml --output ./out
+    python -m pipelines.ingest --feeds https://example.org/rss --output ./out \\
+        --runner DataflowRunner --project P --region R --temp_location gs://B/tmp \\
+        --setup_file ./setup.py
+
+Any Beam pipeline option may follow. ``parse_args`` reads the command line, ``build``
+adds the transforms to a pipeline (tests call it directly), ``run`` does both, waits,
+and prints a summary read back from the Parquet that was written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+
+from schemas import ARTICLE_SCHEMA, DUPLICATE_SCHEMA, ERROR_SCHEMA
+from transforms.backfill import ReadBackfill
+from transforms.dedup import DropExactDuplicates
+from transforms.errors import error_record
+from transforms.extract import FetchArticles
+from transforms.feeds import NAMESPACE, ReadFeeds
+from transforms.http import DEFAULT_USER_AGENT, FetchPolicy
+from transforms.language import DetectLanguageFn
+from transforms.sinks import WriteParquetTable, article_partition, date_partition
+from transforms.sources import SourceError, Subscriptions, read_sources
+from transforms.topics import AssignTopicFn, load_category_map
+
+_LOG = logging.getLogger(__name__)
+
+
+class IngestOptions(PipelineOptions):
+    """Options of ``newsbeam ingest``; every Beam option is accepted beside them."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--feeds", action="append", default=[],
+            help="Feed source: an http(s) feed URL, an OPML file, a YAML file with per-feed "
+                 "options, or a text file with one URL per line. Repeatable. Default: none.")
+        parser.add_argument(
+            "--articles", default=None,
+            help="JSON Lines file of already-fetched articles to backfill (url and text "
+                 "required). Default: none.")
+        parser.add_argument(
+            "--output", required=True,
+            help="Output folder (local path, gs:// or s3://): articles/, duplicates/ and "
+                 "errors/ are written below it. Required.")
+        parser.add_argument(
+            "--allow-private-network", dest="allow_private_network", action="store_true",
+            default=False,
+            help="Allow URLs that resolve to loopback, private or link-local addresses. "
+                 "Default: refused.")
+        parser.add_argument(
+            "--user-agent", dest="user_agent", default=DEFAULT_USER_AGENT,
+            help=f"User-Agent for every request. Default: {DEFAULT_USER_AGENT!r}.")
+        parser.add_argument(
+            "--fetch-threads", dest="fetch_threads", type=int, default=16,
+            help="Concurrent page fetches per worker. Default: 16.")
+        parser.add_argument(
+            "--max-page-bytes", dest="max_page_bytes", type=int, default=10 * 1024 * 1024,
+            help="Largest body read per response, after decompression. Default: 10485760.")
+        parser.add_argument(
+            "--timeout", type=float, default=30.0,
+            help="Total seconds allowed per request attempt. Default: 30.")
+        parser.add_argument(
+            "--category-map", dest="category_map", default=None,
+            help="YAML file mapping category strings to topic slugs, merged over the "
+                 "built-in map. Default: built-in only.")
+        parser.add_argument(
+            "--run-id", dest="run_id", default=None,
+            help="Identifier written into output file names. Default: UTC time + random.")
+
+
+@dataclass
+class IngestConfig:
+    """Everything ``build`` needs, validated."""
+
+    output: str
+    run_id: str
+    policy: FetchPolicy
+    subscriptions: Subscriptions = field(default_factory=Subscriptions)
+    articles: str | None = None
+    fetch_threads: int = 16
+    category_map: dict = field(default_factory=dict)
+
+
+def new_run_id() -> str:
+    """Sortable, unique run id: ``20241123T095600Z-1a2b3c``."""
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[IngestConfig, PipelineOptions]:
+    """Parses and validates the command line; exits with a clear message on bad input."""
+    options = PipelineOptions(list(argv) if argv is not None else None)
+    opts = options.view_as(IngestOptions)
+    # Workers import this project as a package; pickled main sessions are not needed.
+    options.view_as(SetupOptions).save_main_session = False
+    errors = []
+    if not opts.feeds and not opts.articles:
+        errors.append("give at least one --feeds SOURCE or --articles FILE")
+    if opts.fetch_threads < 1:
+        errors.append("--fetch-threads must be at least 1")
+    if opts.max_page_bytes < 1024:
+        errors.append("--max-page-bytes must be at least 1024")
+    subs = Subscriptions()
+    try:
+        subs = read_sources(opts.feeds)
+    except (SourceError, OSError) as e:
+        errors.append(str(e))
+    try:
+        category_map = load_category_map(opts.category_map)
+    except (ValueError, OSError) as e:
+        errors.append(f"--category-map: {e}")
+        category_map = {}
+    if errors:
+        raise SystemExit("newsbeam ingest: " + "; ".join(errors))
+    policy = FetchPolicy(allow_private_network=opts.allow_private_network,
+                         user_agent=opts.user_agent, max_bytes=opts.max_page_bytes,
+                         total_timeout=opts.timeout)
+    config = IngestConfig(output=opts.output.rstrip("/"), run_id=opts.run_id or new_run_id(),
+                          policy=policy, subscriptions=subs, articles=opts.articles,
+                          fetch_threads=opts.fetch_threads, category_map=category_map)
+    return config, options
+
+
+def build(pipeline: beam.Pipeline, config: IngestConfig, clock=None) -> dict:
+    """Adds the ingestion transforms to ``pipeline``; returns the main PCollections."""
+    now = dt.datetime.now(dt.UTC)
+    entry_sets, error_sets = [], []
+    subs = config.subscriptions
+    if subs.feeds:
+        feeds = (pipeline | "Subscriptions" >> beam.Create(subs.feeds)
+                 | "ReadFeeds" >> ReadFeeds(config.policy, clock))
+        entry_sets.append(feeds.entries)
+        error_sets.append(feeds.errors)
+    if subs.problems:
+        error_sets.append(pipeline | "SourceProblems" >> beam.Create([
+            error_record(where, "", "feed", "read_sources", "bad_source", message, None, 0, now)
+            for where, message in subs.problems]))
+    if config.articles:
+        backfill = pipeline | "Backfill" >> ReadBackfill(config.articles, clock)
+        entry_sets.append(backfill.entries)
+        error_sets.append(backfill.errors)
+    entries = entry_sets | "AllEntries" >> beam.Flatten()
+    unique, duplicates = entries | "DropExactDuplicates" >> DropExactDuplicates(clock=clock)
+    pages = unique | "FetchArticles" >> FetchArticles(config.policy, config.fetch_threads,
+                                                      clock=clock)
+    error_sets.append(pages.errors)
+    articles = (
+        pages.articles
+        | "DetectLanguage" >> beam.ParDo(DetectLanguageFn())
+        | "AssignTopic" >> beam.ParDo(AssignTopicFn(config.category_map))
+    )
+    errors = error_sets | "AllErrors" >> beam.Flatten()
+    out = config.output
+    written = {
+        "articles": articles | "WriteArticles" >> WriteParquetTable(
+            out, "articles", ARTICLE_SCHEMA, article_partition, config.run_id),
+        "duplicates": duplicates | "WriteDuplicates" >> WriteParquetTable(
+            out, "duplicates", DUPLICATE_SCHEMA, date_partition, config.run_id),
+        "errors": errors | "WriteErrors" >> WriteParquetTable(
+            out, "errors", ERROR_SCHEMA, date_partition, config.run_id),
+    }
+    return {"articles": articles, "duplicates": duplicates, "errors": errors,
+            "written": written}
+
+
+def counters(result) -> dict[str, int]:
+    """The pipeline's ``newsbeam`` counters by name (committed values where available)."""
+    out: dict[str, int] = {}
+    query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
+    for c in query["counters"]:
+        value = c.committed if c.committed is not None else c.attempted
+        out[c.key.metric.name] = out.get(c.key.metric.name, 0) + int(value or 0)
+    return out
+
+
+def run(argv: Sequence[str] | None = None, clock=None, quiet: bool = False):
+    """Parses ``argv``, runs the pipeline to completion and prints a summary."""
+    from pipelines.summary import cleanup_staging, summarize
+
+    config, options = parse_args(argv)
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, config, clock)
+    result = pipeline.run()
+    result.wait_until_finish()
+    cleanup_staging(config.output, config.run_id)
+    summary = summarize(config.output, config.run_id, counters(result))
+    if not quiet:
+        print(summary.render(), file=sys.stdout)
+    return result, summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    run(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""The end-of-run summary, read back from the Parquet files a run published.
+
+Reading the output back (rather than trusting in-flight counts) is what proves that
+rows written equal rows readable. The summary also checks the accounting rule: every
+entry read ends as exactly one written article, duplicate or entry-level error.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+
+@dataclass
+class Summary:
+    """Counts for one run, from the files it published and from Beam's counters."""
+
+    run_id: str
+    articles: int = 0
+    duplicates: int = 0
+    entry_errors: int = 0
+    feed_errors: int = 0
+    by_partition: collections.Counter = field(default_factory=collections.Counter)
+    by_language: collections.Counter = field(default_factory=collections.Counter)
+    duplicates_by_level: collections.Counter = field(default_factory=collections.Counter)
+    errors_by_reason: collections.Counter = field(default_factory=collections.Counter)
+    counters: dict = field(default_factory=dict)
+
+    @property
+    def entries_read(self) -> int:
+        return self.counters.get("entries_read", 0)
+
+    @property
+    def balanced(self) -> bool:
+        """True when entries read = articles + duplicates + entry errors."""
+        return self.entries_read == self.articles + self.duplicates + self.entry_errors
+
+    def render(self) -> str:
+        lines = [f"newsbeam run {self.run_id}"]
+        lines.append(f"  entries read {self.entries_read}: {self.articles} articles written, "
+                     f"{self.duplicates} duplicates, {self.entry_errors} entry errors "
+                     f"[{'accounting OK' if self.balanced else 'ACCOUNTING MISMATCH'}]")
+        lines.append(f"  feed errors: {self.feed_errors}")
+        lines.append("  articles by date/topic:")
+        for part, n in sorted(self.by_partition.items()):
+            lines.append(f"    {part:<52} {n:>6}")
+        lines.append("  articles by language: " + ", ".join(
+            f"{k} {v}" for k, v in sorted(self.by_language.items())))
+        if self.duplicates_by_level:
+            lines.append("  duplicates by level: " + ", ".join(
+                f"{k} {v}" for k, v in sorted(self.duplicates_by_level.items())))
+        if self.errors_by_reason:
+            lines.append("  errors by stage/reason: " + ", ".join(
+                f"{k} {v}" for k, v in sorted(self.errors_by_reason.items())))
+        return "\n".join(lines)
+
+
+def run_files(root: str, table: str, run_id: str) -> list[str]:
+    """Published files of ``table`` written by ``run_id``."""
+    pattern = FileSystems.join(root, table, "**", f"part-{run_id}-*.parquet")
+    return sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
+
+
+def _read(path: str, columns: list[str]):
+    with FileSystems.open(path) as f:
+        return pq.read_table(f, columns=columns)
+
+
+def _partition_of(root: str, table: str, path: str) -> str:
+    rel = path[len(FileSystems.join(root, table)):].strip("/")
+    return rel.rsplit("/", 1)[0]
+
+
+def summarize(root: str, run_id: str, counters: dict[str, int]) -> Summary:
+    """Builds the run summary from the run's published files."""
+    s = Summary(run_id=run_id, counters=dict(counters))
+    for path in run_files(root, "articles", run_id):
+        t = _read(path, ["language"])
+        s.articles += t.num_rows
+        s.by_partition[_partition_of(root, "articles", path)] += t.num_rows
+        s.by_language.update(t.column("language").to_pylist())
+    for path in run_files(root, "duplicates", run_id):
+        t = _read(path, ["level"])
+        s.duplicates += t.num_rows
+        s.duplicates_by_level.update(t.column("level").to_pylist())
+    for path in run_files(root, "errors", run_id):
+        t = _read(path, ["level", "stage", "reason"])
+        for level, stage, reason in zip(*(t.column(c).to_pylist()
+                                          for c in ("level", "stage", "reason")), strict=True):
+            if level == "entry":
+                s.entry_errors += 1
+            else:
+                s.feed_errors += 1
+            s.errors_by_reason[f"{stage}/{reason}"] += 1
+    return s
+
+
+def cleanup_staging(root: str, run_id: str) -> None:
+    """Removes what a finished run left in staging (files of retried bundles)."""
+    staging = FileSystems.join(root, "_staging", run_id)
+    try:
+        if FileSystems.exists(staging):
+            FileSystems.delete([staging])
+    except OSError:
+        pass

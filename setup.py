@@ -1,0 +1,64 @@
+"""Packaging for newsbeam.
+
+The same file serves two purposes: ``pip install -e .`` for users, and
+``--setup_file ./setup.py`` so that Beam runners (Dataflow, Flink, Spark) ship
+the ``pipelines``, ``transforms`` and ``schemas`` packages to their workers.
+"""
+
+import setuptools
+
+REQUIRED = [
+    # The pipeline runtime. Beam 2.77 pins pyarrow<26 and protobuf<7 itself.
+    "apache-beam>=2.77,<2.78",
+    # RSS/Atom parsing (tolerant of the ill-formed feeds found in the wild).
+    "feedparser>=6.0.11,<7",
+    # Article body and metadata extraction; lxml 6 moved the cleaner that
+    # trafilatura imports into lxml_html_clean.
+    "trafilatura>=2.0,<3",
+    "lxml_html_clean>=0.4,<1",
+    # Parquet output and read-back.
+    "pyarrow>=17,<26",
+    # Language identification (seeded for determinism).
+    "langdetect>=1.0.9,<2",
+    # OPML subscription lists.
+    "listparser>=0.20,<1",
+    # URL normalisation helpers (tracking parameters, host case).
+    "courlan>=1.3,<2",
+    # Retries with exponential backoff and jitter.
+    "tenacity>=8.2,<10",
+    # HTTP with streamed bodies, manual redirects and connection pools.
+    "urllib3>=2.2,<3",
+    # Feed configuration files.
+    "pyyaml>=6,<7",
+    # XML bomb / external entity protection before feedparser sees bytes.
+    "defusedxml>=0.7,<1",
+    # Charset detection when headers and meta tags are silent or wrong.
+    "charset-normalizer>=3.3,<4",
+    # MinHash signatures for near-duplicate detection.
+    "datasketch>=1.6,<3",
+    # Lemmas and word frequencies for language-aware story similarity.
+    "simplemma>=1.1,<3",
+    "wordfreq>=3.1,<4",
+]
+
+TEST = [
+    "pytest>=8,<9",
+    "pytest-timeout>=2.3,<3",
+    "ruff>=0.6,<1",
+    "duckdb>=1.1,<2",
+    "pandas>=2.2,<3",
+    "polars>=1.0,<2",
+]
+
+setuptools.setup(
+    name="newsbeam",
+    version="0.1.0",
+    description="News ingestion on Apache Beam: feeds, articles, languages, stories, Parquet.",
+    python_requires=">=3.11",
+    packages=setuptools.find_packages(include=["pipelines*", "transforms*", "schemas*"]),
+    package_data={"pipelines.demo": ["site/**/*", "site/*"], "transforms": ["data/*"]},
+    include_package_data=True,
+    install_requires=REQUIRED,
+    extras_require={"test": TEST},
+    entry_points={"console_scripts": ["newsbeam=pipelines.cli:main"]},
+)

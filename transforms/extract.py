@@ -1,0 +1,196 @@
+"""Page stage: fetch article pages concurrently and extract body and metadata.
+
+Extraction uses ``trafilatura.bare_extraction`` with ``include_comments=False``: on a
+181-page public benchmark it scored the best F1 of the configurations measured
+(0.960 against 0.953 for the default that keeps comments) and is faster (27 ms/page
+against 31 ms), and reader comments are not article text. ``favor_precision`` was not
+better and is slower; ``fast=True`` loses a little F1 for speed.
+
+When the page cannot give a body (empty extraction, e.g. a paywall stub or a page
+built by JavaScript), the body falls back to the feed's full content, then to its
+summary; ``body_source`` records which one was used.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+import trafilatura
+from apache_beam import pvalue
+from apache_beam.metrics import Metrics
+
+from schemas import SCHEMA_VERSION, Article, Entry
+from transforms.errors import error_record
+from transforms.feeds import NAMESPACE, plausible_date
+from transforms.http import FetchError, FetchPolicy, HttpClient, decode_html
+from transforms.text import clean_text, content_hash
+
+_LOG = logging.getLogger(__name__)
+PAGE_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"
+PAGE_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
+MIN_BODY_CHARS = 200
+"""A page body shorter than this is not trusted over a longer feed content."""
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """What trafilatura found in a page."""
+
+    body: str
+    title: str
+    authors: tuple[str, ...]
+    published: dt.datetime | None
+    categories: tuple[str, ...]
+
+
+def extract_page(html: str, url: str) -> Extracted:
+    """Extracts body text and metadata from an HTML page. Never raises on bad HTML."""
+    try:
+        doc = trafilatura.bare_extraction(html, url=url, include_comments=False,
+                                          with_metadata=True, as_dict=True)
+    except Exception as e:  # trafilatura/lxml raise many types on hostile markup
+        _LOG.info("extraction failed for %s: %s", url, e)
+        doc = None
+    if not doc:
+        return Extracted("", "", (), None, ())
+    if not isinstance(doc, dict):
+        doc = doc.as_dict()
+    author = doc.get("author") or ""
+    authors = tuple(a.strip() for a in author.split(";") if a.strip())
+    published = None
+    if doc.get("date"):
+        try:
+            published = dt.datetime.fromisoformat(str(doc["date"])).replace(tzinfo=dt.UTC)
+        except ValueError:
+            published = None
+    cats = tuple(c.strip() for c in (doc.get("categories") or []) if c and c.strip())
+    tags = tuple(t.strip() for t in (doc.get("tags") or []) if t and t.strip())
+    return Extracted(clean_text(doc.get("text") or ""), clean_text(doc.get("title") or ""),
+                     authors, published, cats + tags)
+
+
+def choose_body(extracted_body: str, entry: Entry) -> tuple[str, str]:
+    """Picks the body and its source: page, else feed content, else feed summary."""
+    if entry.body:
+        return entry.body, "backfill"
+    candidates = [(extracted_body, "page"), (entry.content, "feed_content"),
+                  (entry.summary, "feed_summary")]
+    if len(extracted_body) >= MIN_BODY_CHARS:
+        return extracted_body, "page"
+    best = max(candidates, key=lambda c: len(c[0]))
+    return best if best[0] else ("", "none")
+
+
+def build_article(entry: Entry, extracted: Extracted | None,
+                  fetched_at: dt.datetime) -> Article | None:
+    """Combines a feed entry and a page extraction into an article; None if bodiless."""
+    ex = extracted or Extracted("", "", (), None, ())
+    body, body_source = choose_body(ex.body, entry)
+    if not body:
+        return None
+    published = entry.published_at or plausible_date(ex.published, fetched_at)
+    date = (published or fetched_at).strftime("%Y-%m-%d")
+    categories = list(dict.fromkeys([*entry.categories, *ex.categories]))[:50]
+    return Article(
+        article_id=entry.entry_id, url=entry.url, feed_url=entry.feed_url, source=entry.source,
+        title=ex.title or entry.title, body=body, body_source=body_source,
+        authors=list(ex.authors or entry.authors), published_at=published,
+        fetched_at=fetched_at, language=entry.language_hint or "und", language_confidence=None,
+        topic=entry.topic_hint or "unclassified", topic_code=None,
+        topic_source="feed" if entry.topic_hint else "none", categories=categories,
+        content_hash=content_hash(body), story_id=entry.entry_id, is_story_lead=True,
+        story_similarity=None, date=date, schema_version=SCHEMA_VERSION)
+
+
+class FetchPagesFn(beam.DoFn):
+    """Fetches a batch of entries' pages in a thread pool and extracts each one.
+
+    Beam hands a DoFn one element at a time; batching entries and fetching each batch
+    in a pool is what keeps many slow hosts from serialising the stage.
+    """
+
+    def __init__(self, policy: FetchPolicy, threads: int = 16, clock=None):
+        self._policy = policy
+        self._threads = threads
+        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self._client: HttpClient | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self.pages_ok = Metrics.counter(NAMESPACE, "pages_fetched")
+        self.pages_failed = Metrics.counter(NAMESPACE, "pages_failed")
+        self.fallbacks = Metrics.counter(NAMESPACE, "bodies_from_feed")
+        self.empty = Metrics.counter(NAMESPACE, "articles_without_body")
+        self.body_chars = Metrics.distribution(NAMESPACE, "body_chars")
+
+    def setup(self) -> None:
+        self._client = HttpClient(self._policy)
+        self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="fetch-page")
+
+    def teardown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._client is not None:
+            self._client.close()
+
+    def _one(self, entry: Entry) -> tuple[Entry, Any, dt.datetime]:
+        assert self._client is not None
+        fetched_at = self._clock()
+        if entry.body:  # backfilled articles need no fetch
+            return entry, None, fetched_at
+        try:
+            response = self._client.get(entry.url, accept=PAGE_ACCEPT, allowed_types=PAGE_TYPES)
+        except FetchError as e:
+            return entry, e, fetched_at
+        html = decode_html(response.body, response.headers)
+        return entry, extract_page(html, response.url), fetched_at
+
+    def process(self, batch: Iterable[Entry]) -> Iterator[Any]:
+        assert self._pool is not None
+        for entry, outcome, fetched_at in self._pool.map(self._one, list(batch)):
+            if isinstance(outcome, FetchError):
+                self.pages_failed.inc()
+                yield pvalue.TaggedOutput("errors", error_record(
+                    entry.url, entry.feed_url, "entry", "fetch_page", outcome.reason,
+                    outcome.message, outcome.status, outcome.attempts, fetched_at))
+                continue
+            if outcome is not None:
+                self.pages_ok.inc()
+            article = build_article(entry, outcome, fetched_at)
+            if article is None:
+                self.empty.inc()
+                yield pvalue.TaggedOutput("errors", error_record(
+                    entry.url, entry.feed_url, "entry", "extract", "empty_body",
+                    "no body in the page, the feed content or the feed summary", None, 1,
+                    fetched_at))
+                continue
+            if article.body_source in ("feed_content", "feed_summary"):
+                self.fallbacks.inc()
+            self.body_chars.update(len(article.body))
+            yield article
+
+
+class FetchArticles(beam.PTransform):
+    """Entries → Articles (main ``articles``) and ErrorRecords (``errors``)."""
+
+    def __init__(self, policy: FetchPolicy, threads: int = 16, batch_size: int = 32,
+                 clock=None):
+        super().__init__()
+        self._policy = policy
+        self._threads = threads
+        self._batch_size = batch_size
+        self._clock = clock
+
+    def expand(self, entries):
+        return (
+            entries
+            | "BatchForConcurrency" >> beam.BatchElements(
+                min_batch_size=1, max_batch_size=self._batch_size)
+            | "FetchAndExtractPages" >> beam.ParDo(
+                FetchPagesFn(self._policy, self._threads, self._clock))
+            .with_outputs("errors", main="articles")
+        )

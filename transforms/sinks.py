@@ -1,0 +1,206 @@
+"""Sinks: Hive-partitioned Parquet tables that never lose or double rows.
+
+Beam's ``fileio.WriteToFiles`` has two silent data-loss traps with per-partition
+subfolders (the final rename into a missing folder fails quietly, and the default names
+collide across destinations), so the tables are written by :class:`WriteParquetTable`,
+which follows the commit protocol of Beam's own file sinks:
+
+1. each bundle writes its rows to uniquely named staging files under
+   ``DIR/_staging/<run_id>/`` and emits a small descriptor per file;
+2. only descriptors of committed bundles reach the finalize step (a retried bundle's
+   files are orphans that are never published);
+3. one finalize step per window creates the partition folders and renames each staged
+   file to a deterministic, non-colliding name
+   ``DIR/<table>/date=YYYY-MM-DD[/topic=SLUG]/part-<run_id>-<window>-<NNNNN>.parquet``.
+
+Readers never see a partly written file (names starting with ``_`` or ``.`` are
+ignored by Spark, DuckDB and pyarrow, and the rename is the publish step). All paths
+go through ``apache_beam.io.filesystems``, so ``gs://`` and ``s3://`` work as outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
+
+from transforms.feeds import NAMESPACE
+from transforms.topics import TOPIC_SLUGS
+
+COMPRESSION = "zstd"
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class StagedFile(NamedTuple):
+    """A staging file written by one bundle, waiting to be published."""
+
+    partition: str  # e.g. "date=2024-11-23/topic=sport"
+    path: str
+    rows: int
+
+
+class PublishedFile(NamedTuple):
+    """A file visible to readers."""
+
+    table: str
+    partition: str
+    path: str
+    rows: int
+
+
+def article_partition(record: Any) -> str:
+    """``date=…/topic=…`` for an article; refuses values outside the fixed alphabets."""
+    return f"{date_partition(record)}/topic={_checked_topic(record.topic)}"
+
+
+def date_partition(record: Any) -> str:
+    """``date=YYYY-MM-DD`` for any record with a ``date`` field."""
+    if not _DATE.match(record.date or ""):
+        raise ValueError(f"refusing partition date {record.date!r}")
+    return f"date={record.date}"
+
+
+def _checked_topic(topic: str) -> str:
+    if topic not in TOPIC_SLUGS:
+        raise ValueError(f"refusing partition topic {topic!r}")
+    return topic
+
+
+def to_rows(records: list[Any], schema: pa.Schema) -> pa.Table:
+    """Record dataclasses → an Arrow table with exactly ``schema``'s columns."""
+    names = schema.names
+    columns: dict[str, list[Any]] = {n: [] for n in names}
+    for r in records:
+        for n in names:
+            v = getattr(r, n)
+            columns[n].append(list(v) if isinstance(v, tuple) else v)
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def window_token(window: Any) -> str:
+    """A file-name-safe token for a window: ``g`` for the global window, else its bounds."""
+    if isinstance(window, GlobalWindow):
+        return "g"
+    start = getattr(window, "start", None)
+    end = getattr(window, "end", None)
+    if start is None:
+        return "w" + uuid.uuid5(uuid.NAMESPACE_OID, repr(window)).hex[:12]
+    return f"{start.micros // 1_000_000}-{end.micros // 1_000_000}"
+
+
+class _StageRowsFn(beam.DoFn):
+    """Buffers records per (window, partition) and writes staging files."""
+
+    def __init__(self, root: str, run_id: str, schema: pa.Schema,
+                 partition_fn: Callable[[Any], str], rows_per_file: int):
+        self._root = root
+        self._run_id = run_id
+        self._schema = schema
+        self._partition_fn = partition_fn
+        self._rows_per_file = rows_per_file
+        self._buffers: dict[tuple[Any, str], list[Any]] = {}
+
+    def start_bundle(self) -> None:
+        self._buffers = {}
+
+    def process(self, record: Any, window=beam.DoFn.WindowParam) -> Iterator[Any]:
+        key = (window, self._partition_fn(record))
+        buf = self._buffers.setdefault(key, [])
+        buf.append(record)
+        if len(buf) >= self._rows_per_file:
+            yield self._write(key[1], self._buffers.pop(key))
+
+    def finish_bundle(self) -> Iterator[Any]:
+        for (window, partition), records in self._buffers.items():
+            yield WindowedValue(self._write(partition, records), window.max_timestamp(),
+                                [window])
+        self._buffers = {}
+
+    def _write(self, partition: str, records: list[Any]) -> StagedFile:
+        staging = FileSystems.join(self._root, "_staging", self._run_id)
+        path = FileSystems.join(staging, f"{uuid.uuid4().hex}.parquet")
+        table = to_rows(records, self._schema)
+        with FileSystems.create(path) as f:
+            pq.write_table(table, f, compression=COMPRESSION)
+        return StagedFile(partition, path, len(records))
+
+
+class _PublishFn(beam.DoFn):
+    """Renames the committed staging files of one window into their partitions."""
+
+    def __init__(self, root: str, table: str, run_id: str):
+        self._root = root
+        self._table = table
+        self._run_id = run_id
+        self._rows = Metrics.counter(NAMESPACE, f"rows_written_{table}")
+        self._files = Metrics.counter(NAMESPACE, f"files_written_{table}")
+
+    def process(self, element: tuple[str, list[StagedFile]],
+                window=beam.DoFn.WindowParam) -> Iterator[PublishedFile]:
+        token = window_token(window)
+        made: set[str] = set()
+        for seq, staged in enumerate(sorted(element[1], key=lambda s: (s.partition, s.path))):
+            folder = FileSystems.join(self._root, self._table, *staged.partition.split("/"))
+            if folder not in made:
+                # The rename below fails (and Beam's own sinks would hide it) when the
+                # partition folder does not exist yet: create it first.
+                if not FileSystems.exists(folder):
+                    try:
+                        FileSystems.mkdirs(folder)
+                    except OSError:
+                        if not FileSystems.exists(folder):  # lost a race: fine if it exists
+                            raise
+                made.add(folder)
+            final = FileSystems.join(folder, f"part-{self._run_id}-{token}-{seq:05d}.parquet")
+            if FileSystems.exists(final):
+                # A retried publish step: the rename already happened.
+                if not FileSystems.exists(staged.path):
+                    yield PublishedFile(self._table, staged.partition, final, staged.rows)
+                    continue
+                FileSystems.delete([final])
+            FileSystems.rename([staged.path], [final])
+            self._rows.inc(staged.rows)
+            self._files.inc()
+            yield PublishedFile(self._table, staged.partition, final, staged.rows)
+
+
+class WriteParquetTable(beam.PTransform):
+    """Writes records to ``root/table/<partition>/part-*.parquet``; returns PublishedFiles."""
+
+    def __init__(self, root: str, table: str, schema: pa.Schema,
+                 partition_fn: Callable[[Any], str], run_id: str,
+                 rows_per_file: int = 200_000):
+        super().__init__()
+        self._root = root
+        self._table = table
+        self._schema = schema
+        self._partition_fn = partition_fn
+        self._run_id = run_id
+        self._rows_per_file = rows_per_file
+
+    def expand(self, records):
+        return (
+            records
+            | "StageRows" >> beam.ParDo(_StageRowsFn(
+                self._root, self._run_id, self._schema, self._partition_fn,
+                self._rows_per_file))
+            | "OneKeyPerWindow" >> beam.Map(lambda s, t=self._table: (t, s))
+            .with_output_types(tuple[str, Any])
+            | "CollectStaged" >> beam.GroupByKey()
+            | "Publish" >> beam.ParDo(_PublishFn(self._root, self._table, self._run_id))
+        )
+
+
+def record_dict(record: Any) -> dict[str, Any]:
+    """A record dataclass as a plain dict (for summaries and tests)."""
+    return dataclasses.asdict(record)

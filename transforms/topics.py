@@ -1,0 +1,113 @@
+"""Topic stage: one IPTC Media Topic per article, also the ``topic`` partition value.
+
+The topic comes from the first of these that decides:
+
+1. the feed's configured ``topic`` (``topic_source = feed``);
+2. the feed's or page's category strings, through a user-editable mapping file
+   (``transforms/data/categories.yaml``, extendable with ``--category-map``)
+   (``topic_source = category``);
+3. otherwise ``unclassified`` (``topic_source = none``).
+
+Topic slugs come from a fixed table of the 17 top-level IPTC Media Topics, so the
+partition directory name is always one of 18 known strings: nothing a feed says can
+reach the file system.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+
+import apache_beam as beam
+import yaml
+from apache_beam.metrics import Metrics
+
+from schemas import Article
+from transforms.feeds import NAMESPACE
+
+UNCLASSIFIED = "unclassified"
+
+MEDIA_TOPICS: dict[str, tuple[str, str]] = {
+    # slug: (IPTC code, label)
+    "arts-culture-entertainment-media": ("medtop:01000000",
+                                         "arts, culture, entertainment and media"),
+    "crime-law-justice": ("medtop:02000000", "crime, law and justice"),
+    "disaster-accident-emergency": ("medtop:03000000",
+                                    "disaster, accident and emergency incident"),
+    "economy-business-finance": ("medtop:04000000", "economy, business and finance"),
+    "education": ("medtop:05000000", "education"),
+    "environment": ("medtop:06000000", "environment"),
+    "health": ("medtop:07000000", "health"),
+    "human-interest": ("medtop:08000000", "human interest"),
+    "labour": ("medtop:09000000", "labour"),
+    "lifestyle-leisure": ("medtop:10000000", "lifestyle and leisure"),
+    "politics-government": ("medtop:11000000", "politics and government"),
+    "religion": ("medtop:12000000", "religion"),
+    "science-technology": ("medtop:13000000", "science and technology"),
+    "society": ("medtop:14000000", "society"),
+    "sport": ("medtop:15000000", "sport"),
+    "conflict-war-peace": ("medtop:16000000", "conflict, war and peace"),
+    "weather": ("medtop:17000000", "weather"),
+}
+TOPIC_SLUGS = frozenset(MEDIA_TOPICS) | {UNCLASSIFIED}
+
+
+def load_category_map(extra: str | None = None) -> dict[str, str | None]:
+    """Loads the bundled category mapping, merged with ``extra`` (a YAML file) if given."""
+    text = resources.files("transforms").joinpath("data/categories.yaml").read_text("utf-8")
+    mapping = _validate(yaml.safe_load(text) or {}, "built-in category map")
+    if extra:
+        mapping.update(_validate(yaml.safe_load(Path(extra).read_text("utf-8")) or {}, extra))
+    return mapping
+
+
+def _validate(raw: object, where: str) -> dict[str, str | None]:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: expected a mapping of category → topic slug")
+    out: dict[str, str | None] = {}
+    for key, value in raw.items():
+        if value is not None and value not in MEDIA_TOPICS:
+            raise ValueError(f"{where}: {key!r} maps to unknown topic {value!r}; "
+                             f"use one of {sorted(MEDIA_TOPICS)}")
+        out[str(key).strip().casefold()] = value
+    return out
+
+
+def topic_from_categories(categories: Iterable[str],
+                          mapping: Mapping[str, str | None]) -> str | None:
+    """The first category (in feed order) that the mapping sends to a topic."""
+    for category in categories:
+        slug = mapping.get(category.strip().casefold())
+        if slug:
+            return slug
+    return None
+
+
+def assign_topic(article: Article, mapping: Mapping[str, str | None]) -> Article:
+    """Applies the precedence rules and sets ``topic``, ``topic_code``, ``topic_source``."""
+    if article.topic_source == "feed" and article.topic in MEDIA_TOPICS:
+        slug, source = article.topic, "feed"
+    else:
+        slug = topic_from_categories(article.categories, mapping)
+        source = "category" if slug else "none"
+    if slug is None:
+        return dataclasses.replace(article, topic=UNCLASSIFIED, topic_code=None,
+                                   topic_source="none")
+    return dataclasses.replace(article, topic=slug, topic_code=MEDIA_TOPICS[slug][0],
+                               topic_source=source)
+
+
+class AssignTopicFn(beam.DoFn):
+    """Sets the topic of each article; counts articles per topic source."""
+
+    def __init__(self, category_map: Mapping[str, str | None]):
+        self._map = dict(category_map)
+        self._counters = {s: Metrics.counter(NAMESPACE, f"topic_from_{s}")
+                          for s in ("feed", "category", "classifier", "none")}
+
+    def process(self, article: Article):
+        out = assign_topic(article, self._map)
+        self._counters[out.topic_source].inc()
+        yield out
