@@ -55,7 +55,7 @@ class IngestOptions(PipelineOptions):
             help="JSON Lines file of already-fetched articles to backfill (url and text "
                  "required). Default: none.")
         parser.add_argument(
-            "--output", required=True,
+            "--output", default=None,
             help="Output folder (local path, gs:// or s3://): articles/, duplicates/ and "
                  "errors/ are written below it. Required.")
         parser.add_argument(
@@ -109,6 +109,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[IngestConfig, PipelineOption
     # Workers import this project as a package; pickled main sessions are not needed.
     options.view_as(SetupOptions).save_main_session = False
     errors = []
+    if not opts.output:
+        errors.append("--output DIR is required")
     if not opts.feeds and not opts.articles:
         errors.append("give at least one --feeds SOURCE or --articles FILE")
     if opts.fetch_threads < 1:
@@ -130,7 +132,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[IngestConfig, PipelineOption
     policy = FetchPolicy(allow_private_network=opts.allow_private_network,
                          user_agent=opts.user_agent, max_bytes=opts.max_page_bytes,
                          total_timeout=opts.timeout)
-    config = IngestConfig(output=opts.output.rstrip("/"), run_id=opts.run_id or new_run_id(),
+    config = IngestConfig(output=str(opts.output).rstrip("/"), run_id=opts.run_id or new_run_id(),
                           policy=policy, subscriptions=subs, articles=opts.articles,
                           fetch_threads=opts.fetch_threads, category_map=category_map)
     return config, options

@@ -1,0 +1,58 @@
+"""DropExactDuplicates on a real Beam runner (TestPipeline + assert_that)."""
+
+import datetime as dt
+import random
+
+import apache_beam as beam
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from schemas import Entry
+from transforms.dedup import DropExactDuplicates, guid_key
+
+NOW = dt.datetime(2024, 11, 24, 12, tzinfo=dt.UTC)
+
+
+def entry(url, guid, feed="https://f.example/rss", hour=None):
+    published = None if hour is None else dt.datetime(2024, 11, 23, hour, tzinfo=dt.UTC)
+    return Entry(entry_id="id-" + url, url=url, link=url, guid=guid, feed_url=feed, source="s",
+                 title=url, summary="", content="", published_at=published, authors=(),
+                 categories=(), language_hint=None, topic_hint=None, fetched_at=NOW)
+
+
+ENTRIES = [
+    entry("https://a.example/1", "g1", hour=9),
+    entry("https://a.example/1", "other", feed="https://g.example/rss", hour=8),  # same URL
+    entry("https://a.example/2", "https://a.example/?p=2", hour=10),
+    entry("https://a.example/2b", "https://a.example/?p=2", hour=11),  # same global GUID
+    entry("https://a.example/3", "7", hour=12),
+    entry("https://b.example/3", "7", feed="https://g.example/rss", hour=12),  # local GUIDs
+]
+
+
+def run(entries):
+    with TestPipeline() as p:
+        unique, dups = p | beam.Create(entries) | DropExactDuplicates()
+        assert_that(unique | "U" >> beam.Map(lambda e: (e.url, e.feed_url)), equal_to([
+            ("https://a.example/1", "https://g.example/rss"),  # earliest published wins
+            ("https://a.example/2", "https://f.example/rss"),
+            ("https://a.example/3", "https://f.example/rss"),
+            ("https://b.example/3", "https://g.example/rss"),
+        ]), label="unique")
+        assert_that(dups | "D" >> beam.Map(lambda d: (d.url, d.level, d.duplicate_of)),
+                    equal_to([
+                        ("https://a.example/1", "url", "id-https://a.example/1"),
+                        ("https://a.example/2b", "guid", "id-https://a.example/2"),
+                    ]), label="duplicates")
+
+
+def test_url_and_guid_duplicates_are_dropped_deterministically():
+    run(ENTRIES)
+    shuffled = list(ENTRIES)
+    random.Random(7).shuffle(shuffled)
+    run(shuffled)
+
+
+def test_guid_scope():
+    assert guid_key(entry("https://x/1", "tag:x.example,2024:1")) == "tag:x.example,2024:1"
+    assert guid_key(entry("https://x/1", "42")).endswith(" 42")
