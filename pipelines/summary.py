@@ -46,7 +46,7 @@ class Summary:
         lines.append(f"  feed errors: {self.feed_errors}")
         lines.append("  articles by date/topic:")
         for part, n in sorted(self.by_partition.items()):
-            lines.append(f"    {part:<52} {n:>6}")
+            lines.append(f"    {part:<60} {n:>6}")
         lines.append("  articles by language: " + ", ".join(
             f"{k} {v}" for k, v in sorted(self.by_language.items())))
         if self.duplicates_by_level:

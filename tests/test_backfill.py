@@ -20,7 +20,8 @@ def test_parse_line_and_clear_errors():
     assert e.published_at == dt.datetime(2024, 11, 23, 10, tzinfo=dt.UTC)
     assert e.language_hint == "en" and e.source == "x.example"
     for line, reason in [("{not json", "invalid_json"), ("[1]", "invalid_json"),
-                         ('{"text": "x"}', "missing_url"), ('{"url": "https://a/"}', "missing_text"),
+                         ('{"text": "x"}', "missing_url"),
+                         ('{"url": "https://a/"}', "missing_text"),
                          ('{"url": "ftp://a/", "text": "x"}', "bad_url"),
                          ('{"url": "https://a/", "text": "x", "published": "yesterday"}',
                           "bad_date")]:
@@ -39,9 +40,10 @@ def test_backfill_run_accounts_for_every_line(tmp_path):
         {"url": "https://a.example/1", "text": BODY, "title": "Depot",
          "published": "2024-11-23T08:00:00+00:00"},
         {"url": "https://a.example/1?utm_source=rss", "text": BODY},  # same canonical URL
-        {"url": "https://b.example/2", "text": "Der Stadtrat hat am Donnerstag den Plan für "
-                                                "den Umbau des alten Straßenbahndepots "
-                                                "beschlossen.", "published": "1970-01-01T00:00:00Z"},
+        {"url": "https://b.example/2",
+         "text": "Der Stadtrat hat am Donnerstag den Plan für den Umbau des alten "
+                 "Straßenbahndepots beschlossen.",
+         "published": "1970-01-01T00:00:00Z"},
         {"url": "https://c.example/3"},  # no text
     ]
     src = tmp_path / "in.jsonl"
