@@ -1,0 +1,148 @@
+"""Throughput of the ingestion pipeline against the same work in a plain Python loop.
+
+A generated site (20 feeds x 100 articles by default, served from memory by a separate
+process on 127.0.0.1) is ingested three ways, interleaved in one run so that machine
+noise hits all of them alike:
+
+* ``loop``: fetch each feed, parse, fetch each page, extract, detect language, assign
+  topic, write one Parquet file: the same per-article functions, no Beam, one thread;
+* ``beam``: ``newsbeam ingest`` on the default DirectRunner (one worker);
+* ``beam-2w``: the same with ``--direct_running_mode=multi_processing
+  --direct_num_workers=2``.
+
+Each measurement runs in a fresh subprocess (so peak RSS is its own) and prints
+articles/s, the ratio to the loop, and peak memory. Usage::
+
+    python bench/bench_pipeline.py [--feeds 20 --per-feed 100 --rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def plain_loop(base: str, feeds: int, out: str) -> int:
+    """The per-article work of the pipeline, sequential, without Beam."""
+    import datetime as dt
+
+    import pyarrow.parquet as pq
+
+    from schemas import ARTICLE_SCHEMA, FeedSpec
+    from transforms.extract import PAGE_ACCEPT, PAGE_TYPES, build_article, extract_page
+    from transforms.feeds import FEED_ACCEPT, parse_feed
+    from transforms.http import FetchPolicy, HttpClient, decode_html
+    from transforms.language import detect_language
+    from transforms.sinks import to_rows
+    from transforms.topics import assign_topic, load_category_map
+
+    client = HttpClient(FetchPolicy(allow_private_network=True))
+    mapping = load_category_map()
+    articles = []
+    seen = set()
+    for f in range(feeds):
+        spec = FeedSpec(url=f"{base}/outlet{f}/feed.xml")
+        now = dt.datetime.now(dt.UTC)
+        resp = client.get(spec.url, accept=FEED_ACCEPT)
+        for entry in parse_feed(resp.body, resp.headers, spec, now).entries:
+            if entry.url in seen:
+                continue
+            seen.add(entry.url)
+            page = client.get(entry.url, accept=PAGE_ACCEPT, allowed_types=PAGE_TYPES)
+            ex = extract_page(decode_html(page.body, page.headers), page.url)
+            a = build_article(entry, ex, dt.datetime.now(dt.UTC))
+            if a is None:
+                continue
+            lang, prob = detect_language(f"{a.title}\n{a.body}", entry.language_hint)
+            a = assign_topic(a.__class__(**{**a.__dict__, "language": lang,
+                                            "language_confidence": prob}), mapping)
+            articles.append(a)
+    pq.write_table(to_rows(articles, ARTICLE_SCHEMA), os.path.join(out, "articles.parquet"))
+    return len(articles)
+
+
+def beam_run(base: str, feeds: int, out: str, extra: list[str]) -> int:
+    from pipelines.ingest import run
+
+    feed_file = os.path.join(out, "feeds.txt")
+    Path(feed_file).write_text("\n".join(f"{base}/outlet{f}/feed.xml" for f in range(feeds)))
+    _, summary = run(["--feeds", feed_file, "--output", os.path.join(out, "o"),
+                      "--allow-private-network", *extra], quiet=True)
+    return summary.articles
+
+
+def child(mode: str, base: str, feeds: int) -> None:
+    """One measurement; prints a JSON line."""
+    with tempfile.TemporaryDirectory(prefix="nb-bench-") as out:
+        start = time.perf_counter()
+        if mode == "loop":
+            n = plain_loop(base, feeds, out)
+        elif mode == "beam":
+            n = beam_run(base, feeds, out, [])
+        else:
+            n = beam_run(base, feeds, out, ["--direct_running_mode=multi_processing",
+                                            "--direct_num_workers=2"])
+        seconds = time.perf_counter() - start
+    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(json.dumps({"mode": mode, "articles": n, "seconds": seconds,
+                      "peak_rss_mb": round(max(self_kb, kids_kb) / 1024, 1)}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--feeds", type=int, default=20)
+    ap.add_argument("--per-feed", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--modes", default="loop,beam,beam-2w")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--base", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        child(a.child, a.base, a.feeds)
+        return
+    server = subprocess.Popen(
+        [sys.executable, str(HERE / "synthetic_site.py"), "--feeds", str(a.feeds),
+         "--per-feed", str(a.per_feed)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True)
+    try:
+        base = server.stdout.readline().strip()
+        results: dict[str, list[dict]] = {m: [] for m in a.modes.split(",")}
+        for r in range(a.rounds):
+            for mode in results:
+                proc = subprocess.run(
+                    [sys.executable, __file__, "--child", mode, "--base", base,
+                     "--feeds", str(a.feeds)], capture_output=True, text=True, check=True,
+                    cwd=HERE.parent)
+                res = json.loads(proc.stdout.strip().splitlines()[-1])
+                results[mode].append(res)
+                print(f"round {r + 1} {mode:8} {res['articles']} articles in "
+                      f"{res['seconds']:.1f} s = {res['articles'] / res['seconds']:.1f}/s, "
+                      f"peak RSS {res['peak_rss_mb']} MB", flush=True)
+    finally:
+        server.stdin.close()
+        server.wait(timeout=10)
+    rate = {m: statistics.median(x["articles"] / x["seconds"] for x in v)
+            for m, v in results.items()}
+    print(f"\n{a.feeds * a.per_feed} articles, {os.cpu_count()} CPUs, median of {a.rounds} "
+          "rounds")
+    for m, v in results.items():
+        line = f"  {m:8} {rate[m]:7.1f} articles/s"
+        if "loop" in rate and m != "loop":
+            line += f"   ratio to loop {rate[m] / rate['loop']:.2f}"
+        line += f"   peak RSS {max(x['peak_rss_mb'] for x in v)} MB"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

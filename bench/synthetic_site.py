@@ -1,0 +1,100 @@
+"""A generated news site for benchmarks: N feeds x M articles, served from memory.
+
+Run as a separate process so the server does not compete with the measured code for
+the interpreter lock::
+
+    python bench/synthetic_site.py --feeds 20 --per-feed 100 --port 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+WORDS = ("council minister budget railway bridge election court harbour energy winter grid "
+         "farmers exports market shares inflation rates bank school hospital doctors nurses "
+         "match league coach striker season festival film director museum exhibition storm "
+         "river flood drought vaccine research university students teachers union strike "
+         "factory chips software startup investors regulator parliament vote coalition "
+         "opposition mayor city region village police investigation report statement "
+         "officials sources agency spokesperson negotiations agreement treaty summit").split()
+
+
+def paragraph(rng: random.Random, sentences: int) -> str:
+    out = []
+    for _ in range(sentences):
+        words = rng.choices(WORDS, k=rng.randint(10, 22))
+        out.append(" ".join(["The", *words]) + ".")
+    return " ".join(out)
+
+
+def make_site(feeds: int, per_feed: int, base: str, seed: int = 7,
+              latency: float = 0.0) -> dict[str, tuple[str, bytes]]:
+    """Returns {path: (content_type, body)} for every feed and article page."""
+    rng = random.Random(seed)
+    pages: dict[str, tuple[str, bytes]] = {}
+    for f in range(feeds):
+        items = []
+        for a in range(per_feed):
+            path = f"/outlet{f}/2024/11/story-{a}.html"
+            title = f"Story {f}-{a}: " + " ".join(rng.choices(WORDS, k=6))
+            paras = "".join(f"<p>{paragraph(rng, 4)}</p>" for _ in range(6))
+            html = (f"<!doctype html><html><head><title>{title}</title>"
+                    f'<meta name="author" content="Writer {a % 13}">'
+                    f'<meta property="article:published_time" content="2024-11-2{a % 5}T10:00:00Z">'
+                    f"</head><body><nav><a href='/'>Home</a> <a href='/world'>World</a> "
+                    f"<a href='/sport'>Sport</a></nav><article><h1>{title}</h1>{paras}"
+                    f"</article><aside>Most read: five other stories</aside>"
+                    f"<footer>Copyright Outlet {f}. All rights reserved.</footer></body></html>")
+            pages[path] = ("text/html; charset=utf-8", html.encode())
+            items.append(f"<item><title>{title}</title><link>{base}{path}</link>"
+                         f"<guid>{base}{path}</guid>"
+                         f"<pubDate>Sat, 2{a % 5} Nov 2024 10:00:00 GMT</pubDate>"
+                         f"<category>{'Sport' if a % 4 == 0 else 'Business'}</category>"
+                         f"<description>{paragraph(rng, 1)}</description></item>")
+        rss = (f"<?xml version='1.0' encoding='utf-8'?><rss version='2.0'><channel>"
+               f"<title>Outlet {f}</title><link>{base}/outlet{f}/</link>{''.join(items)}"
+               f"</channel></rss>")
+        pages[f"/outlet{f}/feed.xml"] = ("application/rss+xml; charset=utf-8", rss.encode())
+    return pages
+
+
+def serve(feeds: int, per_feed: int, port: int, latency: float) -> None:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server API
+            if latency:
+                time.sleep(latency)
+            ctype, body = pages.get(self.path, ("text/plain", b"not found"))
+            self.send_response(200 if self.path in pages else 404)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    httpd.daemon_threads = True
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    pages = make_site(feeds, per_feed, base)
+    print(base, flush=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    sys.stdin.read()  # serve until the parent closes our stdin
+    httpd.shutdown()
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--feeds", type=int, default=20)
+    ap.add_argument("--per-feed", type=int, default=100)
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--latency", type=float, default=0.0)
+    a = ap.parse_args()
+    serve(a.feeds, a.per_feed, a.port, a.latency)
