@@ -4,6 +4,7 @@ Subcommands::
 
     newsbeam ingest --feeds SOURCE [...] --output DIR [Beam options]
     newsbeam demo [--output DIR]
+    newsbeam compact DIR [--date YYYY-MM-DD] [--target-size BYTES]
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         _, summary = run(rest)
         return 0 if summary.balanced else 1
+    if command == "compact":
+        from pipelines.compact import main as compact_main
+
+        return compact_main(rest)
     if command == "demo":
         from pipelines.demo.run import run_demo
 
