@@ -48,6 +48,12 @@ TEST = [
     "duckdb>=1.1,<2",
     "pandas>=2.2,<3",
     "polars>=1.0,<2",
+    # Beam's --setup_file staging builds the sdist with `python -m build --no-isolation`
+    # when `build` is installed, using this environment's setuptools (pyproject needs 68+);
+    # `wheel` lets `pip wheel --no-build-isolation` build the wheel the packaging tests check.
+    "build>=1.2,<2",
+    "setuptools>=68,<90",
+    "wheel>=0.43,<1",
 ]
 
 setuptools.setup(
@@ -56,7 +62,7 @@ setuptools.setup(
     description="News ingestion on Apache Beam: feeds, articles, languages, stories, Parquet.",
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["pipelines*", "transforms*", "schemas*"]),
-    package_data={"pipelines.demo": ["site/**/*", "site/*"], "transforms": ["data/*"]},
+    package_data={"pipelines.demo": ["site/**/*", "site/*"], "transforms": ["data/*", "data/**/*"]},
     include_package_data=True,
     install_requires=REQUIRED,
     extras_require={"test": TEST},

@@ -1,0 +1,86 @@
+"""Dataflow Flex Template entry point for ``newsbeam ingest``.
+
+The Flex Template launcher runs this file (``FLEX_TEMPLATE_PYTHON_PY_FILE``) on a
+short-lived launcher VM with the template's parameters as ``--name=value`` arguments. It
+builds the same pipeline as ``newsbeam ingest`` and submits it, then exits: the launcher
+must not block on ``wait_until_finish`` (the job would never be reported as started), so
+the end-of-run summary that ``newsbeam ingest`` prints is not produced here. Read the
+output back afterwards instead, e.g. with DuckDB over ``OUTPUT/articles/**/*.parquet``.
+
+Template parameter names may only use letters, digits and underscores, while some
+``newsbeam`` options are spelled with hyphens and one is an on/off flag;
+:func:`flex_args` translates ``--fetch_threads=4`` to ``--fetch-threads=4`` and
+``--allow_private_network=true`` to ``--allow-private-network``.
+
+Run it locally the way the launcher does (DirectRunner, waits because that runner does)::
+
+    python deploy/flex_template/main.py --feeds=https://example.org/rss --output=/tmp/out
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import apache_beam as beam
+
+from pipelines.ingest import IngestOptions, build, parse_args
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off", ""})
+
+
+def _ingest_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
+    IngestOptions._add_argparse_args(parser)  # noqa: SLF001 - Beam's own extension hook
+    return parser
+
+
+def flex_args(argv: Sequence[str]) -> list[str]:
+    """Rewrites template-style ``--name_with_underscores=value`` arguments for ``ingest``.
+
+    Only ``newsbeam``'s own options are touched; Beam options (``--sdk_container_image``,
+    ``--max_num_workers``...) pass through unchanged. Raises ValueError for a flag whose
+    value is not a recognisable boolean.
+    """
+    spelled: dict[str, str] = {}
+    flags: set[str] = set()
+    for action in _ingest_parser()._actions:  # noqa: SLF001 - read-only walk
+        for option in action.option_strings:
+            spelled[option.replace("-", "_").replace("__", "--", 1)] = option
+            if action.nargs == 0:
+                flags.add(option)
+    out: list[str] = []
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        option = spelled.get(name, name)
+        if option in flags and eq:
+            if value.strip().lower() in _TRUE:
+                out.append(option)
+            elif value.strip().lower() not in _FALSE:
+                raise ValueError(f"{name} expects true or false, got {value!r}")
+            continue
+        out.append(option + eq + value if option != name else arg)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Builds the ingestion pipeline from template parameters and submits it."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args = flex_args(list(sys.argv[1:] if argv is None else argv))
+    except ValueError as e:
+        raise SystemExit(f"newsbeam flex template: {e}") from e
+    config, options = parse_args(args)
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, config)
+    result = pipeline.run()
+    logging.getLogger(__name__).info("submitted run %s (state %s)", config.run_id,
+                                     result.state)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
