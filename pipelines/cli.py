@@ -4,6 +4,7 @@ Subcommands::
 
     newsbeam ingest --feeds SOURCE [...] --output DIR [Beam options]
     newsbeam demo [--output DIR]
+    newsbeam watch --feeds SOURCE [...] --output DIR [--poll-interval N] [--cycles K]
     newsbeam compact DIR [--date YYYY-MM-DD] [--target-size BYTES]
 """
 
@@ -28,6 +29,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         _, summary = run(rest)
         return 0 if summary.balanced else 1
+    if command == "watch":
+        from pipelines.watch import main as watch_main
+
+        return watch_main(rest)
     if command == "compact":
         from pipelines.compact import main as compact_main
 

@@ -138,12 +138,22 @@ def parse_args(argv: Sequence[str] | None) -> tuple[IngestConfig, PipelineOption
     return config, options
 
 
-def build(pipeline: beam.Pipeline, config: IngestConfig, clock=None) -> dict:
-    """Adds the ingestion transforms to ``pipeline``; returns the main PCollections."""
+def build(pipeline: beam.Pipeline, config: IngestConfig, clock=None,
+          feed_stage: beam.PTransform | None = None) -> dict:
+    """Adds the ingestion transforms to ``pipeline``; returns the main PCollections.
+
+    ``feed_stage`` (continuous modes) replaces reading ``config``'s feeds once: a
+    PTransform applied to the pipeline returning ``{"entries", "errors", "duplicates"}``.
+    """
     now = dt.datetime.now(dt.UTC)
-    entry_sets, error_sets = [], []
+    entry_sets, error_sets, duplicate_sets = [], [], []
     subs = config.subscriptions
-    if subs.feeds:
+    if feed_stage is not None:
+        polled = pipeline | "PollFeeds" >> feed_stage
+        entry_sets.append(polled["entries"])
+        error_sets.append(polled["errors"])
+        duplicate_sets.append(polled["duplicates"])
+    elif subs.feeds:
         feeds = (pipeline | "Subscriptions" >> beam.Create(subs.feeds)
                  | "ReadFeeds" >> ReadFeeds(config.policy, clock))
         entry_sets.append(feeds.entries)
@@ -158,6 +168,8 @@ def build(pipeline: beam.Pipeline, config: IngestConfig, clock=None) -> dict:
         error_sets.append(backfill.errors)
     entries = entry_sets | "AllEntries" >> beam.Flatten()
     unique, duplicates = entries | "DropExactDuplicates" >> DropExactDuplicates(clock=clock)
+    if duplicate_sets:
+        duplicates = [duplicates, *duplicate_sets] | "AllDuplicates" >> beam.Flatten()
     pages = unique | "FetchArticles" >> FetchArticles(config.policy, config.fetch_threads,
                                                       clock=clock)
     error_sets.append(pages.errors)

@@ -1,0 +1,415 @@
+"""``newsbeam watch``: poll feeds forever on one machine, publishing every cycle.
+
+Run it::
+
+    newsbeam watch --feeds feeds.yaml --output ./out --poll-interval 300
+    newsbeam watch --feeds feeds.yaml --output ./out --poll-interval 60 --cycles 10
+
+Why not simply ``ingest --streaming`` locally: Beam's local runner (the FnApiRunner) runs a
+streaming pipeline like a batch one and publishes its files only when the pipeline ends,
+so a never-ending local pipeline would never show a single article. Instead, each cycle:
+
+1. polls every feed that is due with a conditional GET (``If-None-Match`` /
+   ``If-Modified-Since`` from ``DIR/_state/feeds.json``); failing feeds back off
+   exponentially and honour ``Retry-After``;
+2. sorts the entries against ``DIR/_state/seen.json``: re-listed by the same feed →
+   ``unchanged`` (counted, nothing written); already brought by another feed → a
+   duplicate record; otherwise new;
+3. writes a journal of the cycle (``DIR/_state/journal-<run_id>.json``), then runs the
+   batch pipeline (``pipelines.ingest.build``) over the new entries: pages fetched,
+   language, topic, dedup, and the Parquet tables published at the end of the cycle;
+4. reads back what the cycle published and folds it into the state files; an entry whose
+   fate was not published stays unseen and its feed's validators are not kept, so the
+   next cycle fetches it again. After a crash the next start does this from the journal.
+
+A cycle where every feed answers 304 runs no pipeline at all. One progress line is
+printed per cycle. The first Ctrl-C (or SIGTERM) lets the running cycle finish and
+publish, then stops; a second one abandons it: only ``_``-prefixed staging files remain,
+and the journal makes the next start account for whatever was published.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines.ingest import IngestConfig, build, counters, new_run_id, parse_args
+from pipelines.summary import Summary, cleanup_staging, run_files, summarize
+from schemas import DuplicateRecord, Entry, ErrorRecord
+from transforms.dedup import duplicate_record, entry_order
+from transforms.http import HttpClient
+from transforms.polling import (
+    DEFAULT_BACKOFF,
+    DEFAULT_FORGET_AFTER,
+    DEFAULT_MAX_BACKOFF,
+    FeedState,
+    PollResult,
+    classify,
+    kept_keys,
+    listing_keys,
+    poll_feed,
+)
+from transforms.sources import Subscriptions
+from transforms.state import StateStore
+
+_LOG = logging.getLogger(__name__)
+
+
+class ContinuousOptions(PipelineOptions):
+    """Options of the continuous modes (``watch`` and ``ingest --streaming``)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--poll-interval", dest="poll_interval", type=float, default=300.0,
+            help="Seconds between the starts of two polls of every feed. Default: 300.")
+        parser.add_argument(
+            "--cycles", type=int, default=None,
+            help="Stop after this many poll cycles (watch mode). Default: run until "
+                 "Ctrl-C or SIGTERM.")
+        parser.add_argument(
+            "--stop-after", dest="stop_after", type=float, default=None,
+            help="Streaming pipeline only: stop polling this many seconds after the start "
+                 "(a bounded run, e.g. for tests). Default: never.")
+        parser.add_argument(
+            "--forget-after-days", dest="forget_after_days", type=float,
+            default=DEFAULT_FORGET_AFTER.days,
+            help="Forget an item this many days after no feed lists it any more. "
+                 f"Default: {DEFAULT_FORGET_AFTER.days}.")
+        parser.add_argument(
+            "--feed-backoff", dest="feed_backoff", type=float, default=DEFAULT_BACKOFF,
+            help="Seconds a feed that failed once waits before its next poll; doubles per "
+                 f"consecutive failure up to {DEFAULT_MAX_BACKOFF:.0f}. "
+                 f"Default: {DEFAULT_BACKOFF:.0f}.")
+
+
+@dataclass
+class WatchConfig:
+    """Everything the watch loop needs, validated."""
+
+    ingest: IngestConfig
+    options: PipelineOptions
+    poll_interval: float = 300.0
+    cycles: int | None = None
+    forget_after: dt.timedelta = DEFAULT_FORGET_AFTER
+    backoff: float = DEFAULT_BACKOFF
+    max_backoff: float = DEFAULT_MAX_BACKOFF
+
+
+def parse_watch_args(argv: Sequence[str] | None) -> WatchConfig:
+    """Parses the command line of ``newsbeam watch`` (the ingest options plus the above)."""
+    ingest, options = parse_args(argv)
+    opts = options.view_as(ContinuousOptions)
+    errors = []
+    if ingest.articles:
+        errors.append("--articles (backfill) is a one-off: use newsbeam ingest for it")
+    if not ingest.subscriptions.feeds:
+        errors.append("give at least one --feeds SOURCE with a valid feed")
+    if opts.poll_interval <= 0:
+        errors.append("--poll-interval must be positive")
+    if opts.cycles is not None and opts.cycles < 1:
+        errors.append("--cycles must be at least 1")
+    if "://" in ingest.output:
+        errors.append("watch keeps its state beside the output: --output must be a local "
+                      "folder (use a streaming runner for object stores)")
+    if errors:
+        raise SystemExit("newsbeam watch: " + "; ".join(errors))
+    return WatchConfig(ingest=ingest, options=options, poll_interval=opts.poll_interval,
+                       cycles=opts.cycles,
+                       forget_after=dt.timedelta(days=opts.forget_after_days),
+                       backoff=opts.feed_backoff)
+
+
+class CycleInput(beam.PTransform):
+    """The feed stage of one cycle: entries, errors and duplicates polled by the driver."""
+
+    def __init__(self, entries: list[Entry], errors: list[ErrorRecord],
+                 duplicates: list[DuplicateRecord]):
+        super().__init__()
+        self._entries = entries
+        self._errors = errors
+        self._duplicates = duplicates
+
+    def expand(self, pbegin):
+        return {
+            "entries": pbegin | "NewEntries" >> beam.Create(self._entries),
+            "errors": pbegin | "PollErrors" >> beam.Create(self._errors),
+            "duplicates": pbegin | "EarlierDuplicates" >> beam.Create(self._duplicates),
+        }
+
+
+@dataclass
+class CycleReport:
+    """What one cycle did; ``line()`` is the progress line."""
+
+    number: int
+    run_id: str | None
+    started: dt.datetime
+    polls: dict[str, int] = field(default_factory=dict)
+    entries_new: int = 0
+    entries_unchanged: int = 0
+    earlier_duplicates: int = 0
+    summary: Summary | None = None
+    seconds: float = 0.0
+
+    @property
+    def balanced(self) -> bool:
+        return self.summary is None or self.summary.balanced
+
+    def line(self) -> str:
+        p = self.polls
+        s = self.summary
+        wrote = (f"wrote {s.articles} articles, {s.duplicates} duplicates, "
+                 f"{s.entry_errors} entry errors, {s.feed_errors} feed errors"
+                 if s is not None else "nothing to write")
+        check = "" if self.balanced else " [ACCOUNTING MISMATCH]"
+        return (f"cycle {self.number} {self.started:%Y-%m-%dT%H:%M:%SZ}: feeds "
+                f"{p.get('fetched', 0)} fetched, {p.get('not_modified', 0)} not modified, "
+                f"{p.get('failed', 0)} failed, {p.get('backing_off', 0)} backing off; entries "
+                f"{self.entries_new} new, {self.entries_unchanged} unchanged, "
+                f"{self.earlier_duplicates} seen elsewhere; {wrote} in {self.seconds:.1f} s"
+                f"{check}")
+
+
+@dataclass
+class WatchReport:
+    """All cycles of one ``watch`` run."""
+
+    cycles: list[CycleReport] = field(default_factory=list)
+    recovered: int = 0
+    stopped_by_signal: bool = False
+
+    @property
+    def balanced(self) -> bool:
+        return all(c.balanced for c in self.cycles)
+
+
+def _published_fates(root: str, run_id: str) -> dict[tuple[str, str], tuple[str, str]]:
+    """(feed_url, entry id or url) → (fate, kept article_id), from the run's files."""
+    fates: dict[tuple[str, str], tuple[str, str]] = {}
+    for path in run_files(root, "articles", run_id):
+        t = pq.read_table(path, columns=["article_id", "feed_url"])
+        for aid, feed in zip(*(t.column(c).to_pylist() for c in t.column_names), strict=True):
+            fates[(feed, aid)] = ("article", aid)
+    for path in run_files(root, "duplicates", run_id):
+        t = pq.read_table(path, columns=["article_id", "feed_url", "duplicate_of"])
+        for aid, feed, kept in zip(*(t.column(c).to_pylist() for c in t.column_names),
+                                   strict=True):
+            fates.setdefault((feed, aid), ("duplicate", kept))
+    for path in run_files(root, "errors", run_id):
+        t = pq.read_table(path, columns=["url", "feed_url", "level"])
+        for url, feed, level in zip(*(t.column(c).to_pylist() for c in t.column_names),
+                                    strict=True):
+            if level == "entry":
+                fates.setdefault((feed, url), ("error", ""))
+    return fates
+
+
+def fold_journal(store: StateStore, root: str, run_id: str, journal: dict[str, Any],
+                 forget_after: dt.timedelta) -> tuple[int, int]:
+    """Folds a cycle's published outcome into the state files; returns (seen, unaccounted).
+
+    Only entries whose fate (article, duplicate or entry error) was published become
+    seen. A feed with an unaccounted entry keeps no validators, so its next poll is a
+    full GET that lists the entry again.
+    """
+    feeds = store.load_feeds()
+    seen = store.load_seen()
+    now = journal["polled_at"]
+    fates = _published_fates(root, run_id) if journal["entries"] else {}
+    incomplete: set[str] = set()
+    accounted = 0
+    for feed, entry_id, url, guid, gkey in journal["entries"]:
+        fate = fates.get((feed, entry_id)) or fates.get((feed, url))
+        if fate is None:
+            incomplete.add(feed)
+            continue
+        accounted += 1
+        seen.mark_listed([f"{feed} u {entry_id}", f"{feed} g {guid}"], now)
+        if fate[0] != "error":
+            seen.keep([f"u {url}", f"g {gkey}"], fate[1], now)
+    seen.mark_listed(journal.get("touched", []), now)
+    for url, state in journal["feeds"].items():
+        if url in incomplete:
+            state = dict(state, etag=None, last_modified=None)
+        feeds[url] = state
+    cutoff = now - forget_after.total_seconds()
+    seen.forget_before(cutoff, {u: s.get("last_listing_at", 0.0) for u, s in feeds.items()})
+    store.save(feeds, seen)
+    store.drop_journal(run_id)
+    return accounted, len(journal["entries"]) - accounted
+
+
+def recover(store: StateStore, root: str, forget_after: dt.timedelta) -> int:
+    """Folds in the journals of cycles interrupted earlier; returns how many."""
+    journals = store.journals()
+    for run_id, journal in journals:
+        accounted, lost = fold_journal(store, root, run_id, journal, forget_after)
+        cleanup_staging(root, run_id)
+        _LOG.warning("recovered interrupted cycle %s: %d entries published, %d to fetch again",
+                     run_id, accounted, lost)
+    return len(journals)
+
+
+def poll_all(client: HttpClient, config: WatchConfig, states: dict[str, dict],
+             now: dt.datetime) -> list[PollResult]:
+    """Polls every feed (those that are due) in parallel; results in subscription order."""
+    feeds = config.ingest.subscriptions.feeds
+
+    def one(spec):
+        return poll_feed(client, spec, FeedState.from_json(states.get(spec.url)), now,
+                         config.backoff, config.max_backoff)
+
+    with ThreadPoolExecutor(max(1, min(8, len(feeds))), thread_name_prefix="poll") as pool:
+        return list(pool.map(one, feeds))
+
+
+def run_cycle(number: int, config: WatchConfig, store: StateStore, client: HttpClient,
+              clock: Callable[[], dt.datetime], first: bool) -> CycleReport:
+    """One poll cycle: poll, sort, journal, run the batch pipeline, fold in the outcome."""
+    started = clock()
+    t0 = time.monotonic()
+    report = CycleReport(number, None, started)
+    root = config.ingest.output
+    seen = store.load_seen()
+    results = poll_all(client, config, store.load_feeds(), started)
+    entries = sorted((e for r in results for e in r.entries), key=entry_order)
+    errors = [err for r in results for err in r.errors]
+    for r in results:
+        report.polls[r.status] = report.polls.get(r.status, 0) + 1
+    new: list[Entry] = []
+    duplicates: list[DuplicateRecord] = []
+    touched: list[str] = []
+    carried: list[Entry] = []  # entries whose fate this cycle must publish
+    for entry in entries:
+        sighting = classify(entry, seen.listed, seen.kept)
+        if sighting.verdict == "unchanged":
+            report.entries_unchanged += 1
+            touched.extend(listing_keys(entry))
+        elif sighting.verdict == "duplicate":
+            duplicates.append(duplicate_record(entry, sighting.kept_id or "",
+                                               sighting.level or "url", 1.0, started))
+            carried.append(entry)
+            report.earlier_duplicates += 1
+        else:
+            new.append(entry)
+            carried.append(entry)
+    report.entries_new = len(new)
+    problems = config.ingest.subscriptions.problems if first else []
+    run_id = new_run_id()
+    journal = {
+        "polled_at": started.timestamp(),
+        "feeds": {r.spec.url: r.state.to_json() for r in results},
+        "entries": [[e.feed_url, e.entry_id, e.url, e.guid, kept_keys(e)[1][2:]]
+                    for e in carried],
+        "touched": touched,
+    }
+    if not new and not duplicates and not errors and not problems:
+        # Nothing to publish (every feed answered 304, or listed only known items).
+        fold_journal(store, root, run_id, journal, config.forget_after)
+        report.seconds = time.monotonic() - t0
+        return report
+    report.run_id = run_id
+    store.write_journal(run_id, journal)
+    cycle_config = dataclasses.replace(
+        config.ingest, run_id=run_id,
+        subscriptions=Subscriptions(feeds=[], problems=list(problems)))
+    pipeline = beam.Pipeline(options=config.options)
+    build(pipeline, cycle_config, None, feed_stage=CycleInput(new, errors, duplicates))
+    result = pipeline.run()
+    result.wait_until_finish()
+    cleanup_staging(root, run_id)
+    fold_journal(store, root, run_id, journal, config.forget_after)
+    entry_problems = sum(1 for e in errors if e.level == "entry")
+    counts = counters(result)
+    counts["entries_read"] = len(new) + len(duplicates) + entry_problems
+    counts["entries_unchanged"] = report.entries_unchanged
+    report.summary = summarize(root, run_id, counts)
+    report.seconds = time.monotonic() - t0
+    return report
+
+
+def watch(config: WatchConfig, clock: Callable[[], dt.datetime] | None = None,
+          stop: threading.Event | None = None, out=sys.stdout,
+          on_cycle: Callable[[CycleReport], None] | None = None) -> WatchReport:
+    """Runs poll cycles until ``config.cycles`` are done or ``stop`` is set.
+
+    ``on_cycle`` is called after each cycle (tests change the served feeds there).
+    SIGINT/SIGTERM set ``stop`` when this runs in the main thread; a second signal
+    abandons the running cycle.
+    """
+    clock = clock or (lambda: dt.datetime.now(dt.UTC))
+    stop = stop or threading.Event()
+    root = config.ingest.output
+    store = StateStore(root)
+    report = WatchReport()
+    report.recovered = recover(store, root, config.forget_after)
+    if report.recovered:
+        print(f"recovered {report.recovered} interrupted cycle(s) from {store.dir}",
+              file=out, flush=True)
+
+    def on_signal(signum, _frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        report.stopped_by_signal = True
+        print(f"{signal.Signals(signum).name}: stopping after the current cycle "
+              "(send it again to abandon the cycle)", file=out, flush=True)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, on_signal)
+    client = HttpClient(config.ingest.policy)
+    try:
+        number = 0
+        while not stop.is_set():
+            number += 1
+            t0 = time.monotonic()
+            cycle = run_cycle(number, config, store, client, clock, first=number == 1)
+            report.cycles.append(cycle)
+            print(cycle.line(), file=out, flush=True)
+            if on_cycle is not None:
+                on_cycle(cycle)
+            if config.cycles is not None and number >= config.cycles:
+                break
+            stop.wait(max(0.0, config.poll_interval - (time.monotonic() - t0)))
+    finally:
+        client.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``newsbeam watch``; exit code 0 after a clean stop, 1 on an accounting mismatch."""
+    config = parse_watch_args(argv)
+    print(f"newsbeam watch: {len(config.ingest.subscriptions.feeds)} feeds every "
+          f"{config.poll_interval:g} s into {config.ingest.output} "
+          f"(state in {config.ingest.output}/_state; Ctrl-C stops after the current cycle)",
+          flush=True)
+    try:
+        report = watch(config)
+    except KeyboardInterrupt:
+        print("abandoned the running cycle; the next start accounts for what it published",
+              flush=True)
+        return 130
+    return 0 if report.balanced else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,271 @@
+"""Watch mode end to end against a loopback site whose feeds change between cycles."""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.demo.server import SiteServer
+from pipelines.watch import fold_journal, parse_watch_args, watch
+from schemas import ARTICLE_SCHEMA, SCHEMA_VERSION, Article
+from transforms.polling import FeedState, classify, kept_keys, listing_keys
+from transforms.sinks import to_rows
+from transforms.state import SeenIndex, StateStore, read_json, write_json_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+START = dt.datetime(2024, 11, 23, 10, 0, tzinfo=dt.UTC)
+
+WORDS = ("The council met on Tuesday evening to discuss the new budget for the town library, "
+         "which has seen visitor numbers rise for a third year in a row. Members agreed that "
+         "opening hours should be extended on weekends and that the children's section needs "
+         "new shelves. A final vote is expected next month after residents have had their say "
+         "at two public meetings in the main hall.")
+
+
+def rss(title: str, items: list[tuple[str, str]]) -> str:
+    """An RSS 2.0 feed; items are (path, title); {{BASE}} is filled in by the server."""
+    body = "".join(
+        f"<item><title>{t}</title><link>{{{{BASE}}}}{p}</link><guid>{{{{BASE}}}}{p}</guid>"
+        f"<pubDate>Sat, 23 Nov 2024 0{i}:00:00 GMT</pubDate><description>{t} summary"
+        f"</description></item>" for i, (p, t) in enumerate(items))
+    return (f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
+            f"<title>{title}</title><link>{{{{BASE}}}}/</link><language>en</language>"
+            f"{body}</channel></rss>")
+
+
+def page(title: str, n: int) -> str:
+    text = " ".join([f"{title}: part {n}."] + [WORDS] * 2)
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
+            f"</head><body><article><h1>{title}</h1><p>{text}</p><p>{WORDS}</p></article>"
+            f"</body></html>")
+
+
+def make_site(folder: Path) -> None:
+    for outlet in ("a", "b", "c"):
+        (folder / outlet).mkdir(parents=True)
+        for n in range(1, 4):
+            (folder / outlet / f"{n}.html").write_text(page(f"Story {outlet}{n}", n))
+
+
+class FakeClock:
+    """Cycle start times: START, then +300 s per cycle (the poll interval in event time)."""
+
+    def __init__(self):
+        self.t = START - dt.timedelta(seconds=300)
+
+    def __call__(self) -> dt.datetime:
+        self.t += dt.timedelta(seconds=300)
+        return self.t
+
+
+def _articles(out: Path):
+    return ds.dataset(str(out / "articles"), format="parquet", partitioning="hive").to_table()
+
+
+@pytest.fixture
+def world(tmp_path):
+    site = tmp_path / "site"
+    make_site(site)
+    with SiteServer(site) as server:
+        server.set_file("/a/feed.xml", rss("Outlet A", [("/a/1.html", "a1"), ("/a/2.html", "a2")]))
+        server.set_file("/b/feed.xml", rss("Outlet B", [("/b/1.html", "b1")]))
+        server.set_file("/c/feed.xml", rss("Outlet C", [("/c/1.html", "c1")]))
+        feeds = tmp_path / "feeds.txt"
+        feeds.write_text("\n".join(server.url(f"/{o}/feed.xml") for o in "abc") + "\n")
+        yield server, feeds, tmp_path / "out"
+
+
+def _config(feeds: Path, out: Path, *extra: str):
+    return parse_watch_args(["--feeds", str(feeds), "--output", str(out),
+                             "--allow-private-network", "--poll-interval", "0.01",
+                             "--feed-backoff", "60", "--fetch-threads", "4", *extra])
+
+
+@pytest.mark.slow
+def test_changing_world_writes_every_item_once(world):
+    server, feeds, out = world
+
+    def change(cycle):
+        if cycle.number == 1:
+            # B gains an item; C breaks and asks us to come back in 500 s.
+            server.set_file("/b/feed.xml", rss("Outlet B", [("/b/1.html", "b1"),
+                                                            ("/b/2.html", "b2")]))
+            server.overrides["/c/feed.xml"] = (503, {"Retry-After": "500"}, b"down")
+        elif cycle.number == 2:
+            # A: a3 appears, a1 drops off. B drops b1 and links A's a1. C is fixed, with c2.
+            server.set_file("/a/feed.xml", rss("Outlet A", [("/a/2.html", "a2"),
+                                                            ("/a/3.html", "a3")]))
+            server.set_file("/b/feed.xml", rss("Outlet B", [("/b/2.html", "b2"),
+                                                            ("/a/1.html", "a1 via B")]))
+            del server.overrides["/c/feed.xml"]
+            server.set_file("/c/feed.xml", rss("Outlet C", [("/c/1.html", "c1"),
+                                                            ("/c/2.html", "c2")]))
+
+    printed = io.StringIO()
+    report = watch(_config(feeds, out, "--cycles", "4"), clock=FakeClock(), out=printed,
+                   on_cycle=change)
+    lines = printed.getvalue().splitlines()
+    print("\n".join(lines))
+    assert [ln.split(" ", 2)[:2] for ln in lines] == [["cycle", str(n)] for n in (1, 2, 3, 4)]
+    c1, c2, c3, c4 = report.cycles
+    assert report.balanced, lines
+
+    # Cycle by cycle: polls, and new versus unchanged entries.
+    assert c1.polls == {"fetched": 3} and c1.entries_new == 4
+    assert c2.polls == {"not_modified": 1, "fetched": 1, "failed": 1}
+    assert (c2.entries_new, c2.entries_unchanged) == (1, 1)
+    assert c2.summary.feed_errors == 1
+    assert c3.polls == {"fetched": 2, "backing_off": 1}  # C waits out its Retry-After
+    assert (c3.entries_new, c3.entries_unchanged, c3.earlier_duplicates) == (1, 2, 1)
+    assert c4.polls == {"not_modified": 2, "fetched": 1}
+    assert (c4.entries_new, c4.entries_unchanged, c4.earlier_duplicates) == (1, 1, 0)
+
+    # Every item written exactly once, across all cycles.
+    urls = collections.Counter(_articles(out).column("url").to_pylist())
+    assert sorted(u.rsplit("/", 2)[-2] + u.rsplit("/", 1)[-1][0] for u in urls) == [
+        "a1", "a2", "a3", "b1", "b2", "c1", "c2"]
+    assert set(urls.values()) == {1}
+    dups = ds.dataset(str(out / "duplicates"), partitioning="hive").to_table().to_pylist()
+    assert [(d["url"].endswith("/a/1.html"), d["level"]) for d in dups] == [(True, "url")]
+
+    # Conditional GETs were sent and 304s honoured; pages were fetched once each.
+    feed_requests = [r for r in server.requests if r.path.endswith("feed.xml")]
+    assert sum(1 for r in feed_requests if r.status == 304) == 3
+    assert all(r.conditional for r in feed_requests[3:])
+    assert server.count("/c/feed.xml") == 3  # 200, 503, (backing off), 200
+    pages = collections.Counter(r.path for r in server.requests if r.path.endswith(".html"))
+    assert len(pages) == 7 and set(pages.values()) == {1}
+
+    # State is durable and complete; nothing half-written is visible.
+    store = StateStore(str(out))
+    assert store.journals() == []
+    feeds_state = store.load_feeds()
+    assert feeds_state[server.url("/c/feed.xml")]["failures"] == 0
+    assert all(s["etag"] for s in feeds_state.values())
+    assert not [p for p in (out / "articles").rglob("*") if p.name.startswith(("_", "."))]
+
+    # A restart remembers everything: all 304, nothing written, no page fetched.
+    server.clear_requests()
+    again = watch(_config(feeds, out, "--cycles", "1"), clock=FakeClock(), out=io.StringIO())
+    assert again.cycles[0].polls == {"not_modified": 3}
+    assert again.cycles[0].run_id is None
+    assert all(r.conditional and r.status == 304 for r in server.requests)
+    assert _articles(out).num_rows == 7
+
+
+def _article_row(url: str, feed: str, aid: str) -> Article:
+    return Article(
+        article_id=aid, url=url, feed_url=feed, source="s", title="t", body="b" * 300,
+        body_source="page", authors=[], published_at=START, fetched_at=START, language="en",
+        language_confidence=None, topic="unclassified", topic_code=None, topic_source="none",
+        categories=[], content_hash="0" * 16, story_id=aid, is_story_lead=True,
+        story_similarity=None, date="2024-11-23", schema_version=SCHEMA_VERSION)
+
+
+def test_fold_journal_marks_only_published_entries(tmp_path):
+    """An interrupted cycle: one entry was published, one was not."""
+    store = StateStore(str(tmp_path))
+    feed = "http://x.test/feed"
+    journal = {
+        "polled_at": START.timestamp(),
+        "feeds": {feed: FeedState(etag='"v2"', last_listing_at=START.timestamp()).to_json()},
+        "entries": [[feed, "1" * 16, "http://x.test/1", "g1", "http://x.test/1"],
+                    [feed, "2" * 16, "http://x.test/2", "g2", "http://x.test/2"]],
+        "touched": [],
+    }
+    store.write_journal("R1", journal)
+    part = tmp_path / "articles" / "date=2024-11-23" / "topic=unclassified"
+    part.mkdir(parents=True)
+    pq.write_table(to_rows([_article_row("http://x.test/1", feed, "1" * 16)], ARTICLE_SCHEMA),
+                   part / "part-R1-g-00000.parquet")
+    assert fold_journal(store, str(tmp_path), "R1", journal, dt.timedelta(days=30)) == (1, 1)
+    seen = store.load_seen()
+    assert f"{feed} u {'1' * 16}" in seen.listed and f"{feed} u {'2' * 16}" not in seen.listed
+    assert seen.kept["u http://x.test/1"][0] == "1" * 16
+    # The feed's validators are dropped so that the next poll lists entry 2 again.
+    assert store.load_feeds()[feed]["etag"] is None
+    assert store.journals() == []
+
+
+def test_classify_and_forget():
+    from schemas import Entry
+
+    def entry(feed, url, guid):
+        return Entry(entry_id=url[-1] * 16, url=url, link=url, guid=guid, feed_url=feed,
+                     source="s", title="t", summary="", content="", published_at=None,
+                     authors=(), categories=(), language_hint=None, topic_hint=None,
+                     fetched_at=START)
+
+    seen = SeenIndex()
+    e1 = entry("F", "http://x/1", "http://x/1")
+    assert classify(e1, seen.listed, seen.kept).verdict == "new"
+    seen.mark_listed(listing_keys(e1), 100.0)
+    seen.keep(kept_keys(e1), e1.entry_id, 100.0)
+    assert classify(e1, seen.listed, seen.kept).verdict == "unchanged"
+    other = classify(entry("G", "http://x/1", "zzz"), seen.listed, seen.kept)
+    assert (other.verdict, other.kept_id, other.level) == ("duplicate", e1.entry_id, "url")
+    # Same GUID under a new URL from the same feed: still the same item.
+    assert classify(entry("F", "http://x/9", "http://x/1"), seen.listed,
+                    seen.kept).verdict == "unchanged"
+    # Old and no longer listed (F listed again at 200): forgotten; still listed: kept.
+    assert seen.forget_before(150.0, {"F": 200.0}) == 4
+    seen.mark_listed(listing_keys(e1), 100.0)
+    assert seen.forget_before(150.0, {"F": 50.0}) == 0
+
+
+def test_state_files_are_replaced_atomically(tmp_path):
+    path = tmp_path / "_state" / "x.json"
+    write_json_atomic(path, {"a": 1})
+    write_json_atomic(path, {"a": 2})
+    assert read_json(path, None) == {"a": 2}
+    assert os.listdir(path.parent) == ["x.json"]
+    assert read_json(tmp_path / "missing.json", {"d": 0}) == {"d": 0}
+
+
+def test_watch_arguments_are_validated(tmp_path):
+    with pytest.raises(SystemExit, match="--articles"):
+        parse_watch_args(["--articles", "x.jsonl", "--feeds", "http://a.test/f",
+                          "--output", str(tmp_path)])
+    with pytest.raises(SystemExit, match="local"):
+        parse_watch_args(["--feeds", "http://a.test/f", "--output", "gs://b/out"])
+    with pytest.raises(SystemExit, match="poll-interval"):
+        parse_watch_args(["--feeds", "http://a.test/f", "--output", str(tmp_path),
+                          "--poll-interval", "0"])
+
+
+@pytest.mark.slow
+def test_sigterm_stops_after_publishing_the_cycle(world):
+    """The real CLI in a child process: SIGTERM mid-run, clean exit, nothing half-done."""
+    server, feeds, out = world
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "watch", "--feeds", str(feeds), "--output",
+         str(out), "--allow-private-network", "--poll-interval", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")),
+                              daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(ln.startswith("cycle 2") for ln in lines):
+        time.sleep(0.1)
+    assert any(ln.startswith("cycle 1") for ln in lines), (lines, proc.stderr.read())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0
+    reader.join(10)
+    assert any("SIGTERM: stopping" in ln for ln in lines)
+    assert _articles(out).num_rows == 4
+    assert StateStore(str(out)).journals() == []
+    assert not (out / "_staging").exists() or not any((out / "_staging").rglob("*.parquet"))
