@@ -24,6 +24,8 @@ REQUIRED = [
     "listparser>=0.20,<1",
     # URL normalisation helpers (tracking parameters, host case).
     "courlan>=1.3,<2",
+    # robots.txt rules (RFC 9309 longest match, wildcards, Crawl-delay).
+    "protego>=0.3,<1",
     # Retries with exponential backoff and jitter.
     "tenacity>=8.2,<10",
     # HTTP with streamed bodies, manual redirects and connection pools.
@@ -39,6 +41,8 @@ REQUIRED = [
     # Lemmas and word frequencies for language-aware story similarity.
     "simplemma>=1.1,<3",
     "wordfreq>=3.1,<4",
+    # ASCII transliteration so that names in Cyrillic, Greek or Arabic meet Latin spellings.
+    "anyascii>=0.3.2,<1",
 ]
 
 TEST = [

@@ -1,0 +1,223 @@
+"""Story-similarity quality on the shared stories-dev corpus (benchmark, not a test).
+
+Reads ``../shared/corpora/stories-dev/`` (outside the repository; exits with a message
+when it is missing) and prints:
+
+1. ``pairs``: on article-pairs-dev.csv (1,221 human-rated pairs), the Pearson correlation
+   of the similarity with ``Overall`` and the same-story F1 (gold: Overall <= 1.5), for
+   all pairs and split monolingual / cross-language. The logistic weights and the
+   threshold are chosen by 5-fold cross-validation: every pair is scored by a model
+   fitted and thresholded on the other folds only. ``--fit`` also prints the weights
+   fitted on all pairs (what ``LexicalModel`` ships as defaults).
+2. ``headlines``: on headline-stories-dev.csv, BCubed precision/recall/F1 of the
+   ``story_id`` that :class:`transforms.stories.AssignStories` gives when each headline
+   is fed through the real Beam stage as a title-only article, with the default
+   threshold fixed in advance.
+
+Run::
+
+    .venv/bin/python bench/bench_stories.py pairs [--fit]
+    .venv/bin/python bench/bench_stories.py headlines [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from transforms.similarity import LexicalModel, LexicalSimilarity  # noqa: E402
+
+CORPUS = ROOT.parent / "shared" / "corpora" / "stories-dev"
+PAIRS = CORPUS / "article-pairs-dev.csv"
+HEADLINES = CORPUS / "headline-stories-dev.csv"
+GOLD_MAX = 1.5
+FOLDS = 5
+SEED = 7
+
+
+def need(path: Path) -> None:
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: this benchmark needs the shared stories-dev "
+                         "corpus beside the repository (../shared/corpora/stories-dev/).")
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50) -> np.ndarray:
+    """L2-regularised logistic regression by Newton steps; returns [intercept, *weights]."""
+    xb = np.hstack([np.ones((len(x), 1)), x])
+    w = np.zeros(xb.shape[1])
+    reg = np.eye(xb.shape[1]) * l2
+    reg[0, 0] = 0.0
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-np.clip(xb @ w, -50, 50)))
+        grad = xb.T @ (p - y) + reg @ w
+        hess = (xb * (p * (1 - p))[:, None]).T @ xb + reg
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return w
+
+
+def predict(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(w[0] + x @ w[1:], -50, 50)))
+
+
+def f1_at(scores: np.ndarray, gold: np.ndarray, threshold: float) -> tuple[float, float, float]:
+    pred = scores >= threshold
+    tp = float(np.sum(pred & gold))
+    p = tp / max(1.0, float(pred.sum()))
+    r = tp / max(1.0, float(gold.sum()))
+    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+
+
+def best_threshold(scores: np.ndarray, gold: np.ndarray) -> float:
+    grid = np.unique(np.round(scores, 3))
+    return float(max(grid, key=lambda t: (f1_at(scores, gold, t)[2], -t)))
+
+
+def pair_channels(limit: int | None = None):
+    need(PAIRS)
+    sim = LexicalSimilarity()
+    rows = list(csv.DictReader(PAIRS.open(encoding="utf-8")))[:limit]
+    feats, overall, cross, langs = [], [], [], []
+    started = time.perf_counter()
+    for r in rows:
+        a = sim.sketch("", r["text1"], r["lang1"])
+        b = sim.sketch("", r["text2"], r["lang2"])
+        ct, cn, x = sim.channels(a, b)
+        feats.append(LexicalModel().features(ct, cn, x))
+        overall.append(float(r["Overall"]))
+        cross.append(x)
+        langs.append(f"{r['lang1']}-{r['lang2']}")
+    took = time.perf_counter() - started
+    print(f"sketched {2 * len(rows)} texts in {took:.1f} s "
+          f"({1000 * took / (2 * len(rows)):.2f} ms/text)")
+    return np.array(feats), np.array(overall), np.array(cross), langs
+
+
+def run_pairs(fit: bool, limit: int | None) -> None:
+    x, overall, cross, langs = pair_channels(limit)
+    gold = overall <= GOLD_MAX
+    rng = np.random.default_rng(SEED)
+    folds = rng.permutation(len(x)) % FOLDS
+    scores = np.zeros(len(x))
+    labels = np.zeros(len(x), dtype=bool)
+    for k in range(FOLDS):
+        train, test = folds != k, folds == k
+        w = fit_logistic(x[train], gold[train].astype(float))
+        t = best_threshold(predict(w, x[train]), gold[train])
+        scores[test] = predict(w, x[test])
+        labels[test] = scores[test] >= t
+    print(f"pairs: {len(x)} ({int(gold.sum())} same-story), {FOLDS}-fold cross-validated")
+    for name, mask in (("all", np.ones(len(x), bool)), ("monolingual", ~cross),
+                       ("cross-language", cross)):
+        g, pr = gold[mask], labels[mask]
+        tp = float(np.sum(g & pr))
+        p = tp / max(1.0, float(pr.sum()))
+        r = tp / max(1.0, float(g.sum()))
+        f = 2 * p * r / (p + r) if p + r else 0.0
+        pear = float(np.corrcoef(scores[mask], overall[mask])[0, 1])
+        print(f"  {name:<15} n={mask.sum():>4} pearson(score, Overall)={pear:+.3f} "
+              f"|r|={abs(pear):.3f}  P={p:.3f} R={r:.3f} F1={f:.3f}")
+    per_lang = defaultdict(list)
+    for i, lp in enumerate(langs):
+        per_lang[lp].append(i)
+    print("  F1 by language pair (out-of-fold):")
+    for lp, idx in sorted(per_lang.items()):
+        g, pr = gold[idx], labels[idx]
+        tp = float(np.sum(g & pr))
+        f = 2 * tp / max(1.0, float(g.sum() + pr.sum()))
+        print(f"    {lp:<6} n={len(idx):>4} gold={int(g.sum()):>3} F1={f:.3f}")
+    if fit:
+        w = fit_logistic(x, gold.astype(float))
+        t = best_threshold(predict(w, x), gold)
+        print(f"fitted on all pairs (shipped defaults): intercept={w[0]:.3f} "
+              f"weights={np.round(w[1:], 3).tolist()} threshold={t:.3f}")
+
+
+def bcubed(pred: list[str], gold: list[str]) -> tuple[float, float, float]:
+    """BCubed precision, recall and F1 of a clustering against gold labels."""
+    pairs = Counter(zip(pred, gold, strict=True))
+    psize, gsize = Counter(pred), Counter(gold)
+    n = len(pred)
+    p = sum(c * c / psize[pl] for (pl, _), c in pairs.items()) / n
+    r = sum(c * c / gsize[gl] for (_, gl), c in pairs.items()) / n
+    return p, r, 2 * p * r / (p + r)
+
+
+def run_headlines(limit: int | None) -> None:
+    need(HEADLINES)
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from schemas import SCHEMA_VERSION, Article
+    from transforms.stories import AssignStories
+
+    rows = list(csv.DictReader(HEADLINES.open(encoding="utf-8")))[:limit]
+    articles = []
+    for r in rows:
+        ts = dt.datetime.fromtimestamp(int(r["TIMESTAMP"]) / 1000, dt.UTC)
+        aid = f"h{int(r['ID']):07d}"
+        articles.append(Article(
+            article_id=aid, url=r["URL"], feed_url="", source=r["PUBLISHER"],
+            title=r["TITLE"], body="", body_source="backfill", authors=[],
+            published_at=ts, fetched_at=ts, language="en", language_confidence=None,
+            topic="unclassified", topic_code=None, topic_source="none", categories=[],
+            content_hash=aid, story_id=aid, is_story_lead=True, story_similarity=None,
+            date=ts.strftime("%Y-%m-%d"), schema_version=SCHEMA_VERSION))
+    gold = {f"h{int(r['ID']):07d}": r["STORY"] for r in rows}
+    result: dict[str, str] = {}
+    dropped: dict[str, str] = {}
+
+    class Collect(beam.DoFn):
+        def process(self, a):
+            result[a.article_id] = a.story_id
+
+    class CollectDup(beam.DoFn):
+        def process(self, d):
+            dropped[d.article_id] = d.duplicate_of
+
+    started = time.perf_counter()
+    with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
+        out = p | beam.Create(articles) | AssignStories()
+        _ = out.articles | beam.ParDo(Collect())
+        _ = out.duplicates | beam.ParDo(CollectDup())
+    took = time.perf_counter() - started
+    # A headline dropped as an exact/near copy belongs to the story of the one it copies.
+    for aid, kept in dropped.items():
+        result[aid] = result.get(kept, kept)
+    ids = sorted(gold)
+    pred = [result.get(i, i) for i in ids]
+    p, r, f = bcubed(pred, [gold[i] for i in ids])
+    print(f"headlines: {len(ids)} titles, {len(set(gold.values()))} gold stories, "
+          f"{len(set(pred))} predicted stories, {len(dropped)} dropped as copies; "
+          f"{took:.1f} s through AssignStories")
+    print(f"  BCubed P={p:.3f} R={r:.3f} F1={f:.3f} (threshold "
+          f"{LexicalSimilarity().threshold} fixed in advance)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("what", choices=["pairs", "headlines"])
+    parser.add_argument("--fit", action="store_true")
+    parser.add_argument("--limit", type=int, default=None)
+    args = parser.parse_args()
+    print("command: .venv/bin/python bench/bench_stories.py " + " ".join(sys.argv[1:]))
+    if args.what == "pairs":
+        run_pairs(args.fit, args.limit)
+    else:
+        run_headlines(args.limit)
+
+
+if __name__ == "__main__":
+    main()

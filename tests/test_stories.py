@@ -1,0 +1,282 @@
+"""AssignStories on a real Beam runner: copies dropped, echoes joined, re-runs add nothing.
+
+The fixture texts below were written for these tests: the same story (Ukrainian units in
+the Kursk region and Trump's inauguration) told four times in English, Ukrainian and
+Russian, and unrelated war stories of the same days and region that must not join it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import random
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from schemas import ARTICLE_SCHEMA, SCHEMA_VERSION, Article
+from transforms.similarity import LexicalSimilarity
+from transforms.sinks import WriteParquetTable, article_partition
+from transforms.stories import (
+    AssignStories,
+    Edge,
+    Node,
+    StoryItem,
+    choose_parent,
+    decide,
+    matches_in_group,
+    seed_files,
+)
+from transforms.text import content_hash
+
+T0 = dt.datetime(2024, 11, 23, 8, tzinfo=dt.UTC)
+NOW = dt.datetime(2024, 11, 25, tzinfo=dt.UTC)
+
+KURSK = {
+    "en-soldiers": ("en", "Ukrainian troops told to hold Kursk ground until Trump takes office",
+                    "Soldiers fighting inside Russia's Kursk region say their commanders want "
+                    "them to keep as much captured land as possible until Donald Trump is sworn "
+                    "in as US president on 20 January, according to accounts they gave the BBC "
+                    "over messaging apps. One of them said the territory could later be traded "
+                    "in negotiations with Moscow, though nobody knows for what. Kyiv's centre "
+                    "for countering disinformation denied that any such order exists. President "
+                    "Volodymyr Zelensky has said Vladimir Putin wants Ukrainian units out of "
+                    "Kursk before the inauguration to show that he is in control."),
+    "en-zelensky": ("en", "Zelensky says Putin wants Ukraine pushed out of Kursk by January 20",
+                    "Vladimir Putin has ordered his army to drive Ukrainian forces out of the "
+                    "Kursk region before Donald Trump's inauguration on 20 January, President "
+                    "Volodymyr Zelensky said on Saturday, speaking at an international food "
+                    "security summit in Kyiv. For the Kremlin, Zelensky said, recapturing Kursk "
+                    "matters above all because Putin wants to look in control of a war he does "
+                    "not control. Ukraine's incursion across the border began in August."),
+    "uk": ("uk", "Зеленський: Путін хоче витіснити ЗСУ з Курщини до інавгурації Трампа",
+           "Президент Володимир Зеленський заявив, що Володимир Путін наказав своїй армії "
+           "витіснити українські сили з Курської області до 20 січня, коли відбудеться "
+           "інавгурація Дональда Трампа. За словами Зеленського, Путіну важливо показати, що "
+           "він контролює ситуацію, хоча насправді не контролює. Українська операція на "
+           "Курщині триває з серпня."),
+    "ru": ("ru", "Зеленский: Путин хочет выбить ВСУ из Курской области до инаугурации Трампа",
+           "Президент Украины Владимир Зеленский сообщил, что Владимир Путин приказал "
+           "вытеснить украинские войска из Курской области до 20 января, на которое назначена "
+           "инаугурация Дональда Трампа. По словам Зеленского, Путин стремится показать, что "
+           "контролирует ситуацию. Украинские военные ранее рассказали Би-би-си, что им "
+           "поручено удерживать территорию как можно дольше."),
+}
+UNRELATED = {
+    "battle": ("en", "Ukraine says dozens of Russian assaults repelled near Pokrovsk",
+               "Ukrainian troops beat back 45 Russian attacks around Pokrovsk in the Donetsk "
+               "region over the past day, the General Staff in Kyiv said, adding that several "
+               "tanks and armoured vehicles were destroyed. Heavy fighting was also reported "
+               "near Kurakhove, where Russian forces have been trying to advance for weeks."),
+    "strike": ("uk", "Росія вдарила балістичною ракетою по Дніпру",
+               "Російські війська вранці вдарили по Дніпру балістичною ракетою. Пошкоджено "
+               "промислове підприємство та кілька житлових будинків, поранено двох людей, "
+               "повідомив голова обласної військової адміністрації. Повітряні сили заявили, "
+               "що ракету було запущено з Астраханської області."),
+    "aid": ("en", "US lawmakers clash over new military aid package for Kyiv",
+            "Members of Congress argued on Tuesday over a 24 billion dollar package of weapons "
+            "and budget support for Ukraine. Several Republicans said European allies should "
+            "carry more of the cost, while Democrats warned that any delay would only help "
+            "Moscow on the battlefield."),
+    "strike-ru": ("ru", "Ночная атака дронов на Одессу",
+                  "Российские беспилотники ночью атаковали Одессу, в городе повреждены "
+                  "энергетическая инфраструктура и жилые дома, сообщил глава областной "
+                  "администрации. Силы ПВО сбили большую часть дронов над морем."),
+}
+
+
+def article(aid: str, lang: str, title: str, body: str, hour: int) -> Article:
+    when = T0 + dt.timedelta(hours=hour)
+    return Article(
+        article_id=aid, url=f"https://{aid}.example/news", feed_url="", source=aid,
+        title=title, body=body, body_source="backfill", authors=[], published_at=when,
+        fetched_at=when, language=lang, language_confidence=None, topic="unclassified",
+        topic_code=None, topic_source="none", categories=[], content_hash=content_hash(body),
+        story_id=aid, is_story_lead=True, story_similarity=None,
+        date=when.strftime("%Y-%m-%d"), schema_version=SCHEMA_VERSION)
+
+
+def corpus() -> list[Article]:
+    out = []
+    for hour, (aid, (lang, title, body)) in enumerate({**KURSK, **UNRELATED}.items()):
+        out.append(article(aid, lang, title, body, hour))
+    return out
+
+
+WIRE = ("The central bank kept its main interest rate unchanged on Thursday, saying inflation "
+        "had slowed for a third month in a row but remained above its target. The governor "
+        "told reporters that the bank would watch wage growth and energy prices closely before "
+        "deciding on any cut next year. Analysts had expected the decision. The currency "
+        "strengthened slightly after the announcement, and government bond yields fell. "
+        "Lenders said mortgage demand had picked up in the autumn as rates stabilised.")
+
+
+def copies() -> list[Article]:
+    """An original, an exact copy (other URL) and a re-post with boilerplate and edits."""
+    original = article("wire", "en", "Central bank holds rates", WIRE, 0)
+    exact = dataclasses.replace(article("exact", "en", "Central bank holds rates", WIRE, 1))
+    edited = (WIRE.replace("Thursday", "Thursday afternoon").replace("closely", "carefully")
+              + " Subscribe to our newsletter for the latest business news. Follow us.")
+    near = article("near", "en", "Bank leaves rates on hold", edited, 2)
+    return [original, exact, near]
+
+
+def run_stage(articles, **kw):
+    with TestPipeline() as p:
+        out = p | beam.Create(articles) | AssignStories(clock=lambda: NOW, **kw)
+        yield_ = (out.articles | "Stories" >> beam.Map(
+            lambda a: (a.article_id, a.story_id, a.is_story_lead)))
+        dups = out.duplicates | "Dups" >> beam.Map(
+            lambda d: (d.article_id, d.level, d.duplicate_of))
+        return p, yield_, dups
+
+
+def expected_stories():
+    return [("en-soldiers", "en-soldiers", True), ("en-zelensky", "en-soldiers", False),
+            ("uk", "en-soldiers", False), ("ru", "en-soldiers", False),
+            ("battle", "battle", True), ("strike", "strike", True), ("aid", "aid", True),
+            ("strike-ru", "strike-ru", True)]
+
+
+@pytest.mark.parametrize("seed", [None, 3, 11])
+def test_echoes_share_a_story_and_unrelated_stories_do_not(seed):
+    articles = corpus()
+    if seed is not None:
+        random.Random(seed).shuffle(articles)
+    with TestPipeline() as p:
+        out = p | beam.Create(articles) | AssignStories(clock=lambda: NOW)
+        assert_that(out.articles | beam.Map(lambda a: (a.article_id, a.story_id,
+                                                       a.is_story_lead)),
+                    equal_to(expected_stories()), label="stories")
+        assert_that(out.duplicates, equal_to([]), label="no-duplicates")
+
+
+def test_similarity_is_set_for_echoes_only():
+    with TestPipeline() as p:
+        out = p | beam.Create(corpus()) | AssignStories(clock=lambda: NOW)
+        assert_that(out.articles | beam.Map(
+            lambda a: (a.article_id, a.story_similarity is None
+                       or 0.0 < a.story_similarity <= 1.0, a.story_similarity is None)),
+            equal_to([(aid, True, lead) for aid, _, lead in expected_stories()]))
+
+
+def test_exact_and_near_copies_are_dropped_with_lineage():
+    with TestPipeline() as p:
+        out = p | beam.Create(copies()) | AssignStories(clock=lambda: NOW)
+        assert_that(out.articles | beam.Map(lambda a: a.article_id), equal_to(["wire"]),
+                    label="kept")
+        assert_that(out.duplicates | beam.Map(lambda d: (d.article_id, d.level, d.duplicate_of,
+                                                         d.similarity > 0.3)),
+                    equal_to([("exact", "content", "wire", True),
+                              ("near", "near", "wire", True)]), label="dropped")
+
+
+def test_drop_echoes_writes_leads_only():
+    with TestPipeline() as p:
+        out = p | beam.Create(corpus()) | AssignStories(drop_echoes=True, clock=lambda: NOW)
+        assert_that(out.articles | beam.Map(lambda a: a.article_id),
+                    equal_to(["en-soldiers", "battle", "strike", "aid", "strike-ru"]),
+                    label="leads")
+        assert_that(out.duplicates | beam.Map(lambda d: (d.article_id, d.level,
+                                                         d.duplicate_of)),
+                    equal_to([("en-zelensky", "echo", "en-soldiers"),
+                              ("uk", "echo", "en-soldiers"), ("ru", "echo", "en-soldiers")]),
+                    label="echoes")
+
+
+def test_window_keeps_distant_articles_apart():
+    a, b = corpus()[:2]
+    b = dataclasses.replace(b, published_at=a.published_at + dt.timedelta(hours=80))
+    with TestPipeline() as p:
+        out = (p | beam.Create([a, b])
+               | AssignStories(window=dt.timedelta(hours=72), clock=lambda: NOW))
+        assert_that(out.articles | beam.Map(lambda x: (x.article_id, x.is_story_lead)),
+                    equal_to([("en-soldiers", True), ("en-zelensky", True)]))
+
+
+def write_articles(tmp_path, articles, run_id):
+    """Writes articles through the real sink (as the ingest pipeline does)."""
+    with TestPipeline() as p:
+        out = p | beam.Create(articles) | AssignStories(clock=lambda: NOW)
+        _ = out.articles | WriteParquetTable(str(tmp_path), "articles", ARTICLE_SCHEMA,
+                                             article_partition, run_id)
+
+
+def read_back(tmp_path) -> list[dict]:
+    rows = []
+    for path in seed_files(str(tmp_path), None, None, None):
+        rows.extend(pq.read_table(path).to_pylist())
+    return rows
+
+
+def test_rerun_over_the_same_input_adds_no_rows(tmp_path):
+    articles = corpus() + copies()
+    write_articles(tmp_path, articles, "run1")
+    first = read_back(tmp_path)
+    assert len(first) == len(corpus()) + 1  # exact and near copies were dropped
+    with TestPipeline() as p:
+        out = (p | beam.Create(articles)
+               | AssignStories(existing=str(tmp_path), run_id="run2", clock=lambda: NOW))
+        assert_that(out.articles, equal_to([]), label="no-new-articles")
+        assert_that(out.duplicates | beam.Map(lambda d: d.level),
+                    equal_to(["url"] * len(first) + ["content", "near"]), label="all-reported")
+
+
+def test_new_echo_joins_a_story_already_written(tmp_path):
+    articles = corpus()
+    old = [a for a in articles if a.article_id != "ru"]
+    write_articles(tmp_path, old, "run1")
+    ru = [a for a in articles if a.article_id == "ru"]
+    with TestPipeline() as p:
+        out = (p | beam.Create(ru)
+               | AssignStories(existing=str(tmp_path), run_id="run2", clock=lambda: NOW))
+        assert_that(out.articles | beam.Map(lambda a: (a.article_id, a.story_id,
+                                                       a.is_story_lead)),
+                    equal_to([("ru", "en-soldiers", False)]))
+
+
+# ----------------------------------------------------------------- pure helpers
+
+SIM = LexicalSimilarity()
+
+
+def item(aid: str, hour: int, text: str, seed: str | None = None) -> StoryItem:
+    return StoryItem(aid, hour * 3_600_000_000, aid, SIM.sketch("", text, "en"), seed)
+
+
+def test_choose_parent_prefers_near_copies_then_best_score_then_earlier():
+    echo_hi = Edge("b", 20, 0.9, None)
+    echo_lo = Edge("a", 10, 0.5, None)
+    near_late = Edge("c", 30, 0.7, 0.8)
+    near_early = Edge("d", 5, 0.6, 0.5)
+    assert choose_parent([echo_lo, echo_hi]) == echo_hi
+    assert choose_parent([echo_hi, near_late, near_early, echo_hi]) == near_early
+    assert choose_parent([Edge("x", 9, 0.5, None), Edge("w", 9, 0.5, None)]).target == "w"
+    assert choose_parent([]) is None
+
+
+def test_matches_in_group_respects_order_window_and_cap():
+    text = KURSK["en-zelensky"][2]
+    a, b, c = item("a", 0, text), item("b", 1, text), item("c", 100, text)
+    found = list(matches_in_group(SIM, [], [a, b, c], 0.2, 72 * 3_600_000_000, 64))
+    assert [(x, e.target) for x, e in found] == [("b", "a")]
+    capped = list(matches_in_group(SIM, [a], [b], 0.2, 72 * 3_600_000_000, 0))
+    assert capped == []
+
+
+def test_decide_levels():
+    art = corpus()[1]
+    lead = Node(art.article_id, art.article_id, True, "lead", None, None)
+    assert decide(art, lead, None, False)[1].is_story_lead
+    echo = Node(art.article_id, "root", True, "echo", 0.6, "p", False)
+    kind, value = decide(art, echo, "root", False)
+    assert (kind, value.story_id, value.is_story_lead, value.story_similarity) == (
+        "article", "root", False, 0.6)
+    assert decide(art, echo, "root", True) == ("duplicate", ("echo", "root", 0.6))
+    near = Node(art.article_id, "root", True, "near", 0.7, "p", False)
+    assert decide(art, near, "root", False) == ("duplicate", ("near", "p", 0.7))
+    chained = near._replace(parent_near=True)
+    assert decide(art, chained, "root", False) == ("duplicate", ("near", "root", 0.7))

