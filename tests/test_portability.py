@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import shutil
 import signal
 import socket
 import subprocess
@@ -39,6 +40,7 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.coders import registry
 from apache_beam.internal import pickler
+from apache_beam.io.filesystem import CompressionTypes, FileMetadata, FileSystem
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pipeline import PipelineVisitor
@@ -235,7 +237,7 @@ def _outputs(root: str, run_id: str) -> dict[str, list[tuple]]:
     }
 
 
-def _ingest(feeds: str, output: Path, run_id: str, *runner_args: str):
+def _ingest(feeds: str, output: Path | str, run_id: str, *runner_args: str):
     _, summary = run(["--feeds", feeds, "--output", str(output), "--allow-private-network",
                       "--run-id", run_id, "--fetch-threads", "4", *runner_args], quiet=True)
     return summary, _outputs(str(output), run_id)
@@ -505,6 +507,116 @@ def test_stateful_dofns_have_deterministic_key_coders(tmp_path):
             ".with_output_types(tuple[str, Any]) to the step that makes the keys")
     assert stateful >= 2  # url and guid dedup
 
+
+
+
+# -- output on a non-local Beam filesystem -----------------------------------------------------
+
+class _ObjectStoreFileSystem(FileSystem):
+    """``nbtest://`` paths with object-store semantics (no folders), kept in a local folder.
+
+    Like ``gs://`` or ``s3://``: ``mkdirs`` does nothing, only files exist, listing is by
+    prefix and writes never need a parent folder. A pipeline that writes its output with
+    ``os``/``open`` instead of ``apache_beam.io.filesystems`` cannot write here at all.
+    """
+
+    SCHEME = "nbtest"
+    root = ""  # the backing folder, set by the test
+
+    @classmethod
+    def scheme(cls) -> str:
+        return cls.SCHEME
+
+    def _local(self, url: str) -> str:
+        prefix = f"{self.SCHEME}://"
+        assert url.startswith(prefix), url
+        return os.path.join(self.root, url[len(prefix):])
+
+    def _url(self, local: str) -> str:
+        return f"{self.SCHEME}://" + os.path.relpath(local, self.root)
+
+    def join(self, basepath, *paths):
+        return "/".join([basepath.rstrip("/"), *(p.strip("/") for p in paths)])
+
+    def split(self, path):
+        head, _, tail = path.rstrip("/").rpartition("/")
+        return head, tail
+
+    def mkdirs(self, path):
+        pass
+
+    def has_dirs(self):
+        return False
+
+    def _list(self, dir_or_prefix):
+        for folder, _, names in os.walk(self.root):
+            for name in names:
+                local = os.path.join(folder, name)
+                url = self._url(local)
+                if url.startswith(dir_or_prefix):
+                    stat = os.stat(local)
+                    yield FileMetadata(url, stat.st_size, stat.st_mtime)
+
+    def create(self, path, mime_type="application/octet-stream",
+               compression_type=CompressionTypes.AUTO):
+        local = self._local(path)
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        return open(local, "wb")  # noqa: SIM115 - the caller closes the channel
+
+    def open(self, path, mime_type="application/octet-stream",
+             compression_type=CompressionTypes.AUTO):
+        return open(self._local(path), "rb")  # noqa: SIM115 - the caller closes it
+
+    def copy(self, source_file_names, destination_file_names):
+        for src, dst in zip(source_file_names, destination_file_names, strict=True):
+            os.makedirs(os.path.dirname(self._local(dst)), exist_ok=True)
+            shutil.copyfile(self._local(src), self._local(dst))
+
+    def rename(self, source_file_names, destination_file_names):
+        for src, dst in zip(source_file_names, destination_file_names, strict=True):
+            os.makedirs(os.path.dirname(self._local(dst)), exist_ok=True)
+            os.replace(self._local(src), self._local(dst))
+
+    def exists(self, path):
+        return os.path.isfile(self._local(path))
+
+    def size(self, path):
+        return os.path.getsize(self._local(path))
+
+    def last_updated(self, path):
+        return os.path.getmtime(self._local(path))
+
+    def checksum(self, path):
+        return str(self.size(path))
+
+    def metadata(self, path):
+        return FileMetadata(path, self.size(path), self.last_updated(path))
+
+    def delete(self, paths):
+        for path in paths:
+            if self.exists(path):
+                os.remove(self._local(path))
+            else:  # a "folder": every object under the prefix
+                for meta in list(self._list(path.rstrip("/") + "/")):
+                    os.remove(self._local(meta.path))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_output_on_an_object_store_filesystem_matches_local_output(
+        site, direct_outputs, tmp_path):
+    _, feeds = site
+    backing = tmp_path / "bucket"
+    backing.mkdir()
+    _ObjectStoreFileSystem.root = str(backing)
+    url = f"{_ObjectStoreFileSystem.SCHEME}://bucket/news"
+    summary, outputs = _ingest(feeds, url, "store", "--runner=DirectRunner")
+    assert summary.balanced, summary.render()
+    assert outputs == direct_outputs
+    # Everything landed in the store, under the output prefix, and nowhere else.
+    written = [p.relative_to(backing).as_posix() for p in backing.rglob("*") if p.is_file()]
+    assert written and all(w.startswith("bucket/news/") for w in written)
+    assert not list(Path.cwd().glob(f"{_ObjectStoreFileSystem.SCHEME}*"))
 
 
 # -- an unbounded-style pipeline through the portable runner -----------------------------------
