@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
 from schemas import ARTICLE_SCHEMA, DUPLICATE_SCHEMA, ERROR_SCHEMA
 from transforms.backfill import ReadBackfill
@@ -207,6 +207,11 @@ def run(argv: Sequence[str] | None = None, clock=None, quiet: bool = False):
     from pipelines.summary import cleanup_staging, summarize
 
     config, options = parse_args(argv)
+    if options.view_as(StandardOptions).streaming:
+        # Continuous ingestion: the unbounded pipeline, or locally the watch loop.
+        from pipelines.streaming import run_continuous
+
+        return run_continuous(config, options, clock, quiet)
     pipeline = beam.Pipeline(options=options)
     build(pipeline, config, clock)
     result = pipeline.run()
