@@ -28,14 +28,17 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, 
 
 from schemas import ARTICLE_SCHEMA, DUPLICATE_SCHEMA, ERROR_SCHEMA
 from transforms.backfill import ReadBackfill
+from transforms.classify import DEFAULT_THRESHOLD as DEFAULT_TOPIC_THRESHOLD
 from transforms.dedup import DropExactDuplicates
 from transforms.errors import error_record
 from transforms.extract import FetchArticles
 from transforms.feeds import NAMESPACE, ReadFeeds
 from transforms.http import DEFAULT_USER_AGENT, FetchPolicy
 from transforms.language import DetectLanguageFn
+from transforms.similarity import MissingBackendError, make_similarity
 from transforms.sinks import WriteParquetTable, article_partition, date_partition
 from transforms.sources import SourceError, Subscriptions, read_sources
+from transforms.stories import AssignStories
 from transforms.topics import AssignTopicFn, load_category_map
 
 _LOG = logging.getLogger(__name__)
@@ -80,6 +83,29 @@ class IngestOptions(PipelineOptions):
             help="YAML file mapping category strings to topic slugs, merged over the "
                  "built-in map. Default: built-in only.")
         parser.add_argument(
+            "--topic-threshold", dest="topic_threshold", type=float,
+            default=DEFAULT_TOPIC_THRESHOLD,
+            help="Confidence (0-1) the built-in topic classifier needs to assign a topic; "
+                 "below it the article stays 'unclassified'. 1 turns the classifier off in "
+                 f"practice. Default: {DEFAULT_TOPIC_THRESHOLD}.")
+        parser.add_argument(
+            "--story-window-hours", dest="story_window_hours", type=float, default=72.0,
+            help="Articles published within this many hours of each other can join one "
+                 "story; story state expires after it. Default: 72.")
+        parser.add_argument(
+            "--story-threshold", dest="story_threshold", type=float, default=None,
+            help="Similarity (0-1) at or above which an article joins an earlier story. "
+                 "Default: the similarity's own (0.221 for lexical).")
+        parser.add_argument(
+            "--story-similarity", dest="story_similarity", default="lexical",
+            choices=["lexical", "embedding"],
+            help="Story similarity: offline lexical, or lexical joined with a locally "
+                 "installed sentence-embedding model. Default: lexical.")
+        parser.add_argument(
+            "--drop-echoes", dest="drop_echoes", action="store_true", default=False,
+            help="Write story leads only; echoes go to duplicates/ (level echo). "
+                 "Default: echoes are written with the lead's story_id.")
+        parser.add_argument(
             "--run-id", dest="run_id", default=None,
             help="Identifier written into output file names. Default: UTC time + random.")
 
@@ -95,6 +121,11 @@ class IngestConfig:
     articles: str | None = None
     fetch_threads: int = 16
     category_map: dict = field(default_factory=dict)
+    story_window_hours: float = 72.0
+    story_threshold: float | None = None
+    story_similarity: str = "lexical"
+    drop_echoes: bool = False
+    topic_threshold: float = DEFAULT_TOPIC_THRESHOLD
 
 
 def new_run_id() -> str:
@@ -115,6 +146,17 @@ def parse_args(argv: Sequence[str] | None) -> tuple[IngestConfig, PipelineOption
         errors.append("give at least one --feeds SOURCE or --articles FILE")
     if opts.fetch_threads < 1:
         errors.append("--fetch-threads must be at least 1")
+    if not 0.0 <= opts.topic_threshold <= 1.0:
+        errors.append("--topic-threshold must be between 0 and 1")
+    if opts.story_window_hours <= 0:
+        errors.append("--story-window-hours must be positive")
+    if opts.story_threshold is not None and not 0.0 <= opts.story_threshold <= 1.0:
+        errors.append("--story-threshold must be between 0 and 1")
+    if opts.story_similarity != "lexical":
+        try:
+            make_similarity(opts.story_similarity)
+        except MissingBackendError as e:
+            errors.append(f"--story-similarity: {e}")
     if opts.max_page_bytes < 1024:
         errors.append("--max-page-bytes must be at least 1024")
     subs = Subscriptions()
@@ -134,7 +176,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[IngestConfig, PipelineOption
                          total_timeout=opts.timeout)
     config = IngestConfig(output=str(opts.output).rstrip("/"), run_id=opts.run_id or new_run_id(),
                           policy=policy, subscriptions=subs, articles=opts.articles,
-                          fetch_threads=opts.fetch_threads, category_map=category_map)
+                          fetch_threads=opts.fetch_threads, category_map=category_map,
+                          topic_threshold=opts.topic_threshold,
+                          story_window_hours=opts.story_window_hours,
+                          story_threshold=opts.story_threshold,
+                          story_similarity=opts.story_similarity,
+                          drop_echoes=opts.drop_echoes)
     return config, options
 
 
@@ -176,8 +223,16 @@ def build(pipeline: beam.Pipeline, config: IngestConfig, clock=None,
     articles = (
         pages.articles
         | "DetectLanguage" >> beam.ParDo(DetectLanguageFn())
-        | "AssignTopic" >> beam.ParDo(AssignTopicFn(config.category_map))
+        | "AssignTopic" >> beam.ParDo(
+            AssignTopicFn(config.category_map, config.topic_threshold))
     )
+    # Story stage: exact and near copies are dropped, echoes share the first article's id.
+    stories = articles | "AssignStories" >> AssignStories(
+        make_similarity(config.story_similarity), config.story_threshold,
+        dt.timedelta(hours=config.story_window_hours), config.drop_echoes,
+        existing=config.output, run_id=config.run_id, clock=clock)
+    articles = stories.articles
+    duplicates = (duplicates, stories.duplicates) | "WithStoryDuplicates" >> beam.Flatten()
     errors = error_sets | "AllErrors" >> beam.Flatten()
     out = config.output
     written = {

@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import re
 import sys
+import threading
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -56,7 +57,8 @@ TITLE_WEIGHT = 2.0
 _COMPOUND_MIN = 4  # shortest German compound tail that may match on its own
 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u02bc": "'", "\u2018": "'", "`": "'"})
-_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
+# A word has at least one letter; digits may belong to it (mp3, co2, 100m, g7).
+_WORD = re.compile(r"[^\W_]*[^\W\d_][^\W_]*(?:'[^\W\d_]+)*")
 _CYRILLIC = re.compile(r"[\u0400-\u04ff]")
 _UK_ONLY = re.compile(r"[іїєґ]", re.IGNORECASE)
 
@@ -78,7 +80,7 @@ class TopicGuess:
 
 
 def words(text: str) -> list[str]:
-    """Word tokens of ``text`` (letters only, apostrophes kept inside words)."""
+    """Word tokens of ``text`` (with a letter; apostrophes kept inside words)."""
     text = unicodedata.normalize("NFC", text).translate(_APOSTROPHES)
     out = []
     for w in _WORD.findall(text):
@@ -109,6 +111,10 @@ class Lexicon:
     def _lemmatize(self, word: str) -> str:
         import simplemma
 
+        if len(word) <= 3 or not word.isalpha() and "'" not in word:
+            # Short words and codes are mostly acronyms (US, AI, MP3): lemmatizing them
+            # finds unrelated words ("us" -> "we", "ai" -> "be").
+            return word.casefold()
         try:
             lemma = simplemma.lemmatize(word, lang=self.language)
         except ValueError:  # simplemma refuses some odd inputs; the word itself will do
@@ -209,25 +215,41 @@ def candidate_languages(text: str, language: str | None) -> tuple[str, ...]:
 class TopicClassifier:
     """Scores texts against the lexicons and returns a topic or abstains."""
 
-    def __init__(self, lexicons: Mapping[str, Lexicon], threshold: float = DEFAULT_THRESHOLD,
-                 prior: float = PRIOR):
+    def __init__(self, lexicons: Mapping[str, Lexicon] | None = None,
+                 threshold: float = DEFAULT_THRESHOLD, prior: float = PRIOR,
+                 languages: Sequence[str] = SUPPORTED_LANGUAGES):
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
-        self.lexicons = dict(lexicons)
+        self.lexicons = dict(lexicons or {})
+        self.languages = tuple(lexicons) if lexicons else tuple(languages)
         self.threshold = threshold
         self.prior = prior
+        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, threshold: float = DEFAULT_THRESHOLD,
              languages: Sequence[str] = SUPPORTED_LANGUAGES) -> TopicClassifier:
-        """Loads the bundled lexicons (a few seconds: call once per worker)."""
-        from transforms.topics import MEDIA_TOPICS
+        """Loads every bundled lexicon now (a few seconds: call once per worker)."""
+        clf = cls(threshold=threshold, languages=languages)
+        for lang in languages:
+            clf.lexicon(lang)
+        return clf
 
-        return cls({lang: load_lexicon(lang, MEDIA_TOPICS) for lang in languages}, threshold)
+    def lexicon(self, language: str) -> Lexicon:
+        """The lexicon of ``language``, loaded on first use (about 2 s per language)."""
+        lex = self.lexicons.get(language)
+        if lex is None:
+            from transforms.topics import MEDIA_TOPICS
+
+            with self._lock:  # one load even when several threads share this instance
+                lex = self.lexicons.get(language)
+                if lex is None:
+                    lex = self.lexicons[language] = load_lexicon(language, MEDIA_TOPICS)
+        return lex
 
     def scores(self, title: str, body: str, language: str) -> dict[str, float]:
         """Evidence per topic for one text in one lexicon language."""
-        lex = self.lexicons[language]
+        lex = self.lexicon(language)
         found: Counter = Counter()
         lex.hits(lex.lemmas(title[:500]), TITLE_WEIGHT, found)
         lex.hits(lex.lemmas(body[:MAX_CHARS]), 1.0, found)
@@ -241,7 +263,7 @@ class TopicClassifier:
     def classify(self, title: str, body: str, language: str | None = None) -> TopicGuess:
         """The topic of an article, or an abstention (``topic=None``) below the threshold."""
         candidates = [lang for lang in candidate_languages(f"{title} {body[:500]}", language)
-                      if lang in self.lexicons]
+                      if lang in self.languages]
         if not candidates:
             return TopicGuess(None, 0.0)
         best_lang, best_scores = candidates[0], {}

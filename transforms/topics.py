@@ -6,7 +6,9 @@ The topic comes from the first of these that decides:
 2. the feed's or page's category strings, through a user-editable mapping file
    (``transforms/data/categories.yaml``, extendable with ``--category-map``)
    (``topic_source = category``);
-3. otherwise ``unclassified`` (``topic_source = none``).
+3. the built-in classifier (``transforms/classify.py``: multilingual lexicons, offline),
+   when its confidence reaches ``--topic-threshold`` (``topic_source = classifier``);
+4. otherwise ``unclassified`` (``topic_source = none``).
 
 Topic slugs come from a fixed table of the 17 top-level IPTC Media Topics, so the
 partition directory name is always one of 18 known strings: nothing a feed says can
@@ -25,6 +27,7 @@ import yaml
 from apache_beam.metrics import Metrics
 
 from schemas import Article
+from transforms.classify import DEFAULT_THRESHOLD, TopicClassifier
 from transforms.feeds import NAMESPACE
 
 UNCLASSIFIED = "unclassified"
@@ -85,13 +88,22 @@ def topic_from_categories(categories: Iterable[str],
     return None
 
 
-def assign_topic(article: Article, mapping: Mapping[str, str | None]) -> Article:
-    """Applies the precedence rules and sets ``topic``, ``topic_code``, ``topic_source``."""
+def assign_topic(article: Article, mapping: Mapping[str, str | None],
+                 classifier: TopicClassifier | None = None) -> Article:
+    """Applies the precedence rules and sets ``topic``, ``topic_code``, ``topic_source``.
+
+    Feed topic, then category mapping, then ``classifier`` (skipped when None), then
+    ``unclassified``.
+    """
+    slug, source = None, "none"
     if article.topic_source == "feed" and article.topic in MEDIA_TOPICS:
         slug, source = article.topic, "feed"
-    else:
+    if slug is None:
         slug = topic_from_categories(article.categories, mapping)
         source = "category" if slug else "none"
+    if slug is None and classifier is not None:
+        slug = classifier.classify(article.title, article.body, article.language).topic
+        source = "classifier" if slug else "none"
     if slug is None:
         return dataclasses.replace(article, topic=UNCLASSIFIED, topic_code=None,
                                    topic_source="none")
@@ -100,14 +112,29 @@ def assign_topic(article: Article, mapping: Mapping[str, str | None]) -> Article
 
 
 class AssignTopicFn(beam.DoFn):
-    """Sets the topic of each article; counts articles per topic source."""
+    """Sets the topic of each article; counts articles per topic source.
 
-    def __init__(self, category_map: Mapping[str, str | None]):
+    The classifier is created in ``setup`` (once per worker, never when the pipeline is
+    built or pickled); each language's lexicon loads on its first article. Pass
+    ``use_classifier=False`` to stop at the category mapping.
+    """
+
+    def __init__(self, category_map: Mapping[str, str | None],
+                 threshold: float = DEFAULT_THRESHOLD, use_classifier: bool = True):
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"topic threshold must be between 0 and 1, got {threshold}")
         self._map = dict(category_map)
+        self._threshold = threshold
+        self._use_classifier = use_classifier
+        self._classifier: TopicClassifier | None = None
         self._counters = {s: Metrics.counter(NAMESPACE, f"topic_from_{s}")
                           for s in ("feed", "category", "classifier", "none")}
 
+    def setup(self) -> None:
+        if self._use_classifier:
+            self._classifier = TopicClassifier(threshold=self._threshold)
+
     def process(self, article: Article):
-        out = assign_topic(article, self._map)
+        out = assign_topic(article, self._map, self._classifier)
         self._counters[out.topic_source].inc()
         yield out

@@ -1,0 +1,290 @@
+"""Topic stage: lexicons, classifier, precedence rules and the Beam DoFn."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import apache_beam as beam
+import pytest
+import yaml
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from schemas import SCHEMA_VERSION, Article
+from transforms.classify import (
+    SUPPORTED_LANGUAGES,
+    TopicClassifier,
+    candidate_languages,
+    load_lexicon,
+    parse_lexicon,
+    term_weight,
+    words,
+)
+from transforms.sources import read_sources
+from transforms.topics import (
+    MEDIA_TOPICS,
+    UNCLASSIFIED,
+    AssignTopicFn,
+    assign_topic,
+    load_category_map,
+)
+
+NOW = dt.datetime(2024, 11, 23, 9, tzinfo=dt.UTC)
+
+# Short news texts written for these tests: (language, expected topic, title, body).
+FIXTURES = [
+    ("en", "sport", "Late winner settles the derby",
+     "The striker scored in injury time as the home side beat their rivals 2-1. The coach "
+     "praised his squad after a tense second half in front of a full stadium."),
+    ("en", "economy-business-finance", "Bank holds interest rates",
+     "The central bank left its key interest rate unchanged as inflation eased. Shares rose "
+     "on the stock exchange and analysts expect a cut in the next quarter."),
+    ("en", "politics-government", "Parliament votes on the budget bill",
+     "MPs backed the government's bill after a long debate in the Commons. The opposition "
+     "leader said the prime minister had broken an election pledge."),
+    ("en", "science-technology", "New phone chip promises longer battery life",
+     "The company unveiled a processor for smartphones and laptops. Software developers "
+     "say the chip will speed up apps and artificial intelligence features."),
+    ("en", "arts-culture-entertainment-media", "Festival film wins top prize",
+     "The director's new film won best picture at the festival. The actress, who plays a "
+     "singer in the drama, thanked the cast and the audience at the premiere."),
+    ("en", "health", "Hospital waiting lists grow",
+     "Patients are waiting longer for surgery, doctors warned. Nurses said the flu season "
+     "had filled wards and the health service needs more staff for treatment."),
+    ("en", "weather", "Snow and ice warning for the weekend",
+     "Forecasters expect heavy snow and freezing temperatures. A weather warning for ice "
+     "is in place as a cold front brings strong winds and sleet."),
+    ("de", "sport", "Bayern gewinnt das Derby",
+     "Der Stürmer traf in der Nachspielzeit, und die Mannschaft gewann das Spiel mit 2:1. "
+     "Der Trainer lobte seine Spieler nach dem Sieg in der Bundesliga."),
+    ("de", "politics-government", "Koalition streitet über den Haushalt",
+     "Im Bundestag stimmten die Abgeordneten über den Gesetzentwurf ab. Die Opposition "
+     "fordert Neuwahlen, der Kanzler verteidigt die Politik der Regierung."),
+    ("de", "economy-business-finance", "Chipfabrik: Baustart in der Lausitz",
+     "Der Konzern investiert Milliarden in das neue Werk. Die Subventionen des Bundes und "
+     "die Nachfrage der Autoindustrie machen den Standort für Investoren attraktiv."),
+    ("de", "weather", "Sturm und Regen am Wochenende",
+     "Der Wetterdienst warnt vor Sturmböen und Starkregen. Die Temperaturen sinken, in "
+     "höheren Lagen fällt Schnee, nachts droht Glätte."),
+    ("uk", "sport", "Збірна перемогла у кваліфікації",
+     "Нападник забив два голи, і команда здобула перемогу в матчі. Тренер подякував "
+     "гравцям і вболівальникам на стадіоні."),
+    ("uk", "conflict-war-peace", "Нічний обстріл Харкова",
+     "Російські війська атакували місто ракетами та безпілотниками. Сили ППО збили "
+     "частину дронів, поранено мирних жителів, тривала повітряна тривога."),
+    ("uk", "education", "Школи повертаються до очного навчання",
+     "Учні знову сидітимуть за партами: у школах облаштували укриття. Вчителі та "
+     "батьки обговорюють розклад уроків і дистанційне навчання в разі тривоги."),
+    ("uk", "politics-government", "Рада ухвалила закон",
+     "Верховна Рада ухвалила законопроєкт у другому читанні. Депутати від опозиції "
+     "голосували проти, а уряд обіцяє реформу після виборів."),
+    ("ru", "economy-business-finance", "Рубль ослаб после санкций",
+     "Курс доллара вырос, рубль ослаб после новых санкций против банка. Центробанк "
+     "может повысить ключевую ставку, инфляция ускоряется, цены растут."),
+    ("ru", "weather", "Синоптики обещают морозы",
+     "На выходных ожидается снегопад и гололёд, температура опустится до минус двадцати "
+     "градусов. Гидрометцентр предупреждает о сильном ветре."),
+    ("ru", "sport", "Сборная вышла в финал",
+     "Нападающий забил гол на последней минуте, и команда победила в полуфинале. "
+     "Главный тренер похвалил игроков, болельщики праздновали победу."),
+    ("ru", "health", "Эпидемия гриппа",
+     "Врачи фиксируют рост заболеваемости гриппом. В больницах не хватает мест, "
+     "Минздрав призывает сделать прививку и при симптомах обратиться к врачу."),
+]
+
+
+@pytest.fixture(scope="module")
+def classifier() -> TopicClassifier:
+    return TopicClassifier.load()
+
+
+def article(**kw) -> Article:
+    base = dict(
+        article_id="a1", url="https://x.example/a", feed_url="", source="X", title="",
+        body="", body_source="backfill", authors=[], published_at=None, fetched_at=NOW,
+        language="en", language_confidence=None, topic=UNCLASSIFIED, topic_code=None,
+        topic_source="none", categories=[], content_hash="0" * 16, story_id="a1",
+        is_story_lead=True, story_similarity=None, date="2024-11-23",
+        schema_version=SCHEMA_VERSION)
+    base.update(kw)
+    return Article(**base)
+
+
+# --- pure functions -------------------------------------------------------------------
+
+
+def test_words_keep_apostrophes_and_codes_and_drop_numbers():
+    text = "Britain’s MPs voted 310–250 on здоров'я (MP3)"
+    assert words(text) == ["Britain", "MPs", "voted", "on", "здоров'я", "MP3"]
+
+
+def test_term_weight_favours_rare_words():
+    assert term_weight(7.0) < term_weight(4.0) < term_weight(2.0) <= 3.5
+    assert term_weight(8.0) == 0.5
+
+
+def test_parse_lexicon_shares_weight_between_topics_and_applies_boosts():
+    lex = parse_lexicon("en", {"sport": "goal, match*2, world cup",
+                               "politics-government": "match"},
+                        MEDIA_TOPICS, zipf=lambda term, lang: 4.0)
+    base = term_weight(4.0)
+    assert lex.entries[("goal",)] == {"sport": base}
+    # "match" is claimed by two topics: each gets half of its (boosted) weight.
+    assert lex.entries[("match",)] == {"sport": base, "politics-government": base / 2}
+    assert lex.entries[("world", "cup")] == {"sport": base * 1.5}
+
+
+def test_parse_lexicon_refuses_unknown_topics_and_bad_terms():
+    with pytest.raises(ValueError, match="unknown topic"):
+        parse_lexicon("en", {"gossip": "celebrity"}, MEDIA_TOPICS, zipf=lambda t, lang: 3)
+    with pytest.raises(ValueError, match="bad term"):
+        parse_lexicon("en", {"sport": "a b c d e"}, MEDIA_TOPICS, zipf=lambda t, lang: 3)
+
+
+def test_candidate_languages_guess_by_script_when_unknown():
+    assert candidate_languages("anything", "de") == ("de",)
+    assert candidate_languages("Київ і Львів", "und") == ("uk",)
+    assert candidate_languages("Москва", None) == ("ru", "uk")
+    assert candidate_languages("Hello", "fr") == ("en", "de")
+
+
+@pytest.mark.parametrize("language", SUPPORTED_LANGUAGES)
+def test_every_lexicon_covers_every_topic(language):
+    lex = load_lexicon(language, MEDIA_TOPICS)
+    per_topic = {t: 0 for t in MEDIA_TOPICS}
+    for weights in lex.entries.values():
+        for t in weights:
+            per_topic[t] += 1
+    thin = {t: n for t, n in per_topic.items() if n < 30}
+    assert not thin, f"{language}: topics with fewer than 30 terms: {thin}"
+
+
+# --- the classifier on texts written for these tests ----------------------------------
+
+
+@pytest.mark.parametrize(("language", "expected", "title", "body"), FIXTURES,
+                         ids=[f"{f[0]}-{f[1]}" for f in FIXTURES])
+def test_fixture_texts_get_their_topic(classifier, language, expected, title, body):
+    guess = classifier.classify(title, body, language)
+    assert guess.topic == expected, guess
+    assert guess.language == language
+    assert 0 < guess.confidence <= 1
+
+
+def test_unknown_language_is_scored_with_the_lexicon_that_fits(classifier):
+    _, expected, title, body = FIXTURES[12]  # Ukrainian, declared as undetermined
+    guess = classifier.classify(title, body, "und")
+    assert (guess.topic, guess.language) == (expected, "uk")
+
+
+def test_abstains_without_evidence(classifier):
+    for text in ("", "12345 67890", "The of and to in a is that it was for on are with as"):
+        guess = classifier.classify("", text, "en")
+        assert guess.topic is None and guess.confidence < classifier.threshold
+
+
+def test_threshold_makes_it_abstain(classifier):
+    _, expected, title, body = FIXTURES[0]
+    strict = TopicClassifier(classifier.lexicons, threshold=1.0)
+    guess = strict.classify(title, body, "en")
+    assert guess.topic is None and guess.best == expected
+    with pytest.raises(ValueError):
+        TopicClassifier(classifier.lexicons, threshold=1.5)
+
+
+def test_classifier_is_fast_once_loaded(classifier):
+    import time
+
+    _, _, title, body = FIXTURES[1]
+    body = (body + " ") * 30  # ~5,000 characters
+    start = time.perf_counter()
+    for _ in range(50):
+        classifier.classify(title, body, "en")
+    per_article = (time.perf_counter() - start) / 50
+    assert per_article < 0.05  # generous bound on a shared machine; the benchmark reports ~1 ms
+
+
+# --- precedence -----------------------------------------------------------------------
+
+
+def test_precedence_feed_then_category_then_classifier_then_none(classifier):
+    mapping = load_category_map()
+    sport_text = dict(title=FIXTURES[0][2], body=FIXTURES[0][3])
+    forced = assign_topic(article(topic="weather", topic_source="feed", categories=["Sport"],
+                                  **sport_text), mapping, classifier)
+    assert (forced.topic, forced.topic_code, forced.topic_source) == (
+        "weather", "medtop:17000000", "feed")
+    by_category = assign_topic(article(categories=["Politik"], **sport_text), mapping,
+                               classifier)
+    assert (by_category.topic, by_category.topic_source) == ("politics-government", "category")
+    by_text = assign_topic(article(categories=["World"], **sport_text), mapping, classifier)
+    assert (by_text.topic, by_text.topic_code, by_text.topic_source) == (
+        "sport", "medtop:15000000", "classifier")
+    nothing = assign_topic(article(body="Lorem ipsum dolor sit amet."), mapping, classifier)
+    assert (nothing.topic, nothing.topic_code, nothing.topic_source) == (
+        UNCLASSIFIED, None, "none")
+    without = assign_topic(article(**sport_text), mapping, None)
+    assert without.topic_source == "none"
+
+
+def test_feed_topic_outside_the_table_is_not_trusted():
+    out = assign_topic(article(topic="../../etc", topic_source="feed"), {}, None)
+    assert (out.topic, out.topic_source) == (UNCLASSIFIED, "none")
+
+
+def test_category_map_is_validated(tmp_path):
+    extra = tmp_path / "map.yaml"
+    extra.write_text("Fußball: sport\nDiverses: null\n")
+    mapping = load_category_map(str(extra))
+    assert mapping["fußball".casefold()] == "sport" and mapping["diverses"] is None
+    extra.write_text("Fußball: soccer\n")
+    with pytest.raises(ValueError, match="unknown topic 'soccer'"):
+        load_category_map(str(extra))
+
+
+def test_feed_config_topics_must_be_known_slugs(tmp_path):
+    cfg = tmp_path / "feeds.yaml"
+    feeds = [{"url": "https://a.example/rss", "topic": "sport"},
+             {"url": "https://b.example/rss", "topic": "Sport"},
+             {"url": "https://c.example/rss", "topic": "../../etc"},
+             {"url": "https://d.example/rss", "topic": "spοrt"},  # Greek omicron
+             {"url": "https://e.example/rss", "topic": "x" * 10_000},
+             {"url": "https://f.example/rss", "topic": UNCLASSIFIED}]
+    cfg.write_text(yaml.safe_dump({"feeds": feeds}, allow_unicode=True))
+    subs = read_sources([str(cfg)])
+    assert [f.url for f in subs.feeds] == ["https://a.example/rss"]
+    assert len(subs.problems) == 5
+    assert all("unknown topic" in message and len(message) < 600
+               for _, message in subs.problems)
+
+
+# --- the DoFn -------------------------------------------------------------------------
+
+
+def test_assign_topic_fn_in_a_pipeline():
+    items = [article(article_id=f"a{i}", language=lang, title=title, body=body)
+             for i, (lang, _, title, body) in enumerate(FIXTURES[:3] + FIXTURES[11:13])]
+    items.append(article(article_id="cat", categories=["Wirtschaft"], body="Kurz."))
+    expected = [(f"a{i}", f[1], "classifier")
+                for i, f in enumerate(FIXTURES[:3] + FIXTURES[11:13])]
+    expected.append(("cat", "economy-business-finance", "category"))
+    with TestPipeline() as p:
+        out = (p | beam.Create(items)
+               | beam.ParDo(AssignTopicFn(load_category_map()))
+               | beam.Map(lambda a: (a.article_id, a.topic, a.topic_source)))
+        assert_that(out, equal_to(expected))
+
+
+def test_assign_topic_fn_validates_and_can_skip_the_classifier():
+    with pytest.raises(ValueError):
+        AssignTopicFn({}, threshold=-0.1)
+    fn = AssignTopicFn({}, use_classifier=False)
+    fn.setup()
+    out = list(fn.process(article(title=FIXTURES[0][2], body=FIXTURES[0][3])))
+    assert [(a.topic, a.topic_source) for a in out] == [(UNCLASSIFIED, "none")]
+    fn = AssignTopicFn({})
+    assert dataclasses.fields(Article)  # the DoFn pickles without a loaded classifier
+    import pickle
+
+    assert pickle.loads(pickle.dumps(fn))._classifier is None
