@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +26,9 @@ from apache_beam.metrics import Metrics
 
 from schemas import SCHEMA_VERSION, Article, Entry
 from transforms.errors import error_record
-from transforms.feeds import NAMESPACE, plausible_date
-from transforms.http import FetchError, FetchPolicy, HttpClient, decode_html
+from transforms.feeds import NAMESPACE, fetch_outcome, plausible_date, windowed
+from transforms.http import FetchError, FetchPolicy, Response, decode_html
+from transforms.politeness import InFlight, PoliteFetcher
 from transforms.text import clean_text, content_hash
 
 _LOG = logging.getLogger(__name__)
@@ -109,88 +109,114 @@ def build_article(entry: Entry, extracted: Extracted | None,
 
 
 class FetchPagesFn(beam.DoFn):
-    """Fetches a batch of entries' pages in a thread pool and extracts each one.
+    """Fetches entries' pages concurrently and extracts each one.
 
-    Beam hands a DoFn one element at a time; batching entries and fetching each batch
-    in a pool is what keeps many slow hosts from serialising the stage.
+    Beam hands a DoFn one element at a time, so each entry is queued on a
+    :class:`PoliteFetcher` (at most ``per_host_concurrency`` requests and
+    ``per_host_delay`` seconds between starts per host, robots.txt honoured, ``threads``
+    requests in flight in all) and its page is extracted when the fetch completes: in
+    ``process`` for later elements, or in ``finish_bundle``. Extraction runs on the
+    bundle thread, where Beam's metrics and outputs live. Every entry ends as exactly
+    one article or one error record.
     """
 
-    def __init__(self, policy: FetchPolicy, threads: int = 16, clock=None):
+    def __init__(self, policy: FetchPolicy, threads: int = 16, clock=None, resolver=None):
         self._policy = policy
         self._threads = threads
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
-        self._client: HttpClient | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._resolver = resolver
+        self._fetcher: PoliteFetcher | None = None
+        self._client = None
+        self._inflight: InFlight | None = None
         self.pages_ok = Metrics.counter(NAMESPACE, "pages_fetched")
         self.pages_failed = Metrics.counter(NAMESPACE, "pages_failed")
         self.fallbacks = Metrics.counter(NAMESPACE, "bodies_from_feed")
         self.empty = Metrics.counter(NAMESPACE, "articles_without_body")
         self.body_chars = Metrics.distribution(NAMESPACE, "body_chars")
+        self.latency = Metrics.distribution(NAMESPACE, "page_fetch_ms")
 
     def setup(self) -> None:
-        self._client = HttpClient(self._policy)
-        self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="fetch-page")
+        self._fetcher = PoliteFetcher(self._policy, self._threads, resolver=self._resolver,
+                                      name="fetch-page")
+        # Held here too so that checks of what a DoFn opened can see the client.
+        self._client = self._fetcher.client
 
     def teardown(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-        if self._client is not None:
-            self._client.close()
+        if self._fetcher is not None:
+            self._fetcher.close()
 
-    def _one(self, entry: Entry) -> tuple[Entry, Any, dt.datetime]:
-        assert self._client is not None
-        fetched_at = self._clock()
+    def start_bundle(self) -> None:
+        self._inflight = InFlight(limit=max(64, self._threads * 8))
+
+    def process(self, entry: Entry, timestamp=beam.DoFn.TimestampParam,
+                window=beam.DoFn.WindowParam) -> Iterator[Any]:
+        assert self._fetcher is not None and self._inflight is not None
         if entry.body:  # backfilled articles need no fetch
-            return entry, None, fetched_at
-        try:
-            response = self._client.get(entry.url, accept=PAGE_ACCEPT, allowed_types=PAGE_TYPES)
-        except FetchError as e:
-            return entry, e, fetched_at
-        html = decode_html(response.body, response.headers)
-        return entry, extract_page(html, response.url), fetched_at
+            yield from self._emit(entry, None, None, self._clock(), timestamp, window)
+        else:
+            future = self._fetcher.submit(entry.url, accept=PAGE_ACCEPT,
+                                          allowed_types=PAGE_TYPES, sniff_binary=True)
+            self._inflight.add(future, entry, timestamp, window)
+        for future, queued, ts, win in self._inflight.ready():
+            response, error = fetch_outcome(future)
+            yield from self._emit(queued, response, error, self._clock(), ts, win)
 
-    def process(self, batch: Iterable[Entry]) -> Iterator[Any]:
-        assert self._pool is not None
-        for entry, outcome, fetched_at in self._pool.map(self._one, list(batch)):
-            if isinstance(outcome, FetchError):
-                self.pages_failed.inc()
-                yield pvalue.TaggedOutput("errors", error_record(
-                    entry.url, entry.feed_url, "entry", "fetch_page", outcome.reason,
-                    outcome.message, outcome.status, outcome.attempts, fetched_at))
-                continue
-            if outcome is not None:
-                self.pages_ok.inc()
-            article = build_article(entry, outcome, fetched_at)
-            if article is None:
-                self.empty.inc()
-                yield pvalue.TaggedOutput("errors", error_record(
-                    entry.url, entry.feed_url, "entry", "extract", "empty_body",
-                    "no body in the page, the feed content or the feed summary", None, 1,
-                    fetched_at))
-                continue
-            if article.body_source in ("feed_content", "feed_summary"):
-                self.fallbacks.inc()
-            self.body_chars.update(len(article.body))
-            yield article
+    def finish_bundle(self) -> Iterator[Any]:
+        assert self._inflight is not None
+        for future, queued, ts, win in self._inflight.drain():
+            response, error = fetch_outcome(future)
+            yield from self._emit(queued, response, error, self._clock(), ts, win)
+
+    def _emit(self, entry: Entry, response: Response | None, error: FetchError | None,
+              fetched_at: dt.datetime, timestamp: Any, window: Any) -> Iterator[Any]:
+        if error is not None:
+            self.pages_failed.inc()
+            Metrics.counter(NAMESPACE, f"page_error_{error.reason}").inc()
+            yield pvalue.TaggedOutput("errors", windowed(error_record(
+                entry.url, entry.feed_url, "entry", "fetch_page", error.reason,
+                error.message, error.status, error.attempts, fetched_at), timestamp, window))
+            return
+        extracted = None
+        if response is not None:
+            self.pages_ok.inc()
+            self.latency.update(int(response.elapsed * 1000))
+            html = decode_html(response.body, response.headers)
+            extracted = extract_page(html, response.url)
+        article = build_article(entry, extracted, fetched_at)
+        if article is None:
+            self.empty.inc()
+            yield pvalue.TaggedOutput("errors", windowed(error_record(
+                entry.url, entry.feed_url, "entry", "extract", "empty_body",
+                "no body in the page, the feed content or the feed summary", None, 1,
+                fetched_at), timestamp, window))
+            return
+        if article.body_source in ("feed_content", "feed_summary"):
+            self.fallbacks.inc()
+        self.body_chars.update(len(article.body))
+        yield windowed(article, timestamp, window)
 
 
 class FetchArticles(beam.PTransform):
-    """Entries → Articles (main ``articles``) and ErrorRecords (``errors``)."""
+    """Entries → Articles (main ``articles``) and ErrorRecords (``errors``).
+
+    ``threads`` bounds the requests in flight per DoFn instance; the per-host limits
+    come from ``policy`` (see :class:`~transforms.http.FetchPolicy`). ``batch_size`` is
+    accepted for compatibility and unused: entries are no longer batched, since a
+    host-aware queue keeps every thread busy without it.
+    """
 
     def __init__(self, policy: FetchPolicy, threads: int = 16, batch_size: int = 32,
-                 clock=None):
+                 clock=None, resolver=None):
         super().__init__()
         self._policy = policy
         self._threads = threads
-        self._batch_size = batch_size
         self._clock = clock
+        self._resolver = resolver
 
     def expand(self, entries):
         return (
             entries
-            | "BatchForConcurrency" >> beam.BatchElements(
-                min_batch_size=1, max_batch_size=self._batch_size)
             | "FetchAndExtractPages" >> beam.ParDo(
-                FetchPagesFn(self._policy, self._threads, self._clock))
+                FetchPagesFn(self._policy, self._threads, self._clock, self._resolver))
             .with_outputs("errors", main="articles")
         )

@@ -1,9 +1,15 @@
 """Feed stage: fetch each feed, parse it with feedparser, and normalise its entries.
 
 Each feed is fetched with our own :class:`~transforms.http.HttpClient` (timeouts, gzip,
-redirects, SSRF guard) and the bytes plus response headers are handed to
-``feedparser.parse``, so feedparser never touches the network. Every entry becomes an
-:class:`~schemas.Entry` with a canonical URL, a stable GUID and a plausible date or none.
+redirects, SSRF guard) through a :class:`~transforms.politeness.PoliteFetcher` (per-host
+limits, robots.txt), many feeds at once. The bytes plus response headers are handed to
+``feedparser.parse``, so feedparser never touches the network, after two checks of our
+own: a DTD that declares external, parameter or nested entities is refused (no file is
+read, no entity bomb expands), and JSON Feeds (jsonfeed.org 1.0/1.1, which feedparser
+cannot read) are parsed by :mod:`transforms.jsonfeed`. A body that is itself gzip (a
+``feed.xml.gz`` served without Content-Encoding) is inflated under the size cap first.
+Every entry becomes an :class:`~schemas.Entry` with a canonical URL, a stable GUID and a
+plausible date or none.
 
 Example::
 
@@ -15,18 +21,26 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import logging
+import re
+import zlib
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
+from xml.parsers import expat
 
 import apache_beam as beam
 import feedparser
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
+from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from schemas import Entry, ErrorRecord, FeedSpec
 from transforms.errors import error_record
-from transforms.http import FetchError, FetchPolicy, HttpClient
+from transforms.http import FetchError, FetchPolicy
+from transforms.jsonfeed import JsonFeedError, looks_like_json_feed, parse_json_feed
+from transforms.politeness import InFlight, PoliteFetcher
 from transforms.text import clean_text, html_to_text
 from transforms.urls import canonical_url, is_http_url, stable_id
 
@@ -34,6 +48,10 @@ _LOG = logging.getLogger(__name__)
 NAMESPACE = "newsbeam"
 FEED_ACCEPT = ("application/rss+xml, application/atom+xml, application/feed+json, "
                "application/xml;q=0.9, text/xml;q=0.9, */*;q=0.1")
+FEED_REFUSED_TYPES = ("image/", "audio/", "video/", "font/", "application/pdf",
+                      "application/zip")
+"""Content types that cannot be a feed; anything else is left to the parser to judge."""
+MAX_FEED_BYTES = 10 * 1024 * 1024
 EARLIEST_PLAUSIBLE = dt.datetime(1995, 1, 1, tzinfo=dt.UTC)
 FUTURE_TOLERANCE = dt.timedelta(days=2)
 
@@ -46,6 +64,78 @@ class ParsedFeed:
     entries: list[Entry] = field(default_factory=list)
     problems: list[tuple[str, str, str]] = field(default_factory=list)  # (url, reason, message)
     bozo: str | None = None
+    reason: str = "malformed_feed"
+    """Error reason when the feed yields nothing: malformed_feed, unsafe_xml, too_large."""
+    kind: str = "xml"
+    """xml (RSS/Atom/RDF via feedparser) or json (JSON Feed)."""
+
+
+class _PrologDone(Exception):
+    """Raised by the expat handler at the first element: the DTD has been seen."""
+
+
+_ENTITY_DECL = re.compile(
+    rb"<!ENTITY\s+(%\s*)?[^\s>]+\s+(SYSTEM|PUBLIC|\"[^\"]*\"|'[^']*')", re.I)
+_PROLOG_LIMIT = 1024 * 1024
+
+
+def unsafe_xml(body: bytes) -> str | None:
+    """Why an XML document's DTD is unsafe to hand to a parser, or None.
+
+    Refused: external entities (SYSTEM/PUBLIC, which could read local files or reach
+    the network), parameter entities, and entities whose value refers to other
+    entities (how "billion laughs" bombs grow). Plain internal entities such as
+    ``<!ENTITY copy "(c)">`` are allowed. expat reads only the prolog, so nothing is
+    expanded while checking; if expat cannot read the prolog (an encoding it lacks,
+    ill-formed markup), the declarations are checked textually instead.
+    """
+    head = body[:_PROLOG_LIMIT]
+    if b"entity" not in head.lower() and b"e\x00n\x00t\x00" not in head.lower():
+        return None
+    problems: list[str] = []
+
+    def on_entity(name, is_parameter, value, base, system_id, public_id, notation):
+        if system_id or public_id:
+            problems.append(f"external entity {name!r}")
+        elif is_parameter:
+            problems.append(f"parameter entity {name!r}")
+        elif value and ("&" in value or "%" in value):
+            problems.append(f"entity {name!r} refers to other entities")
+
+    def on_start(*_args):
+        raise _PrologDone
+
+    parser = expat.ParserCreate()
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    parser.EntityDeclHandler = on_entity
+    parser.StartElementHandler = on_start
+    try:
+        parser.Parse(head, len(head) == len(body))
+        finished = True
+    except _PrologDone:
+        finished = True
+    except (expat.ExpatError, ValueError, LookupError):
+        finished = False
+    if not finished and not problems:
+        text = head.decode("utf-16") if head.startswith((b"\xff\xfe", b"\xfe\xff")) else None
+        decls = _ENTITY_DECL.findall(text.encode("utf-8") if text else head)
+        for percent, value in decls:
+            if percent or value.upper() in (b"SYSTEM", b"PUBLIC") or b"&" in value \
+                    or b"%" in value:
+                problems.append("entity declaration that could not be verified")
+                break
+    return "; ".join(problems[:3]) or None
+
+
+def _gunzip(body: bytes, limit: int = MAX_FEED_BYTES) -> bytes:
+    """Inflates a gzip body, refusing output beyond ``limit`` (ValueError)."""
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = d.decompress(body, limit + 1)
+    if len(out) > limit or d.unconsumed_tail:
+        raise ValueError(f"gzip body inflates beyond {limit} bytes")
+    if not d.eof:
+        raise ValueError("truncated gzip body")
+    return out
 
 
 def plausible_date(value: dt.datetime | None, reference: dt.datetime) -> dt.datetime | None:
@@ -84,19 +174,47 @@ def _entry_text(entry: Mapping[str, Any]) -> tuple[str, str]:
     return summary, content
 
 
+def _refused(reason: str, message: str) -> ParsedFeed:
+    return ParsedFeed(title="", bozo=message, reason=reason)
+
+
 def parse_feed(body: bytes, headers: Mapping[str, str], spec: FeedSpec,
                fetched_at: dt.datetime) -> ParsedFeed:
-    """Parses feed bytes into normalised entries. Never raises on bad input."""
-    parsed = feedparser.parse(body, response_headers=dict(headers))
-    feed_meta = parsed.get("feed", {}) or {}
-    title = clean_text(str(feed_meta.get("title", "") or ""))
-    result = ParsedFeed(title=title)
-    if parsed.get("bozo"):
-        result.bozo = str(parsed.get("bozo_exception", "unknown parse problem"))[:500]
-    feed_lang = (str(feed_meta.get("language", "") or "").split("-")[0].lower() or None)
+    """Parses feed bytes (RSS, Atom, RDF or JSON Feed) into normalised entries.
+
+    Never raises on bad input: a document that yields nothing has ``bozo`` set and a
+    ``reason`` (``malformed_feed``, ``unsafe_xml`` or ``too_large``).
+    """
+    if body[:2] == b"\x1f\x8b":
+        try:
+            body = _gunzip(body)
+        except (ValueError, zlib.error) as e:
+            return _refused("too_large" if "beyond" in str(e) else "malformed_feed",
+                            f"gzip-compressed feed body: {e}")
+    if looks_like_json_feed(body, headers):
+        try:
+            doc = parse_json_feed(body)
+        except JsonFeedError as e:
+            return _refused("malformed_feed", f"JSON Feed: {e}")
+        raw_entries: list[Any] = doc.entries
+        title = clean_text(doc.title)
+        result = ParsedFeed(title=title, kind="json")
+        feed_lang = (doc.language or "").split("-")[0].lower() or None
+    else:
+        problem = unsafe_xml(body)
+        if problem:
+            return _refused("unsafe_xml", f"feed refused before parsing: {problem}")
+        parsed = feedparser.parse(body, response_headers=dict(headers))
+        feed_meta = parsed.get("feed", {}) or {}
+        title = clean_text(str(feed_meta.get("title", "") or ""))
+        result = ParsedFeed(title=title)
+        if parsed.get("bozo"):
+            result.bozo = str(parsed.get("bozo_exception", "unknown parse problem"))[:500]
+        feed_lang = (str(feed_meta.get("language", "") or "").split("-")[0].lower() or None)
+        raw_entries = parsed.get("entries", [])
     source = spec.name or title or spec.url
     guid_links: dict[str, str] = {}
-    for index, raw in enumerate(parsed.get("entries", [])):
+    for index, raw in enumerate(raw_entries):
         link = str(raw.get("link", "") or "").strip()
         if not link:
             result.problems.append((f"{spec.url}#entry[{index}]", "missing_link",
@@ -134,81 +252,141 @@ def parse_feed(body: bytes, headers: Mapping[str, str], spec: FeedSpec,
     return result
 
 
-class FetchFeedsFn(beam.DoFn):
-    """Fetches and parses one feed per element; entries on the main output, errors tagged."""
+def windowed(value: Any, timestamp: Any, window: Any) -> WindowedValue:
+    """``value`` in ``window`` at ``timestamp`` (seconds or a Beam Timestamp).
 
-    def __init__(self, policy: FetchPolicy, clock=None):
+    Outputs of ``finish_bundle`` must carry their window explicitly; the fetch DoFns
+    use the same form in ``process`` so both paths emit identical elements.
+    """
+    if isinstance(timestamp, (int, float)):
+        timestamp = Timestamp.of(timestamp)
+    return WindowedValue(value, timestamp, (window,))
+
+
+def fetch_outcome(future: Future) -> tuple[Any, FetchError | None]:
+    """``(response, None)`` or ``(None, FetchError)``; any other exception is a bug and
+    is raised so the bundle fails loudly."""
+    error = future.exception()
+    if error is None:
+        return future.result(), None
+    if isinstance(error, FetchError):
+        return None, error
+    raise error
+
+
+class FetchFeedsFn(beam.DoFn):
+    """Fetches and parses feeds, many at once; entries on the main output, errors tagged.
+
+    Each element is queued on a :class:`PoliteFetcher` (per-host limits, robots.txt)
+    and handled when its fetch completes, in ``process`` for later elements or in
+    ``finish_bundle``. Parsing runs on the bundle thread.
+    """
+
+    def __init__(self, policy: FetchPolicy, clock=None, threads: int = 16, resolver=None):
         self._policy = policy
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
-        self._client: HttpClient | None = None
+        self._threads = threads
+        self._resolver = resolver
+        self._fetcher: PoliteFetcher | None = None
+        self._client = None
+        self._inflight: InFlight | None = None
         self.feeds_ok = Metrics.counter(NAMESPACE, "feeds_fetched")
         self.feeds_failed = Metrics.counter(NAMESPACE, "feeds_failed")
         self.feeds_bozo = Metrics.counter(NAMESPACE, "feeds_ill_formed")
+        self.feeds_json = Metrics.counter(NAMESPACE, "feeds_json")
         self.entries = Metrics.counter(NAMESPACE, "entries_read")
         self.entry_errors = Metrics.counter(NAMESPACE, "entries_rejected")
         self.latency = Metrics.distribution(NAMESPACE, "feed_fetch_ms")
 
     def setup(self) -> None:
-        self._client = HttpClient(self._policy)
+        self._fetcher = PoliteFetcher(self._policy, self._threads, resolver=self._resolver,
+                                      name="fetch-feed")
+        # Held here too so that checks of what a DoFn opened can see the client.
+        self._client = self._fetcher.client
 
     def teardown(self) -> None:
-        if self._client is not None:
-            self._client.close()
+        if self._fetcher is not None:
+            self._fetcher.close()
 
-    def process(self, spec: FeedSpec) -> Iterator[Any]:
-        assert self._client is not None
-        fetched_at = self._clock()
-        start = dt.datetime.now(dt.UTC)
-        try:
-            response = self._client.get(spec.url, accept=FEED_ACCEPT)
-        except FetchError as e:
-            self.feeds_failed.inc()
-            yield pvalue.TaggedOutput("errors", error_record(
-                e.url, spec.url, "feed", "fetch_feed", e.reason, e.message, e.status,
-                e.attempts, fetched_at))
+    def start_bundle(self) -> None:
+        self._inflight = InFlight(limit=max(64, self._threads * 8))
+
+    def process(self, spec: FeedSpec, timestamp=beam.DoFn.TimestampParam,
+                window=beam.DoFn.WindowParam) -> Iterator[Any]:
+        assert self._fetcher is not None and self._inflight is not None
+        future = self._fetcher.submit(spec.url, accept=FEED_ACCEPT,
+                                      refused_types=FEED_REFUSED_TYPES)
+        self._inflight.add(future, (spec, self._clock()), timestamp, window)
+        for done in self._inflight.ready():
+            yield from self._emit(*done)
+
+    def finish_bundle(self) -> Iterator[Any]:
+        assert self._inflight is not None
+        for done in self._inflight.drain():
+            yield from self._emit(*done)
+
+    def _fail(self, reason: str) -> None:
+        self.feeds_failed.inc()
+        Metrics.counter(NAMESPACE, f"feed_error_{reason}").inc()
+
+    def _emit(self, future: Future, payload: tuple[FeedSpec, dt.datetime], timestamp: Any,
+              window: Any) -> Iterator[Any]:
+        spec, fetched_at = payload
+        response, error = fetch_outcome(future)
+        if error is not None:
+            self._fail(error.reason)
+            yield pvalue.TaggedOutput("errors", windowed(error_record(
+                error.url, spec.url, "feed", "fetch_feed", error.reason, error.message,
+                error.status, error.attempts, fetched_at), timestamp, window))
             return
-        self.latency.update(int((dt.datetime.now(dt.UTC) - start).total_seconds() * 1000))
+        self.latency.update(int(response.elapsed * 1000))
         parsed = parse_feed(response.body, response.headers, spec, fetched_at)
         if not parsed.entries and parsed.bozo:
-            self.feeds_failed.inc()
-            yield pvalue.TaggedOutput("errors", error_record(
-                spec.url, spec.url, "feed", "parse_feed", "malformed_feed",
+            self._fail(parsed.reason)
+            yield pvalue.TaggedOutput("errors", windowed(error_record(
+                spec.url, spec.url, "feed", "parse_feed", parsed.reason,
                 f"feed could not be parsed: {parsed.bozo}", response.status,
-                response.attempts, fetched_at))
+                response.attempts, fetched_at), timestamp, window))
             return
         self.feeds_ok.inc()
+        if parsed.kind == "json":
+            self.feeds_json.inc()
         if parsed.bozo:
             self.feeds_bozo.inc()
             _LOG.info("feed %s is ill-formed but yielded entries: %s", spec.url, parsed.bozo)
         for url, reason, message in parsed.problems:
             self.entries.inc()
             self.entry_errors.inc()
-            yield pvalue.TaggedOutput("errors", error_record(
-                url, spec.url, "entry", "parse_feed", reason, message, None, 1, fetched_at))
+            yield pvalue.TaggedOutput("errors", windowed(error_record(
+                url, spec.url, "entry", "parse_feed", reason, message, None, 1, fetched_at),
+                timestamp, window))
         for entry in parsed.entries:
             self.entries.inc()
             # Event time is the fetch time: published dates are too unreliable to drive
             # watermarks, and dedup state expires relative to when entries were seen.
-            yield beam.window.TimestampedValue(entry, fetched_at.timestamp())
+            yield windowed(entry, fetched_at.timestamp(), window)
 
 
 class ReadFeeds(beam.PTransform):
     """FeedSpecs → Entries (main output ``entries``) and ErrorRecords (``errors``)."""
 
-    def __init__(self, policy: FetchPolicy, clock=None):
+    def __init__(self, policy: FetchPolicy, clock=None, threads: int = 16, resolver=None):
         super().__init__()
         self._policy = policy
         self._clock = clock
+        self._threads = threads
+        self._resolver = resolver
 
     def expand(self, specs):
         return (
             specs
             # Spread feeds over workers before the slow network step.
             | "SpreadFeeds" >> beam.Reshuffle()
-            | "FetchAndParseFeeds" >> beam.ParDo(FetchFeedsFn(self._policy, self._clock))
+            | "FetchAndParseFeeds" >> beam.ParDo(
+                FetchFeedsFn(self._policy, self._clock, self._threads, self._resolver))
             .with_outputs("errors", main="entries")
         )
 
 
-__all__ = ["ErrorRecord", "FetchFeedsFn", "ParsedFeed", "ReadFeeds", "parse_feed",
-           "plausible_date"]
+__all__ = ["ErrorRecord", "FetchFeedsFn", "ParsedFeed", "ReadFeeds", "fetch_outcome",
+           "parse_feed", "plausible_date", "unsafe_xml", "windowed"]

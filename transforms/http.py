@@ -10,7 +10,13 @@ Built on ``urllib3`` so that every byte is under our control:
   with the same cap, which defuses decompression bombs;
 * connect, read and total deadlines apply to each attempt;
 * transient failures (connection errors, timeouts, 429, 5xx) are retried by ``tenacity``
-  with exponential backoff and jitter, honouring ``Retry-After``; permanent ones are not.
+  with exponential backoff and jitter, honouring ``Retry-After`` up to a cap; permanent
+  ones (404, 410, refusals) are not;
+* a body is read with ``read1`` so that a server trickling one byte at a time still meets
+  the total deadline (a plain ``read(n)`` would wait for all ``n`` bytes).
+
+Per-host manners (concurrency, delay, robots.txt) live in :mod:`transforms.politeness`;
+this module knows one request at a time.
 
 Failures are raised as :class:`FetchError` carrying a short ``reason`` slug, the HTTP
 status and the number of attempts, which the DoFns turn into error records.
@@ -36,14 +42,23 @@ import urllib3
 
 from transforms.urls import ALLOWED_SCHEMES
 
-DEFAULT_USER_AGENT = "newsbeam/0.1 (+https://github.com/newsbeam/newsbeam)"
+PRODUCT_TOKEN = "newsbeam"
+"""The name robots.txt rules are matched against."""
+DEFAULT_CONTACT_URL = "https://github.com/newsbeam/newsbeam"
+DEFAULT_USER_AGENT = f"{PRODUCT_TOKEN}/0.1 (+{DEFAULT_CONTACT_URL})"
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
 @dataclass(frozen=True)
 class FetchPolicy:
-    """Limits and manners for one client. Every field has a safe default."""
+    """Limits and manners for one client. Every field has a safe default.
+
+    ``per_host_delay`` is the least time between the starts of two requests to one host
+    (raised to the host's robots.txt ``Crawl-delay``, at most ``max_crawl_delay``);
+    ``per_host_concurrency`` caps requests in flight to one host. Both are enforced by
+    :class:`transforms.politeness.PoliteFetcher`, per fetcher instance.
+    """
 
     connect_timeout: float = 5.0
     read_timeout: float = 15.0
@@ -56,9 +71,23 @@ class FetchPolicy:
     max_retry_after: float = 120.0
     user_agent: str = DEFAULT_USER_AGENT
     allow_private_network: bool = False
+    per_host_concurrency: int = 2
+    per_host_delay: float = 1.0
+    max_crawl_delay: float = 30.0
+    respect_robots: bool = True
+    host_overrides: tuple[tuple[str, str], ...] = ()
+    """``(hostname, address)`` pairs pinned by the operator, like curl's ``--resolve``:
+    these names skip DNS and the private-network check (every other name and every
+    redirect hop is still checked). Meant for tests and for in-house mirrors."""
 
     def replace(self, **changes: object) -> FetchPolicy:
+        """A copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def user_agent_for(contact_url: str) -> str:
+    """The User-Agent naming the project and where its operator can be reached."""
+    return f"{PRODUCT_TOKEN}/0.1 (+{contact_url})"
 
 
 @dataclass(frozen=True)
@@ -70,6 +99,8 @@ class Response:
     headers: Mapping[str, str]
     body: bytes
     attempts: int = 1
+    elapsed: float = 0.0
+    """Seconds from the first attempt to the end of the body, retries included."""
 
     @property
     def content_type(self) -> str:
@@ -149,14 +180,18 @@ class HttpClient:
 
     def __init__(self, policy: FetchPolicy | None = None,
                  resolver: Callable[[str, int], list[str]] | None = None,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep,
+                 rng: random.Random | None = None):
         self.policy = policy or FetchPolicy()
         self._resolve = resolver or _resolve
+        self._pinned = {h.lower(): a for h, a in self.policy.host_overrides}
         self._sleep = sleep
+        self._rng = rng or random.Random()
         self._pools: dict[tuple[str, str, int, str], urllib3.HTTPConnectionPool] = {}
         self._lock = threading.Lock()
 
     def close(self) -> None:
+        """Closes every pooled connection; the client may be used again afterwards."""
         with self._lock:
             for pool in self._pools.values():
                 pool.close()
@@ -166,27 +201,31 @@ class HttpClient:
 
     def get(self, url: str, *, accept: str = "*/*",
             allowed_types: tuple[str, ...] | None = None,
-            headers: Mapping[str, str] | None = None) -> Response:
-        """GETs ``url`` with retries; returns a 2xx/304 response or raises FetchError."""
+            refused_types: tuple[str, ...] = (),
+            headers: Mapping[str, str] | None = None,
+            max_bytes: int | None = None,
+            sniff_binary: bool = False) -> Response:
+        """GETs ``url`` with retries; returns a 2xx/304 response or raises FetchError.
+
+        ``allowed_types`` (exact types, or prefixes ending in ``/``) is an allow-list of
+        Content-Types, ``refused_types`` a deny-list; ``sniff_binary`` also refuses a
+        body that looks binary whatever its declared type. ``max_bytes`` lowers the
+        policy's size cap for this request.
+        """
         attempts = 0
+        started = time.monotonic()
+        limits = _Limits(allowed_types, refused_types, headers or {},
+                         min(max_bytes or self.policy.max_bytes, self.policy.max_bytes),
+                         sniff_binary)
 
         def one_attempt() -> Response:
             nonlocal attempts
             attempts += 1
-            return self._get_once(url, accept, allowed_types, headers or {})
-
-        def wait(state: tenacity.RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            backoff = min(self.policy.backoff_max,
-                          self.policy.backoff_initial * 2 ** (state.attempt_number - 1))
-            backoff = random.uniform(backoff / 2, backoff)  # noqa: S311 - jitter, not crypto
-            if isinstance(exc, FetchError) and exc.retry_after is not None:
-                return max(backoff, exc.retry_after)
-            return backoff
+            return self._get_once(url, accept, limits)
 
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.policy.max_attempts),
-            wait=wait,
+            wait=self.retry_wait,
             retry=tenacity.retry_if_exception(lambda e: isinstance(e, FetchError) and e.transient),
             sleep=self._sleep,
             reraise=True,
@@ -196,12 +235,27 @@ class HttpClient:
         except FetchError as e:
             e.attempts = attempts
             raise
-        return dataclasses.replace(response, attempts=attempts)
+        return dataclasses.replace(response, attempts=attempts,
+                                   elapsed=time.monotonic() - started)
+
+    def retry_wait(self, state: tenacity.RetryCallState) -> float:
+        """Seconds before the next attempt: jittered exponential backoff, or Retry-After.
+
+        Full jitter between half and all of the exponential step keeps many workers
+        that failed together from retrying together. A server's ``Retry-After`` wins
+        when longer; ones above ``max_retry_after`` were already made permanent.
+        """
+        exc = state.outcome.exception() if state.outcome else None
+        backoff = min(self.policy.backoff_max,
+                      self.policy.backoff_initial * 2 ** (state.attempt_number - 1))
+        backoff = self._rng.uniform(backoff / 2, backoff)
+        if isinstance(exc, FetchError) and exc.retry_after is not None:
+            return max(backoff, min(exc.retry_after, self.policy.max_retry_after))
+        return backoff
 
     # -- one attempt ------------------------------------------------------------------
 
-    def _get_once(self, url: str, accept: str, allowed_types: tuple[str, ...] | None,
-                  extra_headers: Mapping[str, str]) -> Response:
+    def _get_once(self, url: str, accept: str, limits: _Limits) -> Response:
         policy = self.policy
         deadline = time.monotonic() + policy.total_timeout
         current = url
@@ -210,19 +264,22 @@ class HttpClient:
             if current in seen:
                 raise FetchError(url, "redirect_loop", f"redirect loop at {current}")
             seen.add(current)
-            resp = self._request(current, accept, extra_headers, deadline)
+            resp = self._request(url, current, accept, limits.headers, deadline)
             if resp.status in REDIRECT_STATUSES:
                 location = resp.headers.get("location")
-                resp.release_conn()
+                _discard(resp)
                 if not location:
                     raise FetchError(url, "bad_redirect", "redirect without Location",
                                      status=resp.status)
                 current = urljoin(current, location.strip())
                 continue
             try:
-                return self._finish(url, current, resp, allowed_types, deadline)
-            finally:
-                resp.release_conn()
+                response = self._finish(url, current, resp, limits, deadline)
+            except BaseException:
+                _discard(resp)
+                raise
+            resp.release_conn()
+            return response
         raise FetchError(url, "too_many_redirects",
                          f"more than {policy.max_redirects} redirects")
 
@@ -240,27 +297,37 @@ class HttpClient:
                 self._pools[key] = pool
             return pool
 
-    def _request(self, url: str, accept: str, extra_headers: Mapping[str, str],
+    def _request(self, url: str, current: str, accept: str, extra_headers: Mapping[str, str],
                  deadline: float) -> urllib3.BaseHTTPResponse:
+        """Sends one request for ``current`` (the original ``url`` or a redirect hop)."""
         policy = self.policy
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ALLOWED_SCHEMES or not parts.hostname:
-            raise FetchError(url, "unsupported_scheme", f"refusing scheme {scheme!r}")
-        host = parts.hostname.lower()
-        port = parts.port or (443 if scheme == "https" else 80)
         try:
-            addresses = self._resolve(host, port)
-        except OSError as e:
-            raise FetchError(url, "dns_error", str(e), transient=True) from e
-        if not addresses:
-            raise FetchError(url, "dns_error", f"{host} did not resolve", transient=True)
-        if not policy.allow_private_network:
-            blocked = [a for a in addresses if not address_is_public(a)]
-            if blocked:
-                raise FetchError(url, "blocked_address",
-                                 f"{host} resolves to non-public address {blocked[0]}; "
-                                 "pass --allow-private-network to permit it")
+            parts = urlsplit(current)
+            scheme = parts.scheme.lower()
+            hostname = parts.hostname
+            port = parts.port or (443 if scheme == "https" else 80)
+        except ValueError as e:
+            raise FetchError(url, "bad_url", f"unparseable URL {current[:200]!r}: {e}") from e
+        if scheme not in ALLOWED_SCHEMES or not hostname:
+            raise FetchError(url, "unsupported_scheme",
+                             f"refusing {current[:200]!r}: only http(s) URLs with a host")
+        host = hostname.lower()
+        pinned = self._pinned.get(host)
+        if pinned is not None:
+            addresses = [pinned]
+        else:
+            try:
+                addresses = self._resolve(host, port)
+            except (OSError, UnicodeError) as e:
+                raise FetchError(url, "dns_error", f"{host}: {e}", transient=True) from e
+            if not addresses:
+                raise FetchError(url, "dns_error", f"{host} did not resolve", transient=True)
+            if not policy.allow_private_network:
+                blocked = [a for a in addresses if not address_is_public(a)]
+                if blocked:
+                    raise FetchError(url, "blocked_address",
+                                     f"{current[:200]} resolves to non-public address "
+                                     f"{blocked[0]}; pass --allow-private-network to permit it")
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
@@ -293,7 +360,7 @@ class HttpClient:
         return resp
 
     def _finish(self, url: str, final_url: str, resp: urllib3.BaseHTTPResponse,
-                allowed_types: tuple[str, ...] | None, deadline: float) -> Response:
+                limits: _Limits, deadline: float) -> Response:
         headers = {k.lower(): v for k, v in resp.headers.items()}
         status = resp.status
         if status == 304:
@@ -306,21 +373,25 @@ class HttpClient:
             raise FetchError(url, f"http_{status}", f"HTTP {status} from {final_url}",
                              status=status, transient=transient, retry_after=retry_after)
         content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if allowed_types is not None and content_type and not any(
-                content_type == t or (t.endswith("/") and content_type.startswith(t))
-                for t in allowed_types):
+        refused = (limits.allowed_types is not None and content_type
+                   and not _type_matches(content_type, limits.allowed_types)) or (
+                       content_type and _type_matches(content_type, limits.refused_types))
+        if refused:
             raise FetchError(url, "bad_content_type", f"content type {content_type!r} refused",
                              status=status)
         declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.policy.max_bytes:
+        if declared.isdigit() and int(declared) > limits.max_bytes:
             raise FetchError(url, "too_large", f"Content-Length {declared} exceeds "
-                             f"{self.policy.max_bytes} bytes", status=status)
-        body = self._read_body(url, resp, headers, deadline)
+                             f"{limits.max_bytes} bytes", status=status)
+        body = self._read_body(url, resp, headers, deadline, limits.max_bytes)
+        if limits.sniff_binary and looks_binary(body):
+            raise FetchError(url, "binary_content",
+                             f"body looks binary although typed {content_type or 'nothing'!r}",
+                             status=status)
         return Response(final_url, status, headers, body)
 
     def _read_body(self, url: str, resp: urllib3.BaseHTTPResponse, headers: Mapping[str, str],
-                   deadline: float) -> bytes:
-        limit = self.policy.max_bytes
+                   deadline: float, limit: int) -> bytes:
         encoding = headers.get("content-encoding", "identity").strip().lower()
         inflater = None
         if encoding in ("gzip", "x-gzip", "deflate"):
@@ -336,7 +407,7 @@ class HttpClient:
                 if time.monotonic() > deadline:
                     raise FetchError(url, "timeout", "total deadline exceeded while reading",
                                      status=resp.status, transient=True)
-                chunk = resp.read(64 * 1024)
+                chunk = resp.read1(64 * 1024)
                 if not chunk:
                     break
                 raw_total += len(chunk)
@@ -357,10 +428,53 @@ class HttpClient:
         except urllib3.exceptions.ReadTimeoutError as e:
             raise FetchError(url, "timeout", "read timeout in body", status=resp.status,
                              transient=True) from e
-        except urllib3.exceptions.ProtocolError as e:
+        except (urllib3.exceptions.ProtocolError, OSError) as e:
             raise FetchError(url, "connection_error", f"connection broken mid-body: {e}",
                              status=resp.status, transient=True) from e
         return b"".join(chunks)
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """Per-request limits and headers, fixed for every attempt of one ``get``."""
+
+    allowed_types: tuple[str, ...] | None
+    refused_types: tuple[str, ...]
+    headers: Mapping[str, str]
+    max_bytes: int
+    sniff_binary: bool
+
+
+def _type_matches(content_type: str, patterns: tuple[str, ...]) -> bool:
+    return any(content_type == t or (t.endswith("/") and content_type.startswith(t))
+               for t in patterns)
+
+
+def _discard(resp: urllib3.BaseHTTPResponse) -> None:
+    """Drops a response whose body will not be read, closing its connection.
+
+    Draining the body to reuse the connection would let a trickling server hold the
+    thread past every deadline, so the connection is closed instead.
+    """
+    try:
+        resp.close()
+    finally:
+        resp.release_conn()
+
+
+_BINARY_MAGIC = (b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"%PDF", b"PK\x03\x04", b"\x1f\x8b",
+                 b"RIFF", b"OggS", b"\x00\x00\x00", b"BZh", b"7z\xbc\xaf", b"\x7fELF")
+
+
+def looks_binary(body: bytes) -> bool:
+    """True for bodies that are surely not text: known magic numbers or NUL bytes.
+
+    UTF-16 and UTF-32 text carries NULs too, so a byte-order mark makes a body text.
+    """
+    head = body[:1024]
+    if head.startswith((b"\xff\xfe", b"\xfe\xff", b"\xef\xbb\xbf")):
+        return False
+    return head.startswith(_BINARY_MAGIC) or b"\x00" in head
 
 
 def _resolve(host: str, port: int) -> list[str]:
@@ -379,28 +493,67 @@ def _resolve(host: str, port: int) -> list[str]:
 
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.I)
+_HEADER_CHARSET = re.compile(r"charset\s*=\s*[\"']?([A-Za-z0-9_.:-]+)", re.I)
+_BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+MESS_THRESHOLD = 0.2
+"""Above this charset_normalizer mess ratio a decoding is taken to be mojibake."""
+
+
+def _mess(text: str) -> float:
+    """How garbled ``text`` looks (0 = clean), judged on a sample from its first non-ASCII
+    character: markup before that tells nothing, and scoring a whole page is slow."""
+    from charset_normalizer.md import mess_ratio
+
+    start = next((i for i, ch in enumerate(text) if ord(ch) > 127), None)
+    if start is None:
+        return 0.0
+    return float(mess_ratio(text[start:start + 8000]))
+
+
+def declared_charsets(body: bytes, headers: Mapping[str, str]) -> list[str]:
+    """Charsets named by the Content-Type header, then by a ``<meta>`` tag, in order."""
+    names = []
+    m = _HEADER_CHARSET.search(headers.get("content-type", ""))
+    if m:
+        names.append(m.group(1))
+    m2 = _META_CHARSET.search(body[:8192])
+    if m2:
+        names.append(m2.group(1).decode("ascii", "ignore"))
+    return names
 
 
 def decode_html(body: bytes, headers: Mapping[str, str]) -> str:
-    """Decodes an HTML body: charset from headers, then ``<meta>``, then detection."""
-    candidates = []
-    ct = headers.get("content-type", "")
-    m = re.search(r"charset\s*=\s*[\"']?([A-Za-z0-9_.:-]+)", ct, re.I)
-    if m:
-        candidates.append(m.group(1))
-    m2 = _META_CHARSET.search(body[:4096])
-    if m2:
-        candidates.append(m2.group(1).decode("ascii", "ignore"))
-    for name in candidates:
-        try:
-            return body.decode(name)
-        except (LookupError, UnicodeDecodeError):
-            continue
+    """Decodes an HTML body, distrusting declarations that produce mojibake.
+
+    Order: a byte-order mark; then valid UTF-8 (non-ASCII bytes that happen to form
+    valid UTF-8 are almost never another charset, and servers often claim ISO-8859-1
+    for UTF-8 pages); then the header or ``<meta>`` charset if the text it gives does
+    not look garbled; then ``charset_normalizer``'s detection (e.g. windows-1251 served
+    as ISO-8859-1); as a last resort the least garbled candidate, with replacement.
+    """
+    for bom, name in _BOMS:
+        if body.startswith(bom):
+            return body.decode(name, "replace")
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError:
         pass
+    fallbacks: list[tuple[float, str]] = []
+    for name in declared_charsets(body, headers):
+        try:
+            text = body.decode(name)
+        except (LookupError, UnicodeDecodeError):
+            continue
+        mess = _mess(text)
+        if mess <= MESS_THRESHOLD:
+            return text
+        fallbacks.append((mess, text))
     from charset_normalizer import from_bytes
 
     best = from_bytes(body).best()
-    return str(best) if best is not None else body.decode("utf-8", "replace")
+    if best is not None:
+        text = str(best)
+        fallbacks.append((_mess(text), text))
+    if fallbacks:
+        return min(fallbacks, key=lambda f: f[0])[1]
+    return body.decode("utf-8", "replace")

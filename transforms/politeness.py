@@ -1,0 +1,383 @@
+"""Per-host manners for the fetch stages: concurrency, spacing and robots.txt.
+
+A :class:`PoliteFetcher` is what a fetching DoFn opens in ``setup()``. Requests are
+queued per host and started by a small pool of worker threads only when their host has
+room: at most ``per_host_concurrency`` requests in flight and at least ``per_host_delay``
+seconds (or the host's robots.txt ``Crawl-delay``, capped) between two starts. Because
+a thread never waits for a busy host while another host has work, one slow or
+rate-limited host cannot stall the rest.
+
+The limits hold per fetcher, that is per DoFn instance: a runner that executes several
+bundles of the same stage at once in one worker process (or many worker processes) may
+reach a host from each of them. The feed and page stages are usually one instance per
+worker thread; divide the settings accordingly when a site's limit must hold cluster-wide.
+
+What the limiter counts is the entry's host; a redirect to another host is followed in
+the same slot, and robots.txt is checked for the URL the feed gave, not for every hop.
+
+Example::
+
+    fetcher = PoliteFetcher(FetchPolicy(per_host_delay=0.5), threads=16)
+    future = fetcher.submit("https://example.org/news/1")
+    response = future.result()   # raises FetchError
+    fetcher.close()
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from protego import Protego
+
+from transforms.http import PRODUCT_TOKEN, FetchError, FetchPolicy, HttpClient, Response
+from transforms.urls import host_of, is_http_url
+
+_LOG = logging.getLogger(__name__)
+ROBOTS_MAX_BYTES = 512 * 1024
+"""RFC 9309 asks crawlers to read at least 500 KiB of a robots.txt."""
+ROBOTS_TTL = 24 * 3600.0
+"""RFC 9309: a cached robots.txt should not be used for more than 24 hours."""
+
+
+class HostLimiter:
+    """Counts requests in flight per host and spaces their starts. Thread-safe.
+
+    ``try_acquire`` never blocks, so a scheduler can look at every host and start
+    whichever is ready; ``peak`` records the most requests ever in flight per host.
+    """
+
+    def __init__(self, max_concurrent: int = 2, min_delay: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic):
+        if max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1")
+        if min_delay < 0:
+            raise ValueError("min_delay must not be negative")
+        self.max_concurrent = max_concurrent
+        self.min_delay = min_delay
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._in_flight: dict[str, int] = collections.defaultdict(int)
+        self._last_start: dict[str, float] = {}
+        self._delay: dict[str, float] = {}
+        self.peak: dict[str, int] = collections.defaultdict(int)
+
+    def delay_for(self, host: str) -> float:
+        """The spacing that applies to ``host`` (configured or robots.txt Crawl-delay)."""
+        return self._delay.get(host, self.min_delay)
+
+    def set_delay(self, host: str, delay: float) -> None:
+        """Raises (never lowers below the default) the spacing for one host."""
+        with self._lock:
+            self._delay[host] = max(self.min_delay, delay)
+
+    def try_acquire(self, host: str) -> float:
+        """Takes a slot for ``host`` and returns 0, or returns how long to wait.
+
+        ``math.inf`` means the host is full: wait for a release, not for the clock.
+        """
+        with self._lock:
+            if self._in_flight[host] >= self.max_concurrent:
+                return math.inf
+            now = self._clock()
+            last = self._last_start.get(host)
+            if last is not None:
+                wait = last + self.delay_for(host) - now
+                if wait > 0:
+                    return wait
+            self._in_flight[host] += 1
+            self._last_start[host] = now
+            self.peak[host] = max(self.peak[host], self._in_flight[host])
+            return 0.0
+
+    def release(self, host: str) -> None:
+        """Gives back a slot taken by :meth:`try_acquire`."""
+        with self._lock:
+            self._in_flight[host] -= 1
+            if self._in_flight[host] <= 0:
+                del self._in_flight[host]
+
+    def in_flight(self, host: str) -> int:
+        """Requests to ``host`` running now."""
+        with self._lock:
+            return self._in_flight.get(host, 0)
+
+
+@dataclass
+class _Task:
+    host: str
+    fn: Callable[..., Any]
+    args: tuple
+    future: Future
+
+
+class HostScheduler:
+    """A thread pool whose queue is split by host and gated by a :class:`HostLimiter`.
+
+    Unlike a plain ``ThreadPoolExecutor``, a worker picks the next task of a host that
+    has room (round robin over hosts), so tasks for a saturated host wait in their queue
+    without holding a thread.
+    """
+
+    def __init__(self, limiter: HostLimiter, threads: int = 16, name: str = "fetch"):
+        if threads < 1:
+            raise ValueError("threads must be at least 1")
+        self.limiter = limiter
+        self._cond = threading.Condition()
+        self._queues: collections.OrderedDict[str, collections.deque[_Task]] = (
+            collections.OrderedDict())
+        self._queued = 0
+        self._closed = False
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
+                         for i in range(threads)]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, host: str, fn: Callable[..., Any], *args: Any) -> Future:
+        """Queues ``fn(*args)`` under ``host``; returns its future."""
+        future: Future = Future()
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("scheduler is shut down")
+            self._queues.setdefault(host, collections.deque()).append(
+                _Task(host, fn, args, future))
+            self._queued += 1
+            self._cond.notify()
+        return future
+
+    def pending(self) -> int:
+        """Tasks queued and not yet started."""
+        with self._cond:
+            return self._queued
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Cancels queued tasks, lets running ones finish, and stops the threads."""
+        with self._cond:
+            self._closed = True
+            for queue in self._queues.values():
+                for task in queue:
+                    task.future.cancel()
+            self._queues.clear()
+            self._queued = 0
+            self._cond.notify_all()
+        if wait:
+            for t in self._threads:
+                t.join()
+
+    @property
+    def is_shutdown(self) -> bool:
+        """True once :meth:`shutdown` was called."""
+        return self._closed
+
+    def _pick(self) -> tuple[_Task | None, float | None]:
+        """The next runnable task (slot taken), else how long until one may be."""
+        soonest = math.inf
+        for host in list(self._queues):
+            wait = self.limiter.try_acquire(host)
+            if wait == 0:
+                queue = self._queues[host]
+                task = queue.popleft()
+                self._queued -= 1
+                if queue:
+                    self._queues.move_to_end(host)  # round robin over hosts
+                else:
+                    del self._queues[host]
+                return task, None
+            soonest = min(soonest, wait)
+        return None, (None if math.isinf(soonest) else soonest)
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._closed:
+                        return
+                    task, wait = self._pick()
+                    if task is not None:
+                        break
+                    self._cond.wait(wait)
+            try:
+                if task.future.set_running_or_notify_cancel():
+                    try:
+                        task.future.set_result(task.fn(*task.args))
+                    except BaseException as e:  # noqa: BLE001 - handed to the future's owner
+                        task.future.set_exception(e)
+            finally:
+                with self._cond:
+                    self.limiter.release(task.host)
+                    self._cond.notify_all()
+
+
+@dataclass(frozen=True)
+class RobotsVerdict:
+    """Whether a URL may be fetched, and the host's Crawl-delay if it names one."""
+
+    allowed: bool
+    crawl_delay: float | None = None
+    reason: str = ""
+
+
+class RobotsCache:
+    """robots.txt per scheme+host+port, fetched once (per TTL) and shared by threads.
+
+    Following RFC 9309: a 4xx answer (no robots.txt) allows everything; a 5xx, 429 or
+    network failure after retries disallows everything for that host, since the site
+    may be in trouble; other refusals of the robots.txt itself (too large, a redirect
+    off to a blocked address) count as no rules.
+    """
+
+    def __init__(self, client: HttpClient, token: str = PRODUCT_TOKEN,
+                 ttl: float = ROBOTS_TTL, clock: Callable[[], float] = time.monotonic):
+        self._client = client
+        self._token = token
+        self._ttl = ttl
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, Any]] = {}
+        self._loading: dict[str, threading.Event] = {}
+        self.fetches = 0
+
+    def check(self, url: str) -> RobotsVerdict:
+        """The verdict for ``url``; fetches the host's robots.txt on first use."""
+        parts = urlsplit(url)
+        key = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+        rules = self._rules(key)
+        if isinstance(rules, RobotsVerdict):
+            return rules
+        if rules is None:
+            return RobotsVerdict(True)
+        delay = rules.crawl_delay(self._token)
+        if not rules.can_fetch(url, self._token):
+            return RobotsVerdict(False, delay, "disallowed by robots.txt")
+        return RobotsVerdict(True, delay)
+
+    def _rules(self, key: str) -> Any:
+        while True:
+            with self._lock:
+                cached = self._entries.get(key)
+                if cached is not None and self._clock() - cached[0] < self._ttl:
+                    return cached[1]
+                event = self._loading.get(key)
+                if event is None:
+                    event = self._loading[key] = threading.Event()
+                    break
+            event.wait()  # another thread is fetching this host's robots.txt
+        try:
+            rules = self._load(key)
+            with self._lock:
+                self._entries[key] = (self._clock(), rules)
+            return rules
+        finally:
+            with self._lock:
+                del self._loading[key]
+            event.set()
+
+    def _load(self, key: str) -> Any:
+        self.fetches += 1
+        try:
+            response = self._client.get(key + "/robots.txt", accept="text/plain, */*;q=0.5",
+                                        max_bytes=ROBOTS_MAX_BYTES)
+        except FetchError as e:
+            unreachable = e.transient or e.status == 429 or (e.status or 0) >= 500
+            if unreachable:
+                return RobotsVerdict(False, None, f"robots.txt unreachable ({e.reason})")
+            return None
+        try:
+            return Protego.parse(response.body.decode("utf-8", "replace"))
+        except Exception as e:  # noqa: BLE001 - a hostile robots.txt must not stop the run
+            _LOG.info("ignoring unparseable robots.txt at %s: %s", key, e)
+            return None
+
+
+class PoliteFetcher:
+    """HTTP client, per-host limiter, robots.txt cache and host-aware pool in one object.
+
+    Open it in ``DoFn.setup()`` and close it in ``teardown()``; it is thread-safe.
+    """
+
+    def __init__(self, policy: FetchPolicy, threads: int = 16,
+                 resolver: Callable[[str, int], list[str]] | None = None,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic, name: str = "fetch"):
+        self.policy = policy
+        self.client = HttpClient(policy, resolver=resolver, sleep=sleep)
+        self.limiter = HostLimiter(policy.per_host_concurrency, policy.per_host_delay, clock)
+        self.robots = RobotsCache(self.client, clock=clock)
+        self.scheduler = HostScheduler(self.limiter, threads, name)
+
+    def submit(self, url: str, **get_args: Any) -> Future:
+        """Queues a GET; the future gives a :class:`Response` or raises FetchError."""
+        return self.scheduler.submit(host_of(url), self._fetch, url, get_args)
+
+    def fetch(self, url: str, **get_args: Any) -> Response:
+        """Synchronous :meth:`submit`."""
+        return self.submit(url, **get_args).result()
+
+    def _fetch(self, url: str, get_args: dict[str, Any]) -> Response:
+        if self.policy.respect_robots and is_http_url(url):
+            verdict = self.robots.check(url)
+            if verdict.crawl_delay:
+                self.limiter.set_delay(host_of(url),
+                                       min(verdict.crawl_delay, self.policy.max_crawl_delay))
+            if not verdict.allowed:
+                reason = ("robots_disallowed" if verdict.reason.startswith("disallowed")
+                          else "robots_unreachable")
+                raise FetchError(url, reason, f"{verdict.reason}; not fetched", attempts=0)
+        return self.client.get(url, **get_args)
+
+    def close(self) -> None:
+        """Stops the pool (queued requests are cancelled) and closes connections."""
+        self.scheduler.shutdown(wait=True)
+        self.client.close()
+
+
+class InFlight:
+    """Futures a DoFn started, each with the window and timestamp of its input element.
+
+    Results are handed back on the bundle's own thread (Beam metrics and outputs are
+    not thread-safe), either as they complete (:meth:`ready`) or all at the end of the
+    bundle (:meth:`drain`), where they must be emitted as ``WindowedValue``s.
+    """
+
+    def __init__(self, limit: int = 1024):
+        self.limit = limit
+        self._done: queue.SimpleQueue = queue.SimpleQueue()
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, future: Future, payload: Any, timestamp: Any, window: Any) -> None:
+        """Tracks ``future``; ``payload`` comes back with its outcome."""
+        self._count += 1
+        future.add_done_callback(lambda f: self._done.put((f, payload, timestamp, window)))
+
+    def ready(self) -> list[tuple[Future, Any, Any, Any]]:
+        """Whatever has completed, waiting only while more than ``limit`` are in flight."""
+        out = []
+        while self._count > self.limit:
+            out.append(self._done.get())
+            self._count -= 1
+        while True:
+            try:
+                out.append(self._done.get_nowait())
+            except queue.Empty:
+                return out
+            self._count -= 1
+
+    def drain(self) -> list[tuple[Future, Any, Any, Any]]:
+        """Waits for everything still in flight."""
+        out = []
+        while self._count:
+            out.append(self._done.get())
+            self._count -= 1
+        return out
