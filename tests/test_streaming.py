@@ -73,9 +73,6 @@ def test_local_runner_detection():
 def site(tmp_path):
     folder = tmp_path / "site"
     make_site(folder)
-    (folder / "d").mkdir()
-    (folder / "d" / "1.html").write_text((folder / "a" / "1.html").read_text()
-                                         .replace("Story a1", "Story d1"))
     with SiteServer(folder) as server:
         server.set_file("/a/feed.xml", rss("Outlet A", [("/a/1.html", "a1"), ("/a/2.html", "a2")]))
         server.set_file("/b/feed.xml", rss("Outlet B", [("/b/1.html", "b1"),

@@ -27,11 +27,32 @@ from transforms.state import SeenIndex, StateStore, read_json, write_json_atomic
 ROOT = Path(__file__).resolve().parents[1]
 START = dt.datetime(2024, 11, 23, 10, 0, tzinfo=dt.UTC)
 
-WORDS = ("The council met on Tuesday evening to discuss the new budget for the town library, "
-         "which has seen visitor numbers rise for a third year in a row. Members agreed that "
-         "opening hours should be extended on weekends and that the children's section needs "
-         "new shelves. A final vote is expected next month after residents have had their say "
-         "at two public meetings in the main hall.")
+STORIES = {
+    "a1": "The town council voted on Tuesday to extend the opening hours of the public library "
+          "on weekends, after visitor numbers rose for the third year in a row. The children's "
+          "section will also get new shelves and a reading corner before the summer holidays.",
+    "a2": "Heavy rain flooded several streets near the river harbour overnight, and firefighters "
+          "pumped water out of basements until dawn. The weather service expects the river to "
+          "fall slowly over the weekend, but warned of more storms in the coming week.",
+    "a3": "A local bakery won the regional bread competition with a sourdough rye loaf that its "
+          "owners say took two years to perfect. The prize includes a training trip abroad and "
+          "a stand at the national food fair in the capital next spring.",
+    "b1": "The football club signed a nineteen-year-old goalkeeper from the youth academy to his "
+          "first professional contract. The coach praised his calm under pressure and said he "
+          "would start in the cup match against the league leaders on Saturday.",
+    "b2": "Engineers began replacing the old steel bridge over the railway line, which will stay "
+          "closed to cars for four months. Buses will take a detour through the industrial "
+          "estate, and cyclists can use a temporary lane beside the station.",
+    "c1": "Researchers at the university hospital reported that a new screening programme found "
+          "heart problems earlier in hundreds of patients. They plan to offer the free test in "
+          "rural clinics next year if the health ministry agrees to fund it.",
+    "c2": "The city orchestra announced a season of open-air concerts in the park, with tickets "
+          "at half price for students and pensioners. The programme mixes film music, folk songs "
+          "and a new piece written by a composer from the music school.",
+    "d1": "Farmers in the valley say the dry autumn has cut the apple harvest by almost a third. "
+          "Cooperatives are asking the regional government for help with irrigation, while "
+          "cider makers expect prices to rise before the winter markets open.",
+}
 
 
 def rss(title: str, items: list[tuple[str, str]]) -> str:
@@ -45,18 +66,18 @@ def rss(title: str, items: list[tuple[str, str]]) -> str:
             f"{body}</channel></rss>")
 
 
-def page(title: str, n: int) -> str:
-    text = " ".join([f"{title}: part {n}."] + [WORDS] * 2)
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
-            f"</head><body><article><h1>{title}</h1><p>{text}</p><p>{WORDS}</p></article>"
+def page(key: str) -> str:
+    """An article page with its own story (distinct texts: no near-duplicate matches)."""
+    text = STORIES[key]
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Story {key}"
+            f"</title></head><body><article><h1>Story {key}</h1><p>{text}</p></article>"
             f"</body></html>")
 
 
 def make_site(folder: Path) -> None:
-    for outlet in ("a", "b", "c"):
-        (folder / outlet).mkdir(parents=True)
-        for n in range(1, 4):
-            (folder / outlet / f"{n}.html").write_text(page(f"Story {outlet}{n}", n))
+    for key in STORIES:
+        (folder / key[0]).mkdir(parents=True, exist_ok=True)
+        (folder / key[0] / f"{key[1]}.html").write_text(page(key))
 
 
 class FakeClock:
