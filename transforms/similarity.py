@@ -198,6 +198,29 @@ def skeleton(word: str) -> str:
     return "".join(out)[:6]
 
 
+@functools.lru_cache(maxsize=200_000)
+def token_features(tok: str, language: str) -> tuple[bool, str, float, str]:
+    """(is a number, feature form, IDF weight, name skeleton or '') of one token.
+
+    Numbers become ``#digits`` features (years and one-digit numbers are too common to
+    identify a story); other tokens are lemmatised and transliterated; capitalised
+    tokens of three letters or more also yield a name skeleton.
+    """
+    if tok.isdigit():
+        if len(tok) >= 2 and not (len(tok) == 4 and tok.startswith(("19", "20"))):
+            return True, "#" + tok.lstrip("0"), 0.0, ""
+        return True, "", 0.0, ""
+    low = tok.casefold()
+    w_idf = idf(low, language)
+    form = ascii_form(lemma(low, language)) or low
+    sk = ""
+    if tok[0].isupper() and len(tok) >= 3 and w_idf >= 0.5:
+        sk = skeleton(tok)
+        if len(sk) < 3:
+            sk = ""
+    return False, form, w_idf, sk
+
+
 def _fhash(feature: str) -> int:
     return zlib.crc32(feature.encode("utf-8"))
 
@@ -352,22 +375,17 @@ class LexicalSimilarity:
         keyable: dict[str, float] = Counter()
         for text, boost in parts:
             for tok in tokenize(text):
-                low = tok.casefold()
-                w_idf = idf(low, lang)
-                if tok.isdigit():
-                    if len(tok) >= 2 and not (len(tok) == 4 and tok.startswith(("19", "20"))):
-                        f = "#" + tok.lstrip("0")
-                        names[_fhash(f)] += boost * 3.0
+                number, form, w_idf, sk = token_features(tok, lang)
+                if number:
+                    if form:
+                        names[_fhash(form)] += boost * 3.0
                     continue
-                form = ascii_form(lemma(low, lang)) or low
                 terms[_fhash(form)] += boost * w_idf
                 if w_idf >= 1.0 and len(form) >= 3:
                     keyable["w:" + form] += boost * w_idf
-                if tok[0].isupper() and len(tok) >= 3:
-                    sk = skeleton(tok)
-                    if len(sk) >= 3 and w_idf >= 0.5:
-                        names[_fhash("n:" + sk)] += boost * w_idf
-                        keyable["n:" + sk] += boost * w_idf * 1.5
+                if sk:
+                    names[_fhash("n:" + sk)] += boost * w_idf
+                    keyable["n:" + sk] += boost * w_idf * 1.5
         terms_b, term_w = _pack({k: 1.0 + math.log(v) if v > 1 else v
                                  for k, v in terms.items() if v > 0}, MAX_TERMS)
         names_b, name_w = _pack(dict(names), MAX_NAMES)
