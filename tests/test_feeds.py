@@ -1,0 +1,192 @@
+"""Feed parsing (RSS, JSON Feed, hostile XML) and the feed stage on loopback."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+import time
+import tracemalloc
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from schemas import FeedSpec
+from tests.conftest import rss
+from tests.faults import FaultServer
+from transforms.feeds import ReadFeeds, parse_feed, unsafe_xml
+from transforms.http import FetchPolicy
+from transforms.jsonfeed import JsonFeedError, looks_like_json_feed, parse_json_feed
+
+NOW = dt.datetime(2024, 11, 23, 12, 0, tzinfo=dt.UTC)
+SPEC = FeedSpec(url="http://public.test/feed")
+
+JSON_FEED_11 = {
+    "version": "https://jsonfeed.org/version/1.1",
+    "title": "Harbour Ledger",
+    "home_page_url": "https://harbour.example/",
+    "language": "en-GB",
+    "authors": [{"name": "Desk"}],
+    "items": [
+        {"id": "2", "url": "https://harbour.example/2024/11/ferry?utm_source=x",
+         "title": "Night ferry stays", "content_html": "<p>The night <b>ferry</b> runs.</p>",
+         "summary": "Ferry runs twice a week.", "date_published": "2024-11-21T08:30:00+01:00",
+         "authors": [{"name": "Mira Solberg"}], "tags": ["transport", "islands"]},
+        {"id": 3, "external_url": "https://elsewhere.example/story", "title": "Linked",
+         "content_text": "Plain text body.", "date_modified": "2024-11-20T10:00:00Z"},
+        {"id": "4", "title": "No URL at all", "content_text": "Orphan."},
+        "not an object",
+    ],
+}
+JSON_FEED_10 = {
+    "version": "https://jsonfeed.org/version/1",
+    "title": "Old style",
+    "author": {"name": "Single Author"},
+    "items": [{"id": "a", "url": "https://old.example/a", "content_text": "Body A.",
+               "date_published": "2024-11-01T00:00:00Z"}],
+}
+
+
+# -- JSON Feed -------------------------------------------------------------------------------
+
+def test_json_feed_11_is_parsed():
+    body = json.dumps(JSON_FEED_11).encode()
+    assert looks_like_json_feed(body, {"content-type": "text/plain"})
+    parsed = parse_feed(body, {"content-type": "application/feed+json"}, SPEC, NOW)
+    assert parsed.kind == "json" and parsed.title == "Harbour Ledger"
+    assert [e.url for e in parsed.entries] == ["https://harbour.example/2024/11/ferry",
+                                               "https://elsewhere.example/story"]
+    first, second = parsed.entries
+    assert first.guid == "2" and first.title == "Night ferry stays"
+    assert first.content == "The night ferry runs." and first.summary.startswith("Ferry")
+    assert first.published_at == dt.datetime(2024, 11, 21, 7, 30, tzinfo=dt.UTC)
+    assert first.authors == ("Mira Solberg",) and first.categories == ("transport", "islands")
+    assert first.language_hint == "en" and first.source == "Harbour Ledger"
+    assert second.guid == "3" and second.authors == ("Desk",)  # feed-level authors inherited
+    assert second.published_at == dt.datetime(2024, 11, 20, 10, 0, tzinfo=dt.UTC)
+    assert [p[1] for p in parsed.problems] == ["missing_link"]
+
+
+def test_json_feed_10_is_parsed():
+    parsed = parse_feed(json.dumps(JSON_FEED_10).encode(), {}, SPEC, NOW)
+    assert parsed.kind == "json"
+    (entry,) = parsed.entries
+    assert entry.authors == ("Single Author",) and entry.content == "Body A."
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b'{"version": "2", "items": []}',
+                                  b'{"version": "https://jsonfeed.org/version/1.1"}'])
+def test_bad_json_feeds_are_reported(body):
+    with pytest.raises(JsonFeedError):
+        parse_json_feed(body)
+    parsed = parse_feed(body, {"content-type": "application/feed+json"}, SPEC, NOW)
+    assert (parsed.entries, parsed.reason) == ([], "malformed_feed") and parsed.bozo
+
+
+# -- hostile XML -----------------------------------------------------------------------------
+
+def _laughs(levels: int = 9) -> bytes:
+    decls = ['<!ENTITY lol0 "lol">'] + [
+        f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, levels + 1)]
+    return (f'<?xml version="1.0"?><!DOCTYPE rss [{"".join(decls)}]><rss version="2.0">'
+            f"<channel><title>&lol{levels};</title><item><title>&lol{levels};</title>"
+            f"<link>http://a.test/1</link></item></channel></rss>").encode()
+
+
+def test_external_entities_cannot_read_local_files(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOPSECRET-42", encoding="utf-8")
+    body = (f'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY xxe SYSTEM "file://{secret}">]>'
+            f'<rss version="2.0"><channel><title>&xxe;</title><item><title>&xxe;</title>'
+            f"<link>http://a.test/1</link></item></channel></rss>").encode()
+    parsed = parse_feed(body, {}, SPEC, NOW)
+    assert parsed.reason == "unsafe_xml" and not parsed.entries
+    assert "TOPSECRET" not in repr(parsed)
+
+
+@pytest.mark.parametrize("doctype", [
+    '<!DOCTYPE rss SYSTEM "http://169.254.169.254/dtd">',  # external DTD: never fetched
+    '<!DOCTYPE rss [<!ENTITY % p SYSTEM "file:///etc/passwd"> %p;]>',
+    '<!DOCTYPE rss [<!ENTITY e PUBLIC "-//X//Y" "file:///etc/hostname">]>',
+])
+def test_external_dtd_and_parameter_entities(doctype):
+    body = (f'<?xml version="1.0"?>{doctype}<rss version="2.0"><channel><title>t</title>'
+            f"<item><title>x</title><link>http://a.test/1</link></item></channel></rss>").encode()
+    parsed = parse_feed(body, {}, SPEC, NOW)
+    # Either refused, or parsed without reading anything: no entity content leaks in.
+    assert parsed.reason == "unsafe_xml" or [e.title for e in parsed.entries] == ["x"]
+    if "ENTITY" in doctype:
+        assert parsed.reason == "unsafe_xml"
+
+
+def test_billion_laughs_is_refused_quickly_and_small():
+    tracemalloc.start()
+    start = time.monotonic()
+    parsed = parse_feed(_laughs(), {}, SPEC, NOW)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert parsed.reason == "unsafe_xml" and not parsed.entries
+    assert time.monotonic() - start < 1.0 and peak < 5 * 1024 * 1024
+
+
+def test_entity_checks_survive_other_encodings():
+    body = _laughs(4).decode().replace('version="1.0"?>', 'version="1.0" encoding="utf-16"?>')
+    assert unsafe_xml(body.encode("utf-16"))
+    body1251 = _laughs(4).decode().replace('version="1.0"?>',
+                                           'version="1.0" encoding="windows-1251"?>')
+    assert unsafe_xml(body1251.encode("cp1251"))
+    broken = b"\x00garbage" + _laughs(4)  # expat fails first: the textual check catches it
+    assert unsafe_xml(broken)
+
+
+def test_plain_internal_entities_still_work():
+    body = (b'<?xml version="1.0"?>\n<!DOCTYPE rss [\n<!ENTITY outlet "Harbour Ledger">\n]>\n'
+            b'<rss version="2.0"><channel><title>&outlet;</title><item><title>By &outlet;'
+            b"</title><link>http://a.test/1</link></item></channel></rss>")
+    assert unsafe_xml(body) is None
+    parsed = parse_feed(body, {}, SPEC, NOW)
+    assert [e.title for e in parsed.entries] == ["By Harbour Ledger"]
+
+
+def test_gzip_body_without_content_encoding_is_inflated():
+    body = gzip.compress(rss("Zipped", [{"title": "One", "link": "http://a.test/1"}]).encode())
+    parsed = parse_feed(body, {"content-type": "application/x-gzip"}, SPEC, NOW)
+    assert [e.url for e in parsed.entries] == ["http://a.test/1"]
+    truncated = parse_feed(body[: len(body) // 2], {}, SPEC, NOW)
+    assert truncated.reason == "malformed_feed" and not truncated.entries
+
+
+# -- the feed stage on loopback ------------------------------------------------------------
+
+def test_read_feeds_stage_against_the_fault_server():
+    with FaultServer() as server:
+        def url(path: str) -> str:
+            return server.url("public.test", path)
+
+        server.add("/rss.xml", rss("Harbour", [
+            {"title": "One", "link": url("/article/one"), "guid": "g1"},
+            {"title": "Ftp", "link": "ftp://public.test/file", "guid": "g2"}]),
+            content_type="application/rss+xml")
+        server.add("/feed.json", json.dumps(JSON_FEED_10), content_type="application/feed+json")
+        server.add("/bomb.xml", _laughs(), content_type="application/xml")
+        server.add("/picture.xml", b"\x89PNG....", content_type="image/png")
+        specs = [FeedSpec(url=url(p)) for p in
+                 ("/rss.xml", "/feed.json", "/bomb.xml", "/picture.xml", "/status/404",
+                  "/private/feed.xml", "/status/500")]
+        policy = FetchPolicy(host_overrides=(("public.test", "127.0.0.1"),),
+                             per_host_delay=0.0, backoff_initial=0.01, backoff_max=0.02)
+        with TestPipeline() as p:
+            out = p | beam.Create(specs) | ReadFeeds(policy, threads=4)
+            assert_that(out.entries | "Urls" >> beam.Map(lambda e: e.url),
+                        equal_to([url("/article/one"), "https://old.example/a"]),
+                        label="Entries")
+            assert_that(out.errors | "Reasons" >> beam.Map(
+                lambda r: (r.url.rsplit("/", 1)[-1], r.stage, r.reason, r.attempts)),
+                equal_to([("file", "parse_feed", "unsupported_scheme", 1),
+                          ("bomb.xml", "parse_feed", "unsafe_xml", 1),
+                          ("picture.xml", "fetch_feed", "bad_content_type", 1),
+                          ("404", "fetch_feed", "http_404", 1),
+                          ("feed.xml", "fetch_feed", "robots_disallowed", 0),
+                          ("500", "fetch_feed", "http_500", 3)]), label="Errors")
