@@ -169,6 +169,7 @@ def test_bounded_periodic_impulse_run_on_the_default_runner(site):
                (p.name for p in (out / "articles").rglob("*.parquet")))
 
 
+@pytest.mark.slow
 def test_local_streaming_without_a_stop_runs_watch(site, capsys):
     server, tmp = site
     _, report = run(["--feeds", server.url("/a/feed.xml"), "--output", str(tmp / "out"),
