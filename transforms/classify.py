@@ -19,8 +19,9 @@ How an article is scored:
 4. below the threshold the classifier abstains and the article stays ``unclassified``.
 
 Nothing is downloaded: the lexicons ship in this package, ``simplemma`` and ``wordfreq``
-ship their data in their wheels. Loading the four languages takes a few seconds, so it is
-done once per worker (``AssignTopicFn.setup``), never at import time.
+ship their data in their wheels. Loading a language takes about two seconds, so the
+classifier is created once per worker (``AssignTopicFn.setup``), never at import time, and
+each language's lexicon is loaded on its first article.
 
 Try it::
 
@@ -44,7 +45,8 @@ import yaml
 
 SUPPORTED_LANGUAGES = ("en", "de", "uk", "ru")
 DEFAULT_THRESHOLD = 0.30
-"""Minimum confidence to assign a topic; chosen on the project's own fixture texts."""
+"""Minimum confidence to assign a topic. Set before any measurement; the README gives the
+accuracy/coverage trade-off measured for other values (``bench/bench_topics.py --sweep``)."""
 
 PRIOR = 4.0
 """Evidence added to the total before taking the best topic's share (penalises thin texts)."""
