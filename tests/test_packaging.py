@@ -196,6 +196,9 @@ def test_flex_args_translates_template_parameters():
         "--max_num_workers=3"]
     assert flex.flex_args(["--allow_private_network=false", "--output=gs://b/o"]) == [
         "--output=gs://b/o"]
+    assert flex.flex_args(["--streaming=true", "--poll_interval=60",
+                           "--forget_after_days=7"]) == [
+        "--streaming", "--poll-interval=60", "--forget-after-days=7"]
     # Hyphenated spellings from a shell pass through unchanged.
     assert flex.flex_args(["--fetch-threads", "2", "--allow-private-network"]) == [
         "--fetch-threads", "2", "--allow-private-network"]
@@ -225,7 +228,8 @@ def test_flex_metadata_parameters_are_real_options():
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_flex_entry_point_runs_in_its_own_process(pages_server, tmp_path):
+@pytest.mark.parametrize("mode", ["batch", "streaming"])
+def test_flex_entry_point_runs_in_its_own_process(pages_server, tmp_path, mode):
     paragraphs = [
         "The lighthouse on Gull Point was relit on Saturday after a restoration that took "
         "two summers and most of the money raised by the island's historical society.",
@@ -240,10 +244,13 @@ def test_flex_entry_point_runs_in_its_own_process(pages_server, tmp_path):
         content_type="application/rss+xml")
     out = tmp_path / "out"
     # Template-style arguments, exactly as the launcher passes them.
+    # The streaming run is bounded (stop_after) so that the local runner ends and publishes.
+    extra = (["--streaming=true", "--poll_interval=1", "--stop_after=2"]
+             if mode == "streaming" else [])
     ran = subprocess.run(
         [sys.executable, str(FLEX_DIR / "main.py"), f"--feeds={feed}", f"--output={out}",
          "--allow_private_network=true", "--fetch_threads=2", "--run_id=flex1",
-         "--runner=DirectRunner"],
+         "--runner=DirectRunner", *extra],
         cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert ran.returncode == 0, ran.stderr[-3000:]
     files = sorted(out.glob("articles/**/part-flex1-*.parquet"))
@@ -251,3 +258,6 @@ def test_flex_entry_point_runs_in_its_own_process(pages_server, tmp_path):
     rows = pq.read_table(files[0], columns=["url", "title"]).to_pylist()
     assert rows == [{"url": link, "title": "Gull Point lighthouse relit"}]
     assert files[0].parent.parent.name == "date=2024-11-23"
+    if mode == "streaming":
+        # Polled more than once, but the article was written once.
+        assert pages_server.hits["/feed.xml"] >= 2

@@ -7,8 +7,12 @@ must not block on ``wait_until_finish`` (the job would never be reported as star
 the end-of-run summary that ``newsbeam ingest`` prints is not produced here. Read the
 output back afterwards instead, e.g. with DuckDB over ``OUTPUT/articles/**/*.parquet``.
 
+With ``streaming=true`` the unbounded pipeline of ``ingest --streaming`` is submitted
+instead (PeriodicImpulse polling every ``poll_interval`` seconds until the job is drained
+or cancelled).
+
 Template parameter names may only use letters, digits and underscores, while some
-``newsbeam`` options are spelled with hyphens and one is an on/off flag;
+``newsbeam`` options are spelled with hyphens and some are on/off flags;
 :func:`flex_args` translates ``--fetch_threads=4`` to ``--fetch-threads=4`` and
 ``--allow_private_network=true`` to ``--allow-private-network``.
 
@@ -20,21 +24,29 @@ Run it locally the way the launcher does (DirectRunner, waits because that runne
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import sys
+import time
 from collections.abc import Sequence
 
 import apache_beam as beam
+from apache_beam.options.pipeline_options import StandardOptions
 
 from pipelines.ingest import IngestOptions, build, parse_args
+from pipelines.streaming import build_streaming
+from pipelines.watch import ContinuousOptions
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off", ""})
 
 
 def _ingest_parser() -> argparse.ArgumentParser:
+    """The options a template parameter may name: newsbeam's own and ``--streaming``."""
     parser = argparse.ArgumentParser(add_help=False)
     IngestOptions._add_argparse_args(parser)  # noqa: SLF001 - Beam's own extension hook
+    ContinuousOptions._add_argparse_args(parser)  # noqa: SLF001
+    parser.add_argument("--streaming", action="store_true")
     return parser
 
 
@@ -75,7 +87,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"newsbeam flex template: {e}") from e
     config, options = parse_args(args)
     pipeline = beam.Pipeline(options=options)
-    build(pipeline, config)
+    if options.view_as(StandardOptions).streaming:
+        continuous = options.view_as(ContinuousOptions)
+        if config.articles:
+            raise SystemExit("newsbeam flex template: articles (backfill) cannot be combined "
+                             "with streaming")
+        if continuous.poll_interval <= 0:
+            raise SystemExit("newsbeam flex template: poll_interval must be positive")
+        start = time.time()
+        stop = start + continuous.stop_after if continuous.stop_after is not None else None
+        build_streaming(pipeline, config, continuous.poll_interval, start, stop,
+                        dt.timedelta(days=continuous.forget_after_days),
+                        continuous.feed_backoff)
+    else:
+        build(pipeline, config)
     result = pipeline.run()
     logging.getLogger(__name__).info("submitted run %s (state %s)", config.run_id,
                                      result.state)
