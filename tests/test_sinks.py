@@ -55,5 +55,6 @@ def test_partition_values_outside_the_alphabet_are_refused():
     bad = article(1)
     with pytest.raises(ValueError, match="topic"):
         article_partition(bad.__class__(**{**bad.__dict__, "topic": "../../etc"}))
-    with pytest.raises(ValueError, match="date"):
-        article_partition(bad.__class__(**{**bad.__dict__, "date": "1970-01-01/../x"}))
+    for date in ["1970-01-01/../x", "2024-11-23\n", "２０２４-11-23", "2024-13-45", ""]:
+        with pytest.raises(ValueError, match="date"):
+            article_partition(bad.__class__(**{**bad.__dict__, "date": date}))

@@ -21,6 +21,7 @@ go through ``apache_beam.io.filesystems``, so ``gs://`` and ``s3://`` work as ou
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -38,7 +39,7 @@ from transforms.feeds import NAMESPACE
 from transforms.topics import TOPIC_SLUGS
 
 COMPRESSION = "zstd"
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 class StagedFile(NamedTuple):
@@ -64,10 +65,15 @@ def article_partition(record: Any) -> str:
 
 
 def date_partition(record: Any) -> str:
-    """``date=YYYY-MM-DD`` for any record with a ``date`` field."""
-    if not _DATE.match(record.date or ""):
-        raise ValueError(f"refusing partition date {record.date!r}")
-    return f"date={record.date}"
+    """``date=YYYY-MM-DD`` for any record with a ``date`` field (a real ISO date, ASCII)."""
+    value = record.date or ""
+    if not _DATE.fullmatch(value):
+        raise ValueError(f"refusing partition date {value!r}")
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError as e:
+        raise ValueError(f"refusing partition date {value!r}") from e
+    return f"date={value}"
 
 
 def _checked_topic(topic: str) -> str:
