@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import collections
 import gzip
+import random
+import select
 import socket
 import struct
 import threading
@@ -63,17 +65,29 @@ def gzip_bomb() -> bytes:
     return _bomb_cache[0]
 
 
-def article_page(title: str, paragraphs: list[str] | None = None, charset: str | None = None,
+_WORDS = (
+    "harbour", "council", "ferry", "island", "winter", "budget", "repair", "pier", "storm",
+    "fishing", "boat", "engineer", "school", "teacher", "market", "grain", "price", "farmer",
+    "railway", "station", "bridge", "river", "flood", "rescue", "hospital", "nurse", "doctor",
+    "clinic", "library", "reader", "museum", "painting", "concert", "orchestra", "choir",
+    "football", "match", "goal", "referee", "stadium", "season", "coach", "league", "village",
+    "mayor", "election", "vote", "minister", "parliament", "treaty", "border", "customs",
+    "shipment", "cargo", "port", "crane", "warehouse", "worker", "union", "strike", "wage",
+    "factory", "steel", "bakery", "bread", "festival", "parade", "weather", "forecast", "frost",
+    "harvest", "orchard", "apple", "cider", "mountain", "trail", "hiker", "tunnel", "highway",
+    "traffic", "cyclist", "tram", "airport", "runway", "pilot", "lighthouse", "keeper", "coast",
+    "beach", "tourist", "hotel", "restaurant", "chef", "menu",
+)
+
+
+def article_page(title: str, paragraphs: list[str] | None = None,
                  meta_charset: str | None = None) -> str:
-    """A plausible news page around an <article> with enough text to be extracted."""
-    paragraphs = paragraphs or [
-        f"{title}: the council met on Tuesday evening to discuss the harbour budget, and "
-        "after a long debate it agreed to repair the old pier before the winter storms.",
-        "Residents who spoke at the meeting said the pier is used every morning by the "
-        "fishing boats and by the ferry to the islands, and that it cannot wait a year.",
-        "The repairs will cost less than expected because the stone can be reused, the "
-        "engineer told the council, and work should begin in the first week of November.",
-    ]
+    """A plausible news page around an <article>; without ``paragraphs``, three of
+    pseudo-random words seeded by the title, so that no two pages look like duplicates."""
+    if paragraphs is None:
+        rng = random.Random(title)
+        paragraphs = [" ".join(rng.choice(_WORDS) for _ in range(45)).capitalize() + "."
+                      for _ in range(3)]
     meta = f'<meta charset="{meta_charset}">' if meta_charset else ""
     body = "".join(f"<p>{p}</p>" for p in paragraphs)
     return (f"<!doctype html><html><head>{meta}<title>{title}</title></head><body>"
@@ -206,12 +220,12 @@ class FaultServer:
             self._headers(h, 200, {"Content-Length": "1000"})
             h.wfile.write(b"<html><bod")
             h.wfile.flush()
-            self._stop.wait(self.stall_seconds)
+            self._linger(h, self.stall_seconds)
             h.close_connection = True
         elif path == "/trickle":
             self._headers(h, 200, {"Content-Length": "400"})
             for _ in range(400):
-                if self._stop.wait(0.2):
+                if not self._linger(h, 0.2):
                     break
                 h.wfile.write(b"x")
                 h.wfile.flush()
@@ -260,6 +274,25 @@ class FaultServer:
             self._send(h, 200, article)
         else:
             self._send(h, 404, b"not found")
+
+    def _linger(self, h: BaseHTTPRequestHandler, seconds: float) -> bool:
+        """Waits up to ``seconds``; False as soon as the client hangs up or the server stops.
+
+        Noticing the hang-up matters: a handler still running after its client gave up
+        would count as a request in flight and inflate ``peak``.
+        """
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if self._stop.is_set():
+                return False
+            readable, _, _ = select.select([h.connection], [], [], 0.01)
+            if readable:
+                try:
+                    if not h.connection.recv(1, socket.MSG_PEEK):
+                        return False
+                except OSError:
+                    return False
+        return True
 
     @staticmethod
     def _headers(h: BaseHTTPRequestHandler, status: int, headers: dict[str, str]) -> None:
