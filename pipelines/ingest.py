@@ -33,7 +33,7 @@ from transforms.dedup import DropExactDuplicates
 from transforms.errors import error_record
 from transforms.extract import FetchArticles
 from transforms.feeds import NAMESPACE, ReadFeeds
-from transforms.http import DEFAULT_USER_AGENT, FetchPolicy
+from transforms.http import DEFAULT_CONTACT_URL, DEFAULT_USER_AGENT, FetchPolicy, user_agent_for
 from transforms.language import DetectLanguageFn
 from transforms.similarity import MissingBackendError, make_similarity
 from transforms.sinks import WriteParquetTable, article_partition, date_partition
@@ -67,8 +67,24 @@ class IngestOptions(PipelineOptions):
             help="Allow URLs that resolve to loopback, private or link-local addresses. "
                  "Default: refused.")
         parser.add_argument(
-            "--user-agent", dest="user_agent", default=DEFAULT_USER_AGENT,
-            help=f"User-Agent for every request. Default: {DEFAULT_USER_AGENT!r}.")
+            "--user-agent", dest="user_agent", default=None,
+            help="User-Agent for every request. Default: 'newsbeam/0.1 (+CONTACT_URL)', "
+                 f"i.e. {DEFAULT_USER_AGENT!r}.")
+        parser.add_argument(
+            "--contact-url", dest="contact_url", default=DEFAULT_CONTACT_URL,
+            help="Where site owners can reach the operator (a URL or mailto:), named in the "
+                 f"default User-Agent. Default: {DEFAULT_CONTACT_URL}.")
+        parser.add_argument(
+            "--per-host-concurrency", dest="per_host_concurrency", type=int, default=2,
+            help="Most requests in flight to one host, per worker. Default: 2.")
+        parser.add_argument(
+            "--per-host-delay", dest="per_host_delay", type=float, default=1.0,
+            help="Least seconds between the starts of two requests to one host, per worker; "
+                 "a longer robots.txt Crawl-delay (up to 30 s) wins. Default: 1.")
+        parser.add_argument(
+            "--max-retry-after", dest="max_retry_after", type=float, default=120.0,
+            help="Longest Retry-After (seconds) waited for on 429/503; a longer one makes "
+                 "the failure final. Default: 120.")
         parser.add_argument(
             "--fetch-threads", dest="fetch_threads", type=int, default=16,
             help="Concurrent page fetches per worker. Default: 16.")
@@ -159,6 +175,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[IngestConfig, PipelineOption
             errors.append(f"--story-similarity: {e}")
     if opts.max_page_bytes < 1024:
         errors.append("--max-page-bytes must be at least 1024")
+    if opts.per_host_concurrency < 1:
+        errors.append("--per-host-concurrency must be at least 1")
+    if opts.per_host_delay < 0 or opts.max_retry_after < 0:
+        errors.append("--per-host-delay and --max-retry-after must not be negative")
     subs = Subscriptions()
     try:
         subs = read_sources(opts.feeds)
@@ -172,8 +192,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[IngestConfig, PipelineOption
     if errors:
         raise SystemExit("newsbeam ingest: " + "; ".join(errors))
     policy = FetchPolicy(allow_private_network=opts.allow_private_network,
-                         user_agent=opts.user_agent, max_bytes=opts.max_page_bytes,
-                         total_timeout=opts.timeout)
+                         user_agent=opts.user_agent or user_agent_for(opts.contact_url),
+                         max_bytes=opts.max_page_bytes, total_timeout=opts.timeout,
+                         per_host_concurrency=opts.per_host_concurrency,
+                         per_host_delay=opts.per_host_delay,
+                         max_retry_after=opts.max_retry_after)
     config = IngestConfig(output=str(opts.output).rstrip("/"), run_id=opts.run_id or new_run_id(),
                           policy=policy, subscriptions=subs, articles=opts.articles,
                           fetch_threads=opts.fetch_threads, category_map=category_map,

@@ -409,3 +409,21 @@ def test_robots_outcomes(server):
         assert fetcher.fetch(server.url("public.test", "/private/x")).status == 200
     finally:
         fetcher.close()
+
+
+def test_cli_options_reach_the_policy(tmp_path):
+    from pipelines.ingest import parse_args
+
+    config, _ = parse_args(["--feeds", "https://example.org/rss", "--output", str(tmp_path),
+                            "--per-host-concurrency", "3", "--per-host-delay", "0.5",
+                            "--contact-url", "mailto:ops@example.org",
+                            "--max-retry-after", "30"])
+    p = config.policy
+    assert (p.per_host_concurrency, p.per_host_delay, p.max_retry_after) == (3, 0.5, 30.0)
+    assert p.user_agent == "newsbeam/0.1 (+mailto:ops@example.org)"
+    default, _ = parse_args(["--feeds", "https://example.org/rss", "--output", str(tmp_path)])
+    assert default.policy.user_agent == DEFAULT_USER_AGENT
+    assert (default.policy.per_host_concurrency, default.policy.per_host_delay) == (2, 1.0)
+    with pytest.raises(SystemExit, match="per-host-concurrency"):
+        parse_args(["--feeds", "https://example.org/rss", "--output", str(tmp_path),
+                    "--per-host-concurrency", "0"])
