@@ -290,3 +290,30 @@ def test_sigterm_stops_after_publishing_the_cycle(world):
     assert _articles(out).num_rows == 4
     assert StateStore(str(out)).journals() == []
     assert not (out / "_staging").exists() or not any((out / "_staging").rglob("*.parquet"))
+
+
+@pytest.mark.slow
+def test_abandoned_cycle_loses_nothing_and_doubles_nothing(world):
+    """Two SIGINTs abandon cycle 1 wherever it is; the next start writes each item once."""
+    server, feeds, out = world
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "watch", "--feeds", str(feeds), "--output",
+         str(out), "--allow-private-network", "--poll-interval", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    banner = proc.stdout.readline()
+    assert banner.startswith("newsbeam watch:"), (banner, proc.stderr.read())
+    time.sleep(3.0)  # into cycle 1: feeds polled, the pipeline running
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    rc = proc.wait(timeout=120)
+    rest = proc.stdout.read()
+    assert rc in (0, 130), (rc, rest, proc.stderr.read())
+    printed = io.StringIO()
+    report = watch(_config(feeds, out, "--cycles", "1"), clock=FakeClock(), out=printed)
+    assert report.balanced
+    urls = collections.Counter(_articles(out).column("url").to_pylist())
+    assert len(urls) == 4 and set(urls.values()) == {1}, (rc, rest, printed.getvalue())
+    assert StateStore(str(out)).journals() == []
+    print(f"exit {rc}; after restart: {printed.getvalue().strip()}")
