@@ -107,31 +107,26 @@ def plan_groups(files: Sequence[tuple[str, int]], target: int) -> list[list[str]
     return groups
 
 
-def _canonical(value: object) -> object:
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    if isinstance(value, list):
-        return [_canonical(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _canonical(v) for k, v in value.items()}
-    return value
-
-
 @dataclass
 class Digest:
-    """Row count and an order-independent digest (sum of per-row BLAKE2b) of a table."""
+    """Row count and an order-independent digest (sum of per-row BLAKE2b) of a table.
+
+    A row's bytes are the ``repr`` of its Python values (str, int, float, bool, None,
+    lists, tz-aware datetimes: all with exact, stable reprs); building rows column by
+    column is about twice as fast as ``to_pylist`` dictionaries.
+    """
 
     rows: int = 0
     total: int = 0
 
     def update(self, table: pa.Table | pa.RecordBatch) -> None:
-        names = table.schema.names
-        for row in table.to_pylist():
-            text = json.dumps([_canonical(row[n]) for n in names], ensure_ascii=False,
-                              separators=(",", ":"), default=repr)
-            h = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
-            self.total = (self.total + int.from_bytes(h, "big")) & _MASK64
-            self.rows += 1
+        columns = [c.to_pylist() for c in table.columns]
+        total = self.total
+        for row in zip(*columns, strict=True):
+            h = hashlib.blake2b(repr(row).encode("utf-8", "surrogatepass"), digest_size=8)
+            total = (total + int.from_bytes(h.digest(), "big")) & _MASK64
+        self.total = total
+        self.rows += table.num_rows
 
     def __str__(self) -> str:
         return f"{self.rows} rows, digest {self.total:016x}"
