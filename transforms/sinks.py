@@ -13,8 +13,9 @@ which follows the commit protocol of Beam's own file sinks:
    file to a deterministic, non-colliding name
    ``DIR/<table>/date=YYYY-MM-DD[/topic=SLUG]/part-<run_id>-<window>-<NNNNN>.parquet``.
 
-Readers never see a partly written file (names starting with ``_`` or ``.`` are
-ignored by Spark, DuckDB and pyarrow, and the rename is the publish step). All paths
+Readers of ``DIR/<table>/`` never see a partly written file: staging lives outside the
+table folders and the rename is the publish step. (Spark and pyarrow skip ``_``-prefixed
+names, but a DuckDB glob over ``DIR/**`` does not: read ``DIR/articles/**``.) All paths
 go through ``apache_beam.io.filesystems``, so ``gs://`` and ``s3://`` work as outputs.
 """
 
