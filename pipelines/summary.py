@@ -99,9 +99,17 @@ def summarize(root: str, run_id: str, counters: dict[str, int]) -> Summary:
 
 
 def cleanup_staging(root: str, run_id: str) -> None:
-    """Removes what a finished run left in staging (files of retried bundles)."""
+    """Removes what a finished run left in staging (files of retried bundles).
+
+    Object stores have no folders (``exists`` is False for a prefix), so the files are
+    matched and deleted one by one, then the local folder, if any, is removed.
+    """
     staging = FileSystems.join(root, "_staging", run_id)
     try:
+        leftovers = [m.path for r in FileSystems.match([FileSystems.join(staging, "**")])
+                     for m in r.metadata_list]
+        if leftovers:
+            FileSystems.delete(leftovers)
         if FileSystems.exists(staging):
             FileSystems.delete([staging])
     except OSError:
