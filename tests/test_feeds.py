@@ -16,7 +16,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from schemas import FeedSpec
 from tests.conftest import rss
 from tests.faults import FaultServer
-from transforms.feeds import ReadFeeds, parse_feed, unsafe_xml
+from transforms.feeds import ReadFeeds, parse_feed, strip_doctype, unsafe_xml
 from transforms.http import FetchPolicy
 from transforms.jsonfeed import JsonFeedError, looks_like_json_feed, parse_json_feed
 
@@ -102,7 +102,9 @@ def test_external_entities_cannot_read_local_files(tmp_path):
             f'<rss version="2.0"><channel><title>&xxe;</title><item><title>&xxe;</title>'
             f"<link>http://a.test/1</link></item></channel></rss>").encode()
     parsed = parse_feed(body, {}, SPEC, NOW)
-    assert parsed.reason == "unsafe_xml" and not parsed.entries
+    # The DOCTYPE is removed: the feed is read, the reference stays unexpanded.
+    assert parsed.dtd_removed == "external entity 'xxe'"
+    assert [e.url for e in parsed.entries] == ["http://a.test/1"]
     assert "TOPSECRET" not in repr(parsed)
 
 
@@ -115,10 +117,9 @@ def test_external_dtd_and_parameter_entities(doctype):
     body = (f'<?xml version="1.0"?>{doctype}<rss version="2.0"><channel><title>t</title>'
             f"<item><title>x</title><link>http://a.test/1</link></item></channel></rss>").encode()
     parsed = parse_feed(body, {}, SPEC, NOW)
-    # Either refused, or parsed without reading anything: no entity content leaks in.
-    assert parsed.reason == "unsafe_xml" or [e.title for e in parsed.entries] == ["x"]
-    if "ENTITY" in doctype:
-        assert parsed.reason == "unsafe_xml"
+    # Parsed without reading anything; entity declarations were removed first.
+    assert [e.title for e in parsed.entries] == ["x"]
+    assert bool(parsed.dtd_removed) == ("ENTITY" in doctype)
 
 
 def test_billion_laughs_is_refused_quickly_and_small():
@@ -127,7 +128,8 @@ def test_billion_laughs_is_refused_quickly_and_small():
     parsed = parse_feed(_laughs(), {}, SPEC, NOW)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert parsed.reason == "unsafe_xml" and not parsed.entries
+    assert parsed.dtd_removed and [e.url for e in parsed.entries] == ["http://a.test/1"]
+    assert all(len(e.title) < 100 for e in parsed.entries)
     assert time.monotonic() - start < 1.0 and peak < 5 * 1024 * 1024
 
 
@@ -139,6 +141,20 @@ def test_entity_checks_survive_other_encodings():
     assert unsafe_xml(body1251.encode("cp1251"))
     broken = b"\x00garbage" + _laughs(4)  # expat fails first: the textual check catches it
     assert unsafe_xml(broken)
+
+
+def test_strip_doctype():
+    body = b'<?xml version="1.0"?>\n<!DOCTYPE rss [<!ENTITY a "&b;">]>\n<rss/>'
+    assert strip_doctype(body) == b'<?xml version="1.0"?>\n\n<rss/>'
+    assert strip_doctype(b'<!DOCTYPE rss SYSTEM "x.dtd"><rss/>') == b"<rss/>"
+    assert strip_doctype(b'<!DOCTYPE rss [<!ENTITY a "x">') is None  # unterminated
+    assert strip_doctype(_laughs(2).decode().encode("utf-16")) is None
+
+
+def test_unsafe_feed_that_cannot_be_cleaned_is_refused():
+    body = _laughs(4).decode().replace('version="1.0"?>', 'version="1.0" encoding="utf-16"?>')
+    parsed = parse_feed(body.encode("utf-16"), {}, SPEC, NOW)
+    assert (parsed.entries, parsed.reason) == ([], "unsafe_xml") and parsed.bozo
 
 
 def test_plain_internal_entities_still_work():
@@ -180,12 +196,12 @@ def test_read_feeds_stage_against_the_fault_server():
         with TestPipeline() as p:
             out = p | beam.Create(specs) | ReadFeeds(policy, threads=4)
             assert_that(out.entries | "Urls" >> beam.Map(lambda e: e.url),
-                        equal_to([url("/article/one"), "https://old.example/a"]),
+                        equal_to([url("/article/one"), "https://old.example/a",
+                                  "http://a.test/1"]),
                         label="Entries")
             assert_that(out.errors | "Reasons" >> beam.Map(
                 lambda r: (r.url.rsplit("/", 1)[-1], r.stage, r.reason, r.attempts)),
                 equal_to([("file", "parse_feed", "unsupported_scheme", 1),
-                          ("bomb.xml", "parse_feed", "unsafe_xml", 1),
                           ("picture.xml", "fetch_feed", "bad_content_type", 1),
                           ("404", "fetch_feed", "http_404", 1),
                           ("feed.xml", "fetch_feed", "robots_disallowed", 0),

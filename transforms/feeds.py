@@ -4,8 +4,9 @@ Each feed is fetched with our own :class:`~transforms.http.HttpClient` (timeouts
 redirects, SSRF guard) through a :class:`~transforms.politeness.PoliteFetcher` (per-host
 limits, robots.txt), many feeds at once. The bytes plus response headers are handed to
 ``feedparser.parse``, so feedparser never touches the network, after two checks of our
-own: a DTD that declares external, parameter or nested entities is refused (no file is
-read, no entity bomb expands), and JSON Feeds (jsonfeed.org 1.0/1.1, which feedparser
+own: a DTD that declares external, parameter or nested entities is removed before
+parsing (no file is read, no entity bomb expands; the references are left unexpanded and
+the rest of the feed is still read), and JSON Feeds (jsonfeed.org 1.0/1.1, which feedparser
 cannot read) are parsed by :mod:`transforms.jsonfeed`. A body that is itself gzip (a
 ``feed.xml.gz`` served without Content-Encoding) is inflated under the size cap first.
 Every entry becomes an :class:`~schemas.Entry` with a canonical URL, a stable GUID and a
@@ -68,6 +69,8 @@ class ParsedFeed:
     """Error reason when the feed yields nothing: malformed_feed, unsafe_xml, too_large."""
     kind: str = "xml"
     """xml (RSS/Atom/RDF via feedparser) or json (JSON Feed)."""
+    dtd_removed: str | None = None
+    """Why an unsafe DOCTYPE was removed before parsing, if one was."""
 
 
 class _PrologDone(Exception):
@@ -125,6 +128,33 @@ def unsafe_xml(body: bytes) -> str | None:
                 problems.append("entity declaration that could not be verified")
                 break
     return "; ".join(problems[:3]) or None
+
+
+_DOCTYPE = re.compile(rb"<!DOCTYPE\b", re.I)
+_SUBSET_END = re.compile(rb"\]\s*>")
+
+
+def strip_doctype(body: bytes) -> bytes | None:
+    """``body`` without its DOCTYPE declaration (internal subset included), or None
+    when it cannot be cut out safely (UTF-16/32 bodies, an unterminated declaration)."""
+    if body.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in body[:64]:
+        return None
+    start_match = _DOCTYPE.search(body, 0, _PROLOG_LIMIT)
+    if start_match is None:
+        return None
+    start = start_match.start()
+    bracket = body.find(b"[", start)
+    close = body.find(b">", start)
+    if close == -1:
+        return None
+    if bracket != -1 and bracket < close:
+        end_match = _SUBSET_END.search(body, bracket)
+        if end_match is None:
+            return None
+        end = end_match.end()
+    else:
+        end = close + 1
+    return body[:start] + body[end:]
 
 
 def _gunzip(body: bytes, limit: int = MAX_FEED_BYTES) -> bytes:
@@ -203,13 +233,22 @@ def parse_feed(body: bytes, headers: Mapping[str, str], spec: FeedSpec,
     else:
         problem = unsafe_xml(body)
         if problem:
-            return _refused("unsafe_xml", f"feed refused before parsing: {problem}")
+            stripped = strip_doctype(body)
+            # A second check: what is left must not declare entities either.
+            if stripped is None or unsafe_xml(stripped):
+                return _refused("unsafe_xml", f"feed refused before parsing: {problem}")
+            body = stripped
         parsed = feedparser.parse(body, response_headers=dict(headers))
         feed_meta = parsed.get("feed", {}) or {}
         title = clean_text(str(feed_meta.get("title", "") or ""))
-        result = ParsedFeed(title=title)
+        result = ParsedFeed(title=title, dtd_removed=problem)
         if parsed.get("bozo"):
             result.bozo = str(parsed.get("bozo_exception", "unknown parse problem"))[:500]
+        if problem:
+            result.reason = "unsafe_xml"
+            note = f"unsafe DOCTYPE removed before parsing ({problem})"
+            result.bozo = f"{note}; {result.bozo}" if result.bozo else None
+            _LOG.info("feed %s: %s", spec.url, note)
         feed_lang = (str(feed_meta.get("language", "") or "").split("-")[0].lower() or None)
         raw_entries = parsed.get("entries", [])
     source = spec.name or title or spec.url
@@ -294,6 +333,7 @@ class FetchFeedsFn(beam.DoFn):
         self.feeds_failed = Metrics.counter(NAMESPACE, "feeds_failed")
         self.feeds_bozo = Metrics.counter(NAMESPACE, "feeds_ill_formed")
         self.feeds_json = Metrics.counter(NAMESPACE, "feeds_json")
+        self.feeds_dtd_removed = Metrics.counter(NAMESPACE, "feeds_unsafe_dtd_removed")
         self.entries = Metrics.counter(NAMESPACE, "entries_read")
         self.entry_errors = Metrics.counter(NAMESPACE, "entries_rejected")
         self.latency = Metrics.distribution(NAMESPACE, "feed_fetch_ms")
@@ -341,6 +381,8 @@ class FetchFeedsFn(beam.DoFn):
             return
         self.latency.update(int(response.elapsed * 1000))
         parsed = parse_feed(response.body, response.headers, spec, fetched_at)
+        if parsed.dtd_removed:
+            self.feeds_dtd_removed.inc()
         if not parsed.entries and parsed.bozo:
             self._fail(parsed.reason)
             yield pvalue.TaggedOutput("errors", windowed(error_record(
@@ -389,4 +431,4 @@ class ReadFeeds(beam.PTransform):
 
 
 __all__ = ["ErrorRecord", "FetchFeedsFn", "ParsedFeed", "ReadFeeds", "fetch_outcome",
-           "parse_feed", "plausible_date", "unsafe_xml", "windowed"]
+           "parse_feed", "plausible_date", "strip_doctype", "unsafe_xml", "windowed"]
