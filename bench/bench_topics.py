@@ -135,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"Corpus: {args.corpus} ({len(rows)} articles; detected languages "
           f"{dict(languages.most_common())})")
-    print(f"Classifier load: {load_s:.1f} s (4 lexicons, once per worker)")
+    models, weight = clf.models()
+    print(f"Classifier load: {load_s:.1f} s (4 lexicons, once per worker); learned model: "
+          + (f"{sorted(models)} blended at weight {weight}" if models else "none (lexicons only)"))
     print(f"Threshold {args.threshold:.2f}:")
     print(f"  accuracy, abstentions counted wrong: {acc:.4f}")
     print(f"  coverage (not abstained):            {coverage:.4f}")

@@ -175,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
                              "Default: /tmp/newsbeam-topic-pages.jsonl.")
     parser.add_argument("--out", type=Path, default=OUT, help=f"Model file. Default: {OUT}.")
     parser.add_argument("--dry-run", action="store_true", help="Do not write the model.")
+    parser.add_argument("--force", action="store_true",
+                        help="Write the model even when it does not beat the lexicons on the "
+                             "held-out headlines. Default: off.")
     args = parser.parse_args(argv)
     missing = [p for p in (PAIRS, HEADLINES, PAGES) if not p.is_file()]
     if missing:
@@ -253,6 +256,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.dry_run:
         return 0
+    if acc <= base_acc and not args.force:
+        # Self-training only pays when the model adds something the lexicons miss; when it
+        # does not beat them on held-out labels, shipping it would only move the threshold.
+        print(f"not written: the blend ({acc:.4f}) does not beat the lexicon alone "
+              f"({base_acc:.4f}) on held-out headlines; --force writes it anyway")
+        return 1
     arrays = {}
     for lang, m in models.items():
         vocab = sorted(m.vocabulary, key=m.vocabulary.get)
