@@ -163,7 +163,11 @@ def run_headlines(limit: int | None) -> None:
     from schemas import SCHEMA_VERSION, Article
     from transforms.stories import AssignStories
 
-    rows = list(csv.DictReader(HEADLINES.open(encoding="utf-8")))[:limit]
+    rows = [r for r in csv.DictReader(HEADLINES.open(encoding="utf-8"))
+            if (r.get("TIMESTAMP") or "").isdigit() and r.get("STORY") and r.get("TITLE")]
+    skipped = sum(1 for _ in csv.DictReader(HEADLINES.open(encoding="utf-8"))) - len(rows)
+    rows = rows[:limit]
+    print(f"headline rows without timestamp, story or title skipped: {skipped}")
     articles = []
     for r in rows:
         ts = dt.datetime.fromtimestamp(int(r["TIMESTAMP"]) / 1000, dt.UTC)
@@ -176,23 +180,27 @@ def run_headlines(limit: int | None) -> None:
             content_hash=aid, story_id=aid, is_story_lead=True, story_similarity=None,
             date=ts.strftime("%Y-%m-%d"), schema_version=SCHEMA_VERSION))
     gold = {f"h{int(r['ID']):07d}": r["STORY"] for r in rows}
-    result: dict[str, str] = {}
-    dropped: dict[str, str] = {}
+    import json
+    import tempfile
 
-    class Collect(beam.DoFn):
-        def process(self, a):
-            result[a.article_id] = a.story_id
-
-    class CollectDup(beam.DoFn):
-        def process(self, d):
-            dropped[d.article_id] = d.duplicate_of
-
+    tmp = tempfile.mkdtemp(prefix="bench-stories-")
     started = time.perf_counter()
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
         out = p | beam.Create(articles) | AssignStories()
-        _ = out.articles | beam.ParDo(Collect())
-        _ = out.duplicates | beam.ParDo(CollectDup())
+        _ = (out.articles | "StoryOf" >> beam.Map(lambda a: json.dumps([a.article_id,
+                                                                        a.story_id]))
+             | "WriteStories" >> beam.io.WriteToText(f"{tmp}/stories"))
+        _ = (out.duplicates | "CopyOf" >> beam.Map(lambda d: json.dumps([d.article_id,
+                                                                         d.duplicate_of]))
+             | "WriteCopies" >> beam.io.WriteToText(f"{tmp}/copies"))
     took = time.perf_counter() - started
+    result: dict[str, str] = {}
+    dropped: dict[str, str] = {}
+    for name, target in (("stories", result), ("copies", dropped)):
+        for path in Path(tmp).glob(f"{name}*"):
+            for line in path.read_text().splitlines():
+                k, v = json.loads(line)
+                target[k] = v
     # A headline dropped as an exact/near copy belongs to the story of the one it copies.
     for aid, kept in dropped.items():
         result[aid] = result.get(kept, kept)

@@ -45,10 +45,10 @@ from typing import Protocol
 import numpy as np
 
 NUM_PERM = 64
-"""MinHash permutations: 256 bytes of state per article, Jaccard error about ±0.06."""
-MAX_TERMS = 64
-MAX_NAMES = 32
-NUM_KEYS = 8
+"""MinHash permutations, kept as 16-bit values (128 bytes); Jaccard error about ±0.06."""
+MAX_TERMS = 48
+MAX_NAMES = 24
+NUM_KEYS = 6
 TITLE_BOOST = 2.0
 LEAD_BOOST = 1.5
 LEAD_CHARS = 500
@@ -69,7 +69,8 @@ class Sketch:
     """What story matching keeps of an article: small, picklable, language-neutral.
 
     Weighted feature vectors are stored as raw bytes (sorted uint32 feature hashes and
-    float16 weights, L2-normalised) so that a sketch costs a few hundred bytes of state.
+    uint8-quantised weights of the L2-normalised vector) and the MinHash keeps the low 16
+    bits of each value, so that a sketch costs about 500 bytes of state.
     """
 
     language: str
@@ -156,15 +157,26 @@ def _lemma_languages() -> frozenset[str]:
     return frozenset(SUPPORTED_LANGUAGES)
 
 
+@functools.lru_cache(maxsize=1)
+def _lemmatizer():
+    # simplemma's default factory keeps 8 languages and decodes a dictionary again (~3 s)
+    # whenever a ninth evicts one: a multilingual stream would thrash. Keep them all.
+    import simplemma
+    from simplemma.strategies import DefaultStrategy
+    from simplemma.strategies.dictionaries import DefaultDictionaryFactory
+
+    factory = DefaultDictionaryFactory(cache_max_size=len(_lemma_languages()))
+    return simplemma.Lemmatizer(
+        lemmatization_strategy=DefaultStrategy(dictionary_factory=factory))
+
+
 @functools.lru_cache(maxsize=200_000)
 def lemma(word: str, language: str) -> str:
     """Lemma of a lower-case word (simplemma), or the word itself for other languages."""
     if language not in _lemma_languages() or word.isdigit():
         return word
-    import simplemma
-
     try:
-        return simplemma.lemmatize(word, lang=language).casefold()
+        return _lemmatizer().lemmatize(word, lang=language).casefold()
     except (ValueError, KeyError):
         return word
 
@@ -226,7 +238,7 @@ def _fhash(feature: str) -> int:
 
 
 def _pack(weights: dict[int, float], limit: int) -> tuple[bytes, bytes]:
-    """Top ``limit`` features, L2-normalised, as sorted uint32 ids and float16 weights."""
+    """Top ``limit`` features, L2-normalised, as sorted uint32 ids and uint8 weights."""
     if not weights:
         return b"", b""
     top = sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
@@ -234,7 +246,7 @@ def _pack(weights: dict[int, float], limit: int) -> tuple[bytes, bytes]:
     ids = np.fromiter((k for k, _ in top), dtype=np.uint32, count=len(top))
     w = np.fromiter((v for _, v in top), dtype=np.float64, count=len(top))
     norm = float(np.linalg.norm(w)) or 1.0
-    return ids.tobytes(), (w / norm).astype(np.float16).tobytes()
+    return ids.tobytes(), np.clip(np.round(w / norm * 255.0), 0, 255).astype(np.uint8).tobytes()
 
 
 def cosine(ids_a: bytes, w_a: bytes, ids_b: bytes, w_b: bytes) -> float:
@@ -246,9 +258,9 @@ def cosine(ids_a: bytes, w_a: bytes, ids_b: bytes, w_b: bytes) -> float:
     _, ia, ib = np.intersect1d(a, b, assume_unique=True, return_indices=True)
     if not len(ia):
         return 0.0
-    wa = np.frombuffer(w_a, dtype=np.float16)[ia].astype(np.float32)
-    wb = np.frombuffer(w_b, dtype=np.float16)[ib].astype(np.float32)
-    return float(min(1.0, max(0.0, float(wa @ wb))))
+    wa = np.frombuffer(w_a, dtype=np.uint8)[ia].astype(np.float32)
+    wb = np.frombuffer(w_b, dtype=np.uint8)[ib].astype(np.float32)
+    return float(min(1.0, max(0.0, float(wa @ wb) / 65025.0)))
 
 
 # ----------------------------------------------------------------------- near copies
@@ -266,14 +278,15 @@ def _permutations() -> np.ndarray:
 
 
 def minhash(shingles: set[str]) -> bytes:
-    """MinHash signature (datasketch, fixed seed) of a set of shingles, as uint32 bytes."""
+    """MinHash signature (datasketch, fixed seed) of a set of shingles, as uint16 bytes."""
     from datasketch import MinHash
 
     m = MinHash(num_perm=NUM_PERM, seed=MINHASH_SEED, permutations=_permutations(),
                 scheme=MINHASH_SCHEME)
     if shingles:
         m.update_batch([s.encode("utf-8") for s in sorted(shingles)])
-    return m.hashvalues.astype(np.uint32).tobytes()
+    # b-bit MinHash: the low 16 bits collide by chance once in 65,536 (negligible bias).
+    return (m.hashvalues & 0xFFFF).astype(np.uint16).tobytes()
 
 
 def word_shingles(text: str, n: int = 2) -> set[str]:
@@ -288,8 +301,8 @@ def jaccard_estimate(a: Sketch, b: Sketch) -> float:
     """Jaccard similarity of the two word-bigram sets, estimated from their MinHashes."""
     if not a.minhash or not b.minhash or not a.shingles or not b.shingles:
         return 0.0
-    ha = np.frombuffer(a.minhash, dtype=np.uint32)
-    hb = np.frombuffer(b.minhash, dtype=np.uint32)
+    ha = np.frombuffer(a.minhash, dtype=np.uint16)
+    hb = np.frombuffer(b.minhash, dtype=np.uint16)
     return float(np.count_nonzero(ha == hb)) / len(ha)
 
 
@@ -302,8 +315,9 @@ def containment_estimate(a: Sketch, b: Sketch) -> float:
     return min(1.0, inter / min(a.shingles, b.shingles))
 
 
-NEAR_JACCARD = 0.40
-NEAR_CONTAINMENT = 0.60
+# Chosen on a development draw of bench/bench_neardup.py (seed 1), reported on others.
+NEAR_JACCARD = 0.30
+NEAR_CONTAINMENT = 0.45
 MIN_NEAR_SHINGLES = 20
 
 

@@ -297,7 +297,9 @@ class CompareWithinKeyFn(beam.DoFn):
             n += 1
             yield out
         self.compared.inc(n)
-        pool = sorted(earlier + items, key=lambda i: i.order)
+        # Blocking keys are not needed once grouped: state keeps the sketch without them.
+        pool = sorted(earlier + [i._replace(sketch=dataclasses.replace(i.sketch, keys=()))
+                                 for i in items], key=lambda i: i.order)
         newest = pool[-1].micros
         pool = [i for i in pool if newest - i.micros <= self._window_micros][-self._max:]
         recent.write(pool)
@@ -341,33 +343,28 @@ def _first_node(element: tuple[str, dict]) -> Iterator[Node]:
         yield Node(article_id, parent.target, False, level, parent.score, parent.target)
 
 
-def _answer(element: tuple[str, dict]) -> Iterator[tuple[str, tuple]]:
-    """One pointer-jumping step: each asker learns its pointer's pointer."""
+def _jump(element: tuple[str, dict]) -> Iterator[Node]:
+    """One pointer-jumping round at key ``k``: every node is emitted exactly once.
+
+    Done nodes come back from their own key; a node still pointing at ``k`` takes ``k``'s
+    pointer (and, on its first jump, learns whether its parent is a near copy).
+    """
     key, groups = element
-    nodes = list(groups["node"])
-    if nodes:
-        n = nodes[0]
-        reply = (n.ptr, n.done, n.level == "near")
-    else:  # pointer to an article outside this run (cannot happen with seeds read)
-        reply = (key, True, False)
-    for asker in sorted(groups["ask"]):
-        yield asker, reply
-
-
-def _update(element: tuple[str, dict]) -> Iterator[Node]:
-    _, groups = element
-    for node in groups["node"]:
-        answers = list(groups["answer"])
-        if node.done or not answers:
-            yield node
-            continue
-        ptr, done, ptr_near = answers[0]
+    infos = list(groups["info"])
+    # A pointer to an article outside this run cannot happen (seeds are read back).
+    ptr, done, ptr_near = infos[0] if infos else (key, True, False)
+    yield from groups["self"]
+    for node in sorted(groups["ask"]):
         parent_near = node.parent_near if node.parent_near is not None else ptr_near
         yield node._replace(ptr=ptr, done=done, parent_near=parent_near)
 
 
 class ResolveStories(beam.PTransform):
-    """Nodes with parent pointers → nodes whose ``ptr`` is their story's label."""
+    """Nodes with parent pointers → nodes whose ``ptr`` is their story's label.
+
+    Each round is one CoGroupByKey and halves every remaining chain, so ``rounds``
+    rounds resolve chains ``2**rounds`` articles deep.
+    """
 
     def __init__(self, rounds: int = RESOLVE_ROUNDS):
         super().__init__()
@@ -375,13 +372,15 @@ class ResolveStories(beam.PTransform):
 
     def expand(self, nodes):
         for r in range(self._rounds):
-            by_id = nodes | f"NodesById{r}" >> beam.Map(lambda n: (n.article_id, n))
-            asks = (nodes | f"Asks{r}" >> beam.FlatMap(
-                lambda n: [] if n.done else [(n.ptr, n.article_id)]))
-            answers = ({"node": by_id, "ask": asks} | f"JoinPointers{r}" >> beam.CoGroupByKey()
-                       | f"Answer{r}" >> beam.FlatMap(_answer))
-            nodes = ({"node": by_id, "answer": answers} | f"JoinAnswers{r}" >> beam.CoGroupByKey()
-                     | f"Jump{r}" >> beam.FlatMap(_update))
+            info = nodes | f"Info{r}" >> beam.Map(
+                lambda n: (n.article_id, (n.ptr, n.done, n.level == "near")))
+            asks = nodes | f"Asks{r}" >> beam.FlatMap(
+                lambda n: [] if n.done else [(n.ptr, n)])
+            done = nodes | f"Done{r}" >> beam.FlatMap(
+                lambda n: [(n.article_id, n)] if n.done else [])
+            nodes = ({"info": info, "ask": asks, "self": done}
+                     | f"JoinPointers{r}" >> beam.CoGroupByKey()
+                     | f"Jump{r}" >> beam.FlatMap(_jump))
         return nodes
 
 

@@ -1,0 +1,142 @@
+"""Cost of the story stage alone: articles per second and state bytes per article.
+
+Builds articles from real texts under ``../shared/corpora/`` (BBC topics-dev and the
+multilingual stories-dev pairs; exits with a message when missing), spread over three
+days with a fixed seed, and measures:
+
+* sketching alone (pure Python, one process): articles/s;
+* :class:`transforms.stories.AssignStories` alone on the FnApiRunner in one process
+  (one core): articles/s, wall clock from ``run()`` to the end of the pipeline;
+* state per retained article: the pickled size of what the stage's keyed state holds
+  at the end of the batch (each blocking key's pruned list of recent items, plus the
+  content-hash winners), divided by the number of articles kept.
+
+Run::
+
+    .venv/bin/python bench/bench_dedup_cost.py [--n 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import pickle
+import random
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from schemas import SCHEMA_VERSION, Article  # noqa: E402
+from transforms.similarity import LexicalSimilarity  # noqa: E402
+from transforms.stories import (  # noqa: E402
+    DEFAULT_WINDOW,
+    MAX_PER_KEY,
+    AssignStories,
+    event_time,
+    make_item,
+)
+from transforms.text import content_hash  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "corpora"
+BBC = SHARED / "topics-dev" / "bbc-dev.csv"
+PAIRS = SHARED / "stories-dev" / "article-pairs-dev.csv"
+T0 = dt.datetime(2024, 11, 22, tzinfo=dt.UTC)
+
+
+def load(n: int, seed: int) -> list[Article]:
+    for path in (BBC, PAIRS):
+        if not path.exists():
+            raise SystemExit(f"{path} is missing: this benchmark needs ../shared/corpora/.")
+    texts = [("en", r["text"]) for r in csv.DictReader(BBC.open(encoding="utf-8"))]
+    for r in csv.DictReader(PAIRS.open(encoding="utf-8")):
+        texts += [(r["lang1"], r["text1"]), (r["lang2"], r["text2"])]
+    rng = random.Random(seed)
+    rng.shuffle(texts)
+    out = []
+    for i, (lang, text) in enumerate(texts[:n]):
+        title, _, body = text.strip().partition("\n")
+        body = body or title
+        when = T0 + dt.timedelta(seconds=rng.randrange(72 * 3600))
+        aid = f"a{i:06d}"
+        out.append(Article(
+            article_id=aid, url=f"https://example.org/{aid}", feed_url="", source="bench",
+            title=title[:300], body=body, body_source="backfill", authors=[],
+            published_at=when, fetched_at=when, language=lang, language_confidence=None,
+            topic="unclassified", topic_code=None, topic_source="none", categories=[],
+            content_hash=content_hash(body), story_id=aid, is_story_lead=True,
+            story_similarity=None, date=when.strftime("%Y-%m-%d"),
+            schema_version=SCHEMA_VERSION))
+    return out
+
+
+def state_bytes(articles: list[Article]) -> tuple[int, int]:
+    """Pickled bytes held by the stage's keyed state at the end of the batch."""
+    sim = LexicalSimilarity()
+    by_key = defaultdict(list)
+    winners = {}
+    for a in articles:
+        item = make_item(sim, a.article_id, a.title, a.body, a.language, event_time(a),
+                         a.content_hash)
+        winners.setdefault(a.content_hash, a.article_id)
+        for k in item.sketch.keys:
+            by_key[k].append(item)
+    window = int(DEFAULT_WINDOW.total_seconds() * 1_000_000)
+    total = sum(len(pickle.dumps(h)) + len(pickle.dumps(w)) for h, w in winners.items())
+    for items in by_key.values():
+        items.sort(key=lambda i: i.order)
+        newest = items[-1].micros
+        pool = [i for i in items if newest - i.micros <= window][-MAX_PER_KEY:]
+        total += len(pickle.dumps(pool)) + len(pickle.dumps(items[0].sketch.keys[0]))
+    return total, len(winners)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=3)
+    args = parser.parse_args()
+    print(f"command: .venv/bin/python bench/bench_dedup_cost.py --n {args.n} --seed {args.seed}")
+    articles = load(args.n, args.seed)
+    sim = LexicalSimilarity()
+    sim.sketch("warm", "up the lemmatiser and frequency tables", "en")
+    for lang in sorted({a.language for a in articles}):
+        sim.sketch("", "warm up the tables of this language", lang)
+    started = time.perf_counter()
+    for a in articles:
+        sim.sketch(a.title, a.body, a.language)
+    took = time.perf_counter() - started
+    chars = sum(len(a.body) for a in articles) / len(articles)
+    print(f"articles: {len(articles)}, mean body {chars:.0f} chars, "
+          f"{len({a.language for a in articles})} languages")
+    print(f"  sketching alone: {len(articles) / took:.0f} articles/s")
+
+    import apache_beam as beam
+    from apache_beam.metrics.metric import MetricsFilter
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    options = PipelineOptions(["--runner=FnApiRunner", "--direct_num_workers=1"])
+    p = beam.Pipeline(options=options)
+    _ = p | beam.Create(articles) | AssignStories()
+    started = time.perf_counter()
+    result = p.run()
+    result.wait_until_finish()
+    took = time.perf_counter() - started
+    counts = {c.key.metric.name: c.committed
+              for c in result.metrics().query(MetricsFilter())["counters"]}
+    print(f"  AssignStories on FnApiRunner, 1 worker: {len(articles) / took:.0f} articles/s "
+          f"({took:.1f} s); counters: " + ", ".join(
+              f"{k}={counts.get(k, 0)}" for k in ("story_leads", "story_echoes",
+                                                  "duplicates_content", "duplicates_near",
+                                                  "story_pairs_compared")))
+    total, kept = state_bytes(articles)
+    print(f"  keyed state at end of batch: {total} bytes, {total / max(1, kept):.0f} bytes "
+          f"per retained article ({kept} retained)")
+
+
+if __name__ == "__main__":
+    main()
