@@ -28,7 +28,7 @@ from schemas import SCHEMA_VERSION, Article, Entry
 from transforms.errors import error_record
 from transforms.feeds import NAMESPACE, fetch_outcome, plausible_date, windowed
 from transforms.http import FetchError, FetchPolicy, Response, decode_html
-from transforms.politeness import InFlight, PoliteFetcher
+from transforms.politeness import MAX_QUEUED, InFlight, PoliteFetcher
 from transforms.text import clean_text, content_hash
 
 _LOG = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class FetchPagesFn(beam.DoFn):
             self._fetcher.close()
 
     def start_bundle(self) -> None:
-        self._inflight = InFlight(limit=max(64, self._threads * 8))
+        self._inflight = InFlight(limit=MAX_QUEUED)
 
     def process(self, entry: Entry, timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam) -> Iterator[Any]:

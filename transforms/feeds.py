@@ -41,7 +41,7 @@ from schemas import Entry, ErrorRecord, FeedSpec
 from transforms.errors import error_record
 from transforms.http import FetchError, FetchPolicy
 from transforms.jsonfeed import JsonFeedError, looks_like_json_feed, parse_json_feed
-from transforms.politeness import InFlight, PoliteFetcher
+from transforms.politeness import MAX_QUEUED, InFlight, PoliteFetcher
 from transforms.text import clean_text, html_to_text
 from transforms.urls import canonical_url, is_http_url, stable_id
 
@@ -349,7 +349,7 @@ class FetchFeedsFn(beam.DoFn):
             self._fetcher.close()
 
     def start_bundle(self) -> None:
-        self._inflight = InFlight(limit=max(64, self._threads * 8))
+        self._inflight = InFlight(limit=MAX_QUEUED)
 
     def process(self, spec: FeedSpec, timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam) -> Iterator[Any]:

@@ -43,6 +43,10 @@ from transforms.http import PRODUCT_TOKEN, FetchError, FetchPolicy, HttpClient, 
 from transforms.urls import host_of, is_http_url
 
 _LOG = logging.getLogger(__name__)
+MAX_QUEUED = 2048
+"""Elements a fetching DoFn queues before ``process`` waits for results. A deep queue
+lets work for hosts listed late start early (the scheduler only sees what is queued);
+its cost is memory for the queued elements, a few KB each."""
 ROBOTS_MAX_BYTES = 512 * 1024
 """RFC 9309 asks crawlers to read at least 500 KiB of a robots.txt."""
 ROBOTS_TTL = 24 * 3600.0
@@ -348,7 +352,7 @@ class InFlight:
     bundle (:meth:`drain`), where they must be emitted as ``WindowedValue``s.
     """
 
-    def __init__(self, limit: int = 1024):
+    def __init__(self, limit: int = MAX_QUEUED):
         self.limit = limit
         self._done: queue.SimpleQueue = queue.SimpleQueue()
         self._count = 0
