@@ -37,8 +37,8 @@ def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "out"
     with SiteServer() as server:
         feeds = demo_feeds_file(server.base_url, str(out.parent))
-        _, summary = run(["--feeds", feeds, "--output", str(out), "--allow-private-network"],
-                         quiet=True)
+        _, summary = run(["--feeds", feeds, "--output", str(out), "--allow-private-network",
+                          "--per-host-delay", "0.05"], quiet=True)
         base = server.base_url
     return out, summary, base
 
