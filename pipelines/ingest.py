@@ -111,7 +111,7 @@ class IngestOptions(PipelineOptions):
         parser.add_argument(
             "--story-threshold", dest="story_threshold", type=float, default=None,
             help="Similarity (0-1) at or above which an article joins an earlier story. "
-                 "Default: the similarity's own (0.221 for lexical).")
+                 "Default: the similarity's own (lexical: 0.212).")
         parser.add_argument(
             "--story-similarity", dest="story_similarity", default="lexical",
             choices=["lexical", "embedding"],

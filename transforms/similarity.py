@@ -342,13 +342,13 @@ def near_duplicate(a: Sketch, b: Sketch) -> float | None:
 class LexicalModel:
     """Logistic combination of channel cosines; fitted by ``bench/bench_stories.py``."""
 
-    intercept: float = -2.709
-    term: float = 3.87
-    name: float = 2.511
-    cross_term: float = 0.601
-    cross_name: float = 0.754
-    cross: float = 0.394
-    threshold: float = 0.221
+    intercept: float = -2.673
+    term: float = 3.946
+    name: float = 2.447
+    cross_term: float = 0.561
+    cross_name: float = 0.738
+    cross: float = 0.363
+    threshold: float = 0.212
 
     def features(self, cos_term: float, cos_name: float, cross: bool) -> list[float]:
         """The model's inputs for one pair (cross = different languages)."""
