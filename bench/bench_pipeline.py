@@ -46,13 +46,13 @@ def plain_loop(base: str, feeds: int, out: str, prefetch: bool = False) -> tuple
     import pyarrow.parquet as pq
 
     from schemas import ARTICLE_SCHEMA, FeedSpec
+    from transforms.classify import TopicClassifier
     from transforms.extract import PAGE_ACCEPT, PAGE_TYPES, build_article, extract_page
     from transforms.feeds import FEED_ACCEPT, parse_feed
     from transforms.http import FetchPolicy, HttpClient, decode_html
     from transforms.language import detect_language
-    from transforms.sinks import to_rows
-    from transforms.classify import TopicClassifier
     from transforms.similarity import make_similarity
+    from transforms.sinks import to_rows
     from transforms.topics import assign_topic, load_category_map
 
     client = HttpClient(FetchPolicy(allow_private_network=True))

@@ -362,8 +362,11 @@ def watch(config: WatchConfig, clock: Callable[[], dt.datetime] | None = None,
         print(f"recovered {report.recovered} interrupted cycle(s) from {store.dir}",
               file=out, flush=True)
 
+    abandoned = threading.Event()
+
     def on_signal(signum, _frame):
         if stop.is_set():
+            abandoned.set()
             raise KeyboardInterrupt
         stop.set()
         report.stopped_by_signal = True
@@ -380,7 +383,14 @@ def watch(config: WatchConfig, clock: Callable[[], dt.datetime] | None = None,
         while not stop.is_set():
             number += 1
             t0 = time.monotonic()
-            cycle = run_cycle(number, config, store, client, clock, first=number == 1)
+            try:
+                cycle = run_cycle(number, config, store, client, clock, first=number == 1)
+            except Exception as e:
+                # Libraries may wrap the KeyboardInterrupt of an abandon request in their
+                # own errors (langdetect does while loading profiles): still an abandon.
+                if abandoned.is_set():
+                    raise KeyboardInterrupt from e
+                raise
             report.cycles.append(cycle)
             print(cycle.line(), file=out, flush=True)
             if on_cycle is not None:
