@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from transforms.similarity import (
+    FEATURES,
     NUM_PERM,
     EmbeddingSimilarity,
     LexicalModel,
@@ -17,6 +18,7 @@ from transforms.similarity import (
     containment_estimate,
     cosine,
     jaccard_estimate,
+    language_pair,
     load_sentence_model,
     make_similarity,
     near_duplicate,
@@ -108,10 +110,39 @@ def test_word_shingles():
     assert word_shingles("one") == {"one"}
 
 
+def _features(**kw):
+    values = dict.fromkeys(FEATURES, 0.0) | kw
+    return [values[n] for n in FEATURES]
+
+
 def test_lexical_model_probability_is_monotonic():
     m = LexicalModel()
-    assert m.probability(0.1, 0.1, False) < m.probability(0.5, 0.1, False)
-    assert m.probability(0.1, 0.1, True) < m.probability(0.1, 0.6, True)
+    assert len(m.weights) == len(FEATURES)
+    for channel in ("term", "name", "gram", "lead", "number"):
+        assert m.probability(_features(**{channel: 0.2})) < m.probability(
+            _features(**{channel: 0.6}))
+    cross = _features(cross=1.0, term=0.3, cross_term=0.3)
+    assert m.probability(cross, "de-en") != m.probability(cross, "xx-yy")
+
+
+def test_language_pair_is_order_free():
+    assert language_pair("en", "de") == language_pair("de", "en") == "de-en"
+
+
+def test_features_see_names_and_inflections_across_languages():
+    en = SIM.sketch("Zelenskyy says Kursk troops will hold until January",
+                    "Ukrainian forces in the Kursk region will stay until Trump's "
+                    "inauguration on 20 January, President Zelenskyy said.", "en")
+    de = SIM.sketch("Selenskyj: Truppen in Kursk bleiben bis Januar",
+                    "Die ukrainischen Truppen in der Region Kursk bleiben bis zur "
+                    "Amtseinführung von Trump am 20. Januar, sagte Präsident Selenskyj.", "de")
+    other = SIM.sketch("Team loses qualifier", OTHER, "en")
+    f = dict(zip(FEATURES, SIM.features(en, de), strict=True))
+    g = dict(zip(FEATURES, SIM.features(en, other), strict=True))
+    assert f["cross"] == 1.0 and g["cross"] == 0.0
+    for channel in ("name", "gram", "number"):
+        assert f[channel] > g[channel]
+    assert SIM.score(en, de) >= SIM.threshold > SIM.score(en, other)
 
 
 def test_embedding_backend_with_a_local_encoder():
