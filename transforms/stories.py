@@ -19,8 +19,10 @@ How it scales (every step is keyed; there is no global index):
 3. ``CompareWithinKey``: each sketch is sent under its blocking keys (its rarest names
    and words, ≤ 8); a stateful DoFn per key compares each article with the earlier ones
    of that key within the time window (at most ``max_per_key`` most recent, so a common
-   key cannot turn quadratic) and emits candidate parents; state expires after the
-   window;
+   key cannot turn quadratic) and emits candidate parents. Under a trigger that can fire
+   a key more than once the DoFns keep keyed state (expiring after the window); with the
+   default trigger each key fires once and plain DoFns do the same work without state,
+   which is far cheaper in the Python SDK harness (:func:`fires_once`);
 4. ``ChooseParent``: per article, the best earlier match (a near copy first, else the
    highest score at or above the threshold, ties to the earlier article);
 5. ``ResolveStories``: parent pointers form a forest whose roots are story leads; a few
@@ -220,11 +222,60 @@ class SketchArticleFn(beam.DoFn):
         yield item
 
 
-class KeepFirstItemFn(beam.DoFn):
-    """Stateful, on grouped items of one key: the first is kept, later new ones reported.
+def keep_first(group: Iterable[StoryItem], kept: str | None,
+               level: str) -> tuple[str | None, list[Any]]:
+    """First wins within one key's group: returns the winner and what to emit.
 
     Items already written (seeds) always pass and win over new ones; a new item that
-    loses emits ``(article_id, (level, kept_id, 1.0))`` on the ``dropped`` output.
+    loses becomes ``TaggedOutput('dropped', (article_id, (level, kept_id, 1.0)))``.
+    ``kept`` is the winner of an earlier firing of the same key, if any.
+    """
+    out: list[Any] = []
+    for item in sorted(group, key=item_order):
+        if item.seed_story is not None:
+            out.append(item)
+            kept = kept or item.article_id
+        elif kept is None:
+            kept = item.article_id
+            out.append(item)
+        else:
+            out.append(beam.pvalue.TaggedOutput(
+                "dropped", (item.article_id, (level, kept, 1.0))))
+    return kept, out
+
+
+def fires_once(windowing) -> bool:
+    """Whether a GroupByKey under ``windowing`` emits each key and window exactly once.
+
+    True for the default trigger without allowed lateness (batch, or fixed windows in
+    the continuous pipeline): no later firing can need what an earlier one saw, so the
+    stateful DoFns are replaced by plain ones. Keyed state costs a lot in the Python SDK
+    harness: every state write re-measures the cached value with ``objsize``, which
+    walks all loaded modules (about 4 ms per call here), several times per key.
+    """
+    from apache_beam.transforms.trigger import DefaultTrigger
+
+    return isinstance(windowing.triggerfn, DefaultTrigger) and windowing.allowed_lateness == 0
+
+
+class KeepFirstInGroupFn(beam.DoFn):
+    """On grouped items of one key, one firing per key: the first is kept (see
+    :func:`keep_first`)."""
+
+    def __init__(self, level: str):
+        self._level = level
+        self.dropped = Metrics.counter(NAMESPACE, f"duplicates_{level}")
+
+    def process(self, element: tuple[str, Iterable[StoryItem]]) -> Iterator[Any]:
+        _, out = keep_first(element[1], None, self._level)
+        self.dropped.inc(sum(isinstance(o, beam.pvalue.TaggedOutput) for o in out))
+        yield from out
+
+
+class KeepFirstItemFn(beam.DoFn):
+    """Stateful version of :class:`KeepFirstInGroupFn` for triggers that fire repeatedly.
+
+    The winner of a key is kept in state until the window has passed.
     """
 
     WINNER = ReadModifyWriteStateSpec("winner", PickleCoder())
@@ -238,21 +289,10 @@ class KeepFirstItemFn(beam.DoFn):
     def process(self, element: tuple[str, Iterable[StoryItem]], window=beam.DoFn.WindowParam,
                 winner=beam.DoFn.StateParam(WINNER),
                 expire=beam.DoFn.TimerParam(EXPIRE)) -> Iterator[Any]:
-        kept = winner.read()
-        group = sorted(element[1], key=item_order)
-        for item in group:
-            if item.seed_story is not None:
-                yield item
-                if kept is None:
-                    kept = item.article_id
-                continue
-            if kept is None:
-                kept = item.article_id
-                yield item
-            else:
-                self.dropped.inc()
-                yield beam.pvalue.TaggedOutput(
-                    "dropped", (item.article_id, (self._level, kept, 1.0)))
+        group = list(element[1])
+        kept, out = keep_first(group, winner.read(), self._level)
+        self.dropped.inc(sum(isinstance(o, beam.pvalue.TaggedOutput) for o in out))
+        yield from out
         if kept is not None:
             winner.write(kept)
             last = max(i.micros for i in group)
@@ -264,8 +304,35 @@ class KeepFirstItemFn(beam.DoFn):
         return iter(())
 
 
+class CompareInGroupFn(beam.DoFn):
+    """On the grouped items of one blocking key, one firing per key: candidate parents.
+
+    Each article is compared with the earlier ones of the group (see
+    :func:`matches_in_group`); nothing is kept afterwards.
+    """
+
+    def __init__(self, similarity: StorySimilarity, threshold: float, window: dt.timedelta,
+                 max_per_key: int = MAX_PER_KEY):
+        self._sim = similarity
+        self._threshold = threshold
+        self._window_micros = int(window.total_seconds() * 1_000_000)
+        self._max = max_per_key
+        self.compared = Metrics.counter(NAMESPACE, "story_pairs_compared")
+        self.group_size = Metrics.distribution(NAMESPACE, "story_key_group_size")
+
+    def process(self, element: tuple[str, Iterable[StoryItem]]) -> Iterator[tuple[str, Edge]]:
+        items = sorted(element[1], key=lambda i: i.order)
+        self.group_size.update(len(items))
+        n = 0
+        for out in matches_in_group(self._sim, [], items, self._threshold,
+                                    self._window_micros, self._max):
+            n += 1
+            yield out
+        self.compared.inc(n)
+
+
 class CompareWithinKeyFn(beam.DoFn):
-    """Stateful, on the grouped items of one blocking key: emits candidate parents.
+    """Stateful version of :class:`CompareInGroupFn` for triggers that fire repeatedly.
 
     State keeps the items of this key seen in earlier firings (a continuous pipeline),
     pruned to the time window and to ``max_per_key`` items; a timer clears it once the
@@ -559,20 +626,24 @@ class AssignStories(beam.PTransform):
                  | "GroupById" >> beam.GroupByKey()
                  | "DropWritten" >> beam.FlatMap(drop_written)
                  .with_outputs("dropped", main="kept"))
+        # Keyed state only matters when a key can fire again in the same window.
+        once = fires_once(articles.windowing)
+        keep_fn = (KeepFirstInGroupFn("content") if once
+                   else KeepFirstItemFn("content", self._window))
         by_content = (by_id.kept
                       | "KeyByContent" >> beam.Map(lambda i: (i.content_hash, i))
                       .with_output_types(tuple[str, Any])
                       | "GroupByContent" >> beam.GroupByKey()
-                      | "KeepFirstByContent" >> beam.ParDo(
-                          KeepFirstItemFn("content", self._window))
+                      | "KeepFirstByContent" >> beam.ParDo(keep_fn)
                       .with_outputs("dropped", main="kept"))
         kept = by_content.kept
+        compare_fn = (CompareInGroupFn if once else CompareWithinKeyFn)(
+            self._sim, self._threshold, self._window, self._max)
         edges = (kept
                  | "KeyByBlock" >> beam.FlatMap(lambda i: [(k, i) for k in i.sketch.keys])
                  .with_output_types(tuple[str, Any])
                  | "GroupByBlock" >> beam.GroupByKey()
-                 | "CompareWithinKey" >> beam.ParDo(CompareWithinKeyFn(
-                     self._sim, self._threshold, self._window, self._max)))
+                 | "CompareWithinKey" >> beam.ParDo(compare_fn))
         nodes = ({"item": kept | "ItemsById" >> beam.Map(lambda i: (i.article_id, i)),
                   "edge": edges}
                  | "JoinCandidates" >> beam.CoGroupByKey()
