@@ -24,10 +24,29 @@ WORDS = ("council minister budget railway bridge election court harbour energy w
          "officials sources agency spokesperson negotiations agreement treaty summit").split()
 
 
-def paragraph(rng: random.Random, sentences: int) -> str:
+_VOCAB: list[str] = []
+_WEIGHTS: list[float] = []
+
+
+def _vocabulary() -> tuple[list[str], list[float]]:
+    """English words with their frequencies, so texts have a realistic long tail."""
+    if not _VOCAB:
+        from wordfreq import top_n_list, word_frequency
+
+        words = [w for w in top_n_list("en", 20000) if w.isalpha()]
+        _VOCAB.extend(words)
+        _WEIGHTS.extend(word_frequency(w, "en") for w in words)
+    return _VOCAB, _WEIGHTS
+
+
+def paragraph(rng: random.Random, sentences: int, topic: list[str] | None = None) -> str:
+    """Sentences drawn by word frequency, seeded with the story's own rare words."""
+    vocab, weights = _vocabulary()
     out = []
     for _ in range(sentences):
-        words = rng.choices(WORDS, k=rng.randint(10, 22))
+        words = rng.choices(vocab, weights=weights, k=rng.randint(10, 22))
+        if topic:
+            words[rng.randrange(len(words))] = rng.choice(topic)
         out.append(" ".join(["The", *words]) + ".")
     return " ".join(out)
 
@@ -41,8 +60,11 @@ def make_site(feeds: int, per_feed: int, base: str, seed: int = 7,
         items = []
         for a in range(per_feed):
             path = f"/outlet{f}/2024/11/story-{a}.html"
-            title = f"Story {f}-{a}: " + " ".join(rng.choices(WORDS, k=6))
-            paras = "".join(f"<p>{paragraph(rng, 4)}</p>" for _ in range(6))
+            # Each story has its own names and rare words, as real stories do.
+            vocab = _vocabulary()[0]
+            topic = [w.title() for w in rng.sample(vocab[5000:], 3)] + rng.sample(vocab[2000:], 4)
+            title = f"Story {f}-{a}: " + " ".join([*topic[:3], *rng.choices(WORDS, k=3)])
+            paras = "".join(f"<p>{paragraph(rng, 4, topic)}</p>" for _ in range(6))
             html = (f"<!doctype html><html><head><title>{title}</title>"
                     f'<meta name="author" content="Writer {a % 13}">'
                     f'<meta property="article:published_time" content="2024-11-2{a % 5}T10:00:00Z">'
