@@ -5,10 +5,13 @@ multilingual stories-dev pairs; exits with a message when missing), spread over 
 days with a fixed seed, and measures:
 
 * sketching alone (pure Python, one process): articles/s;
+* the pure-Python floor: sketching, grouping by blocking key, comparing within each
+  group (:func:`transforms.stories.matches_in_group`) and choosing parents, no Beam;
 * :class:`transforms.stories.AssignStories` alone on the FnApiRunner in one process
   (one core): articles/s, wall clock from ``run()`` to the end of the pipeline;
-* state per retained article: the pickled size of what the stage's keyed state holds
-  at the end of the batch (each blocking key's pruned list of recent items, plus the
+* state per retained article: the pickled size of what the stage's keyed state would
+  hold at the end of the batch under a repeating trigger (with the default trigger the
+  stage keeps no keyed state at all) (each blocking key's pruned list of recent items, plus the
   content-hash winners), divided by the number of articles kept.
 
 Run::
@@ -37,8 +40,10 @@ from transforms.stories import (  # noqa: E402
     DEFAULT_WINDOW,
     MAX_PER_KEY,
     AssignStories,
+    choose_parent,
     event_time,
     make_item,
+    matches_in_group,
 )
 from transforms.text import content_hash  # noqa: E402
 
@@ -95,6 +100,28 @@ def state_bytes(articles: list[Article]) -> tuple[int, int]:
     return total, len(winners)
 
 
+def pure_floor(articles: list[Article]) -> tuple[float, int]:
+    """Seconds for the stage's work without Beam: sketch, compare per key, pick parents."""
+    sim = LexicalSimilarity()
+    window = int(DEFAULT_WINDOW.total_seconds() * 1_000_000)
+    started = time.perf_counter()
+    items = {}
+    for a in articles:
+        items.setdefault(a.content_hash, make_item(
+            sim, a.article_id, a.title, a.body, a.language, event_time(a), a.content_hash))
+    by_key = defaultdict(list)
+    for item in items.values():
+        for k in item.sketch.keys:
+            by_key[k].append(item)
+    edges = defaultdict(list)
+    for group in by_key.values():
+        group.sort(key=lambda i: i.order)
+        for aid, edge in matches_in_group(sim, [], group, sim.threshold, window, MAX_PER_KEY):
+            edges[aid].append(edge)
+    parents = {aid: choose_parent(found) for aid, found in edges.items()}
+    return time.perf_counter() - started, sum(p is not None for p in parents.values())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=2000)
@@ -114,6 +141,9 @@ def main() -> None:
     print(f"articles: {len(articles)}, mean body {chars:.0f} chars, "
           f"{len({a.language for a in articles})} languages")
     print(f"  sketching alone: {len(articles) / took:.0f} articles/s")
+    took, linked = pure_floor(articles)
+    print(f"  pure-Python floor (sketch + compare + choose parent, no Beam): "
+          f"{len(articles) / took:.0f} articles/s ({took:.1f} s, {linked} with a parent)")
 
     import apache_beam as beam
     from apache_beam.metrics.metric import MetricsFilter
