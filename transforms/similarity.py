@@ -414,6 +414,11 @@ def _char_grams(form: str, n: int = GRAM_N) -> list[str]:
     return [padded[i:i + n] for i in range(len(padded) - n + 1)]
 
 
+@functools.lru_cache(maxsize=200_000)
+def _gram_hashes(form: str) -> tuple[int, ...]:
+    return tuple(_fhash("g:" + g) for g in _char_grams(form))
+
+
 @dataclass(frozen=True)
 class LexicalSimilarity:
     """The default, offline similarity: lemmas + IDF, names/numbers skeletons, char grams."""
@@ -433,6 +438,7 @@ class LexicalSimilarity:
         terms: dict[int, float] = Counter()
         names: dict[int, float] = Counter()
         grams: dict[int, float] = Counter()
+        gram_forms: dict[str, float] = Counter()
         lead: dict[int, float] = Counter()
         numbers: set[int] = set()
         parts = ((title, TITLE_BOOST, True), (body[:LEAD_CHARS], LEAD_BOOST, True),
@@ -454,13 +460,15 @@ class LexicalSimilarity:
                     lead[h] += boost * w_idf
                 if w_idf >= 1.0 and len(form) >= 3:
                     keyable["w:" + form] += boost * w_idf
-                    # Character n-grams of the transliterated lemma meet where words
-                    # differ only by inflection, compounding or a language's spelling.
-                    for g in _char_grams(form):
-                        grams[_fhash("g:" + g)] += boost * w_idf
+                    gram_forms[form] += boost * w_idf
                 if sk:
                     names[_fhash("n:" + sk)] += boost * w_idf
                     keyable["n:" + sk] += boost * w_idf * 1.5
+        # Character n-grams of the transliterated lemmas meet where words differ only by
+        # inflection, compounding or a language's spelling (summed per distinct word).
+        for form, weight in gram_forms.items():
+            for g in _gram_hashes(form):
+                grams[g] += weight
         terms_b, term_w = _pack({k: 1.0 + math.log(v) if v > 1 else v
                                  for k, v in terms.items() if v > 0}, MAX_TERMS)
         names_b, name_w = _pack(dict(names), MAX_NAMES)
