@@ -56,3 +56,35 @@ def test_url_and_guid_duplicates_are_dropped_deterministically():
 def test_guid_scope():
     assert guid_key(entry("https://x/1", "tag:x.example,2024:1")) == "tag:x.example,2024:1"
     assert guid_key(entry("https://x/1", "42")).endswith(" 42")
+
+
+def test_repeating_trigger_uses_keyed_state_and_still_keeps_one_per_key():
+    from apache_beam.transforms import trigger, window
+
+    from transforms.dedup import KeepFirstPerKey, KeepFirstPerKeyFn
+    from transforms.stories import fires_once
+
+    with TestPipeline() as p:
+        entries = (p | beam.Create(ENTRIES[:2] + ENTRIES[:2])
+                   | beam.WindowInto(window.GlobalWindows(),
+                                     trigger=trigger.Repeatedly(trigger.AfterCount(1)),
+                                     accumulation_mode=trigger.AccumulationMode.DISCARDING))
+        stage = KeepFirstPerKey("url", lambda e: e.url)
+        result = entries | stage
+        assert_that(result.unique | "U" >> beam.Map(lambda e: e.url),
+                    equal_to(["https://a.example/1"]), label="one kept")
+        assert_that(result.duplicates | "D" >> beam.Map(lambda d: d.level),
+                    equal_to(["url"] * 3), label="three dropped")
+        # A repeating trigger fires keys again: the stateful DoFn must be the one used.
+        assert not fires_once(entries.windowing)
+        fns = [t.transform.fn for t in _parts(p)
+               if isinstance(t.transform, beam.ParDo)]
+        assert any(isinstance(fn, KeepFirstPerKeyFn) for fn in fns)
+
+
+def _parts(pipeline):
+    stack = [pipeline.transforms_stack[0]]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(node.parts)
