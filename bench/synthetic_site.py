@@ -102,7 +102,11 @@ def serve(feeds: int, per_feed: int, port: int, latency: float) -> None:
         def log_message(self, *args: object) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    class QuietServer(ThreadingHTTPServer):
+        def handle_error(self, request, client_address) -> None:
+            pass  # clients closing kept-alive connections are not errors here
+
+    httpd = QuietServer(("127.0.0.1", port), Handler)
     httpd.daemon_threads = True
     base = f"http://127.0.0.1:{httpd.server_address[1]}"
     pages = make_site(feeds, per_feed, base)
