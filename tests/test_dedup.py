@@ -77,9 +77,14 @@ def test_repeating_trigger_uses_keyed_state_and_still_keeps_one_per_key():
                     equal_to(["url"] * 3), label="three dropped")
         # A repeating trigger fires keys again: the stateful DoFn must be the one used.
         assert not fires_once(entries.windowing)
-        fns = [t.transform.fn for t in _parts(p)
-               if isinstance(t.transform, beam.ParDo)]
-        assert any(isinstance(fn, KeepFirstPerKeyFn) for fn in fns)
+        nodes = [t for t in _parts(p) if isinstance(t.transform, beam.ParDo)
+                 and isinstance(t.transform.fn, KeepFirstPerKeyFn)]
+        assert nodes
+        # Keyed state is partitioned by encoded key: the key coder must be deterministic.
+        for node in nodes:
+            (pcoll,) = node.main_inputs.values()
+            coder = beam.coders.registry.get_coder(pcoll.element_type)
+            assert coder.is_kv_coder() and coder.key_coder().is_deterministic()
 
 
 def _parts(pipeline):
