@@ -25,6 +25,7 @@ class Summary:
     feed_errors: int = 0
     by_partition: collections.Counter = field(default_factory=collections.Counter)
     by_language: collections.Counter = field(default_factory=collections.Counter)
+    story_sizes: collections.Counter = field(default_factory=collections.Counter)
     duplicates_by_level: collections.Counter = field(default_factory=collections.Counter)
     errors_by_reason: collections.Counter = field(default_factory=collections.Counter)
     counters: dict = field(default_factory=dict)
@@ -49,6 +50,9 @@ class Summary:
             lines.append(f"    {part:<60} {n:>6}")
         lines.append("  articles by language: " + ", ".join(
             f"{k} {v}" for k, v in sorted(self.by_language.items())))
+        echoed = [n for n in self.story_sizes.values() if n > 1]
+        lines.append(f"  stories: {len(self.story_sizes)}; {len(echoed)} told by several "
+                     f"articles ({sum(echoed)} articles)")
         if self.duplicates_by_level:
             lines.append("  duplicates by level: " + ", ".join(
                 f"{k} {v}" for k, v in sorted(self.duplicates_by_level.items())))
@@ -78,10 +82,11 @@ def summarize(root: str, run_id: str, counters: dict[str, int]) -> Summary:
     """Builds the run summary from the run's published files."""
     s = Summary(run_id=run_id, counters=dict(counters))
     for path in run_files(root, "articles", run_id):
-        t = _read(path, ["language"])
+        t = _read(path, ["language", "story_id"])
         s.articles += t.num_rows
         s.by_partition[_partition_of(root, "articles", path)] += t.num_rows
         s.by_language.update(t.column("language").to_pylist())
+        s.story_sizes.update(t.column("story_id").to_pylist())
     for path in run_files(root, "duplicates", run_id):
         t = _read(path, ["level"])
         s.duplicates += t.num_rows

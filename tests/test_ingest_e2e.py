@@ -122,5 +122,5 @@ def test_cli_demo_command(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "accounting OK" in proc.stdout
-    assert "errors by stage/reason" in proc.stdout
+    assert "errors by stage/reason" in proc.stdout and "told by several articles" in proc.stdout
     assert table(out, "articles").num_rows > 20
