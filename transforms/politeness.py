@@ -53,6 +53,27 @@ ROBOTS_TTL = 24 * 3600.0
 """RFC 9309: a cached robots.txt should not be used for more than 24 hours."""
 
 
+FULL_HOST_RECHECK = 0.05
+"""Seconds a scheduler waits before looking again at hosts that were all full."""
+
+_SHARED_LIMITERS: dict[tuple[int, float], HostLimiter] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_limiter(max_concurrent: int, min_delay: float) -> HostLimiter:
+    """One limiter per worker process and setting, shared by the feed and page stages.
+
+    Without it each stage (and each DoFn instance) would keep its own count, and a host
+    could see the feed fetcher and the page fetcher at once above the configured limit.
+    """
+    key = (max_concurrent, min_delay)
+    with _SHARED_LOCK:
+        limiter = _SHARED_LIMITERS.get(key)
+        if limiter is None:
+            limiter = _SHARED_LIMITERS[key] = HostLimiter(max_concurrent, min_delay)
+        return limiter
+
+
 class HostLimiter:
     """Counts requests in flight per host and spaces their starts. Thread-safe.
 
@@ -197,7 +218,9 @@ class HostScheduler:
                     del self._queues[host]
                 return task, None
             soonest = min(soonest, wait)
-        return None, (None if math.isinf(soonest) else soonest)
+        # A full host may be released by another scheduler sharing the limiter, which does
+        # not notify this one: look again shortly instead of sleeping until our own release.
+        return None, (FULL_HOST_RECHECK if math.isinf(soonest) else soonest)
 
     def _work(self) -> None:
         while True:
@@ -314,7 +337,11 @@ class PoliteFetcher:
                  clock: Callable[[], float] = time.monotonic, name: str = "fetch"):
         self.policy = policy
         self.client = HttpClient(policy, resolver=resolver, sleep=sleep)
-        self.limiter = HostLimiter(policy.per_host_concurrency, policy.per_host_delay, clock)
+        # Injected clocks (tests) get a private limiter; real runs share one per process.
+        self.limiter = (shared_limiter(policy.per_host_concurrency, policy.per_host_delay)
+                        if clock is time.monotonic
+                        else HostLimiter(policy.per_host_concurrency, policy.per_host_delay,
+                                         clock))
         self.robots = RobotsCache(self.client, clock=clock)
         self.scheduler = HostScheduler(self.limiter, threads, name)
 
