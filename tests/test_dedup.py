@@ -61,8 +61,7 @@ def test_guid_scope():
 def test_repeating_trigger_uses_keyed_state_and_still_keeps_one_per_key():
     from apache_beam.transforms import trigger, window
 
-    from transforms.dedup import KeepFirstPerKey, KeepFirstPerKeyFn
-    from transforms.stories import fires_once
+    from transforms.dedup import KeepFirstPerKey, KeepFirstPerKeyFn, fires_once
 
     with TestPipeline() as p:
         entries = (p | beam.Create(ENTRIES[:2] + ENTRIES[:2])

@@ -60,6 +60,20 @@ def duplicate_record(entry: Entry, kept_id: str, level: str, similarity: float,
         schema_version=SCHEMA_VERSION)
 
 
+def fires_once(windowing) -> bool:
+    """Whether a GroupByKey under ``windowing`` emits each key and window exactly once.
+
+    True for the default trigger without allowed lateness (batch, or fixed windows in
+    the continuous pipeline): no later firing can need what an earlier one saw, so the
+    stateful DoFns are replaced by plain ones. Keyed state costs a lot in the Python SDK
+    harness: every state write re-measures the cached value with ``objsize``, which
+    walks all loaded modules (about 4 ms per call here), several times per key.
+    """
+    from apache_beam.transforms.trigger import DefaultTrigger
+
+    return isinstance(windowing.triggerfn, DefaultTrigger) and windowing.allowed_lateness == 0
+
+
 class KeepFirstPerKeyFn(beam.DoFn):
     """Stateful, on grouped input: keeps the first entry of a key, reports the others.
 
@@ -143,8 +157,6 @@ class KeepFirstPerKey(beam.PTransform):
         self._clock = clock
 
     def expand(self, entries):
-        from transforms.stories import fires_once
-
         fn = (KeepFirstInGroupFn(self._level, self._clock) if fires_once(entries.windowing)
               else KeepFirstPerKeyFn(self._level, self._ttl, self._clock))
         return (

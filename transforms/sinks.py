@@ -21,7 +21,6 @@ go through ``apache_beam.io.filesystems``, so ``gs://`` and ``s3://`` work as ou
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import re
 import uuid
@@ -206,8 +205,3 @@ class WriteParquetTable(beam.PTransform):
             | "CollectStaged" >> beam.GroupByKey()
             | "Publish" >> beam.ParDo(_PublishFn(self._root, self._table, self._run_id))
         )
-
-
-def record_dict(record: Any) -> dict[str, Any]:
-    """A record dataclass as a plain dict (for summaries and tests)."""
-    return dataclasses.asdict(record)

@@ -58,6 +58,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from schemas import SCHEMA_VERSION, Article, DuplicateRecord
+from transforms.dedup import fires_once
 from transforms.feeds import NAMESPACE
 from transforms.similarity import LexicalSimilarity, Sketch, StorySimilarity, near_duplicate
 
@@ -242,20 +243,6 @@ def keep_first(group: Iterable[StoryItem], kept: str | None,
             out.append(beam.pvalue.TaggedOutput(
                 "dropped", (item.article_id, (level, kept, 1.0))))
     return kept, out
-
-
-def fires_once(windowing) -> bool:
-    """Whether a GroupByKey under ``windowing`` emits each key and window exactly once.
-
-    True for the default trigger without allowed lateness (batch, or fixed windows in
-    the continuous pipeline): no later firing can need what an earlier one saw, so the
-    stateful DoFns are replaced by plain ones. Keyed state costs a lot in the Python SDK
-    harness: every state write re-measures the cached value with ``objsize``, which
-    walks all loaded modules (about 4 ms per call here), several times per key.
-    """
-    from apache_beam.transforms.trigger import DefaultTrigger
-
-    return isinstance(windowing.triggerfn, DefaultTrigger) and windowing.allowed_lateness == 0
 
 
 class KeepFirstInGroupFn(beam.DoFn):
