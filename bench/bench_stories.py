@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import re
 import sys
 import time
 from collections import Counter, defaultdict
@@ -37,7 +38,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from transforms.similarity import FEATURES, LexicalSimilarity, language_pair  # noqa: E402
+from transforms.similarity import (  # noqa: E402
+    FEATURES,
+    MEANING_FEATURES,
+    LexicalSimilarity,
+    MultilingualSimilarity,
+    language_pair,
+)
+
+KINDS = {"multilingual": (MultilingualSimilarity, MEANING_FEATURES),
+         "lexical": (LexicalSimilarity, FEATURES)}
 
 CORPUS = ROOT.parent / "shared" / "corpora" / "stories-dev"
 PAIRS = CORPUS / "article-pairs-dev.csv"
@@ -47,6 +57,8 @@ FOLDS = 5
 SEED = 7
 MIN_BUCKET = 20
 """Language pairs seen fewer times in a training fold share the global intercept."""
+SHORT_CHARS = 200
+"""Headline stand-in length for ``pairs --short`` (texts without a title line)."""
 INNER_FOLDS = 4
 ALPHAS = (0.0, 0.25, 0.5, 0.75)
 """Candidate weights of the graded-rating fit in the blend (see :func:`fit_blend`)."""
@@ -100,15 +112,28 @@ def split_title(text: str) -> tuple[str, str]:
     return "", text
 
 
-def pair_channels(limit: int | None = None):
+def headline_of(text: str) -> str:
+    """A short stand-in for a headline: the title line, else the first sentence."""
+    title, body = split_title(text)
+    if title:
+        return title
+    first = re.split(r"(?<=[.!?。])\s+|\n", body.strip(), maxsplit=1)[0]
+    return first[:SHORT_CHARS]
+
+
+def pair_channels(kind: str, limit: int | None = None, short: bool = False):
     need(PAIRS)
-    sim = LexicalSimilarity()
+    sim = KINDS[kind][0]()
     rows = list(csv.DictReader(PAIRS.open(encoding="utf-8")))[:limit]
     feats, overall, cross, langs, sizes = [], [], [], [], []
     started = time.perf_counter()
     for r in rows:
-        a = sim.sketch(*split_title(r["text1"]), r["lang1"])
-        b = sim.sketch(*split_title(r["text2"]), r["lang2"])
+        if short:
+            a = sim.sketch(headline_of(r["text1"]), "", r["lang1"])
+            b = sim.sketch(headline_of(r["text2"]), "", r["lang2"])
+        else:
+            a = sim.sketch(*split_title(r["text1"]), r["lang1"])
+            b = sim.sketch(*split_title(r["text2"]), r["lang2"])
         feats.append(sim.features(a, b))
         sizes += [a.nbytes(), b.nbytes()]
         overall.append(float(r["Overall"]))
@@ -181,8 +206,8 @@ def fit_model(x: np.ndarray, overall: np.ndarray, langs: list[str]):
     return w, buckets, t, alpha
 
 
-def run_pairs(fit: bool, limit: int | None) -> None:
-    x, overall, cross, langs = pair_channels(limit)
+def run_pairs(kind: str, fit: bool, limit: int | None, short: bool = False) -> None:
+    x, overall, cross, langs = pair_channels(kind, limit, short)
     gold = overall <= GOLD_MAX
     rng = np.random.default_rng(SEED)
     folds = rng.permutation(len(x)) % FOLDS
@@ -220,11 +245,12 @@ def run_pairs(fit: bool, limit: int | None) -> None:
         print(f"    {lp:<6} n={len(idx):>4} gold={int(g.sum()):>3} F1={f:.3f}")
     if fit:
         w, buckets, t, alpha = fit_model(x, overall, langs)
-        n = len(FEATURES)
+        names = KINDS[kind][1]
+        n = len(names)
         offsets = tuple((str(b), round(float(v), 3)) for b, v in zip(buckets, w[1 + n:],
                                                                  strict=True))
         print(f"fitted on all pairs (shipped defaults, blend {alpha}): intercept={w[0]:.3f} "
-              f"threshold={t:.3f}\n  weights ({', '.join(FEATURES)}) = "
+              f"threshold={t:.3f}\n  weights ({', '.join(names)}) = "
               f"{tuple(np.round(w[1:1 + n], 3).tolist())}\n  pair_offsets = {offsets}")
 
 
@@ -238,7 +264,7 @@ def bcubed(pred: list[str], gold: list[str]) -> tuple[float, float, float]:
     return p, r, 2 * p * r / (p + r)
 
 
-def run_headlines(limit: int | None) -> None:
+def run_headlines(kind: str, limit: int | None) -> None:
     need(HEADLINES)
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
@@ -269,7 +295,8 @@ def run_headlines(limit: int | None) -> None:
     tmp = tempfile.mkdtemp(prefix="bench-stories-")
     started = time.perf_counter()
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
-        out = p | beam.Create(articles) | AssignStories()
+        sim = KINDS[kind][0]()
+        out = p | beam.Create(articles) | AssignStories(sim)
         _ = (out.articles | "StoryOf" >> beam.Map(lambda a: json.dumps([a.article_id,
                                                                         a.story_id]))
              | "WriteStories" >> beam.io.WriteToText(f"{tmp}/stories"))
@@ -294,7 +321,7 @@ def run_headlines(limit: int | None) -> None:
           f"{len(set(pred))} predicted stories, {len(dropped)} dropped as copies; "
           f"{took:.1f} s through AssignStories")
     print(f"  BCubed P={p:.3f} R={r:.3f} F1={f:.3f} (threshold "
-          f"{LexicalSimilarity().threshold} fixed in advance)")
+          f"{sim.threshold} fixed in advance)")
 
 
 def main() -> None:
@@ -302,12 +329,17 @@ def main() -> None:
     parser.add_argument("what", choices=["pairs", "headlines"])
     parser.add_argument("--fit", action="store_true")
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--short", action="store_true",
+                        help="pairs: compare headlines only (title line, else first "
+                             "sentence): the fit for title-only articles.")
+    parser.add_argument("--similarity", choices=sorted(KINDS), default="multilingual",
+                        help="Which similarity to measure (default: the pipeline's).")
     args = parser.parse_args()
     print("command: .venv/bin/python bench/bench_stories.py " + " ".join(sys.argv[1:]))
     if args.what == "pairs":
-        run_pairs(args.fit, args.limit)
+        run_pairs(args.similarity, args.fit, args.limit, args.short)
     else:
-        run_headlines(args.limit)
+        run_headlines(args.similarity, args.limit)
 
 
 if __name__ == "__main__":
