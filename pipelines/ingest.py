@@ -212,11 +212,13 @@ def parse_args(argv: Sequence[str] | None) -> tuple[IngestConfig, PipelineOption
 
 
 def build(pipeline: beam.Pipeline, config: IngestConfig, clock=None,
-          feed_stage: beam.PTransform | None = None) -> dict:
+          feed_stage: beam.PTransform | None = None, across_windows: bool = False) -> dict:
     """Adds the ingestion transforms to ``pipeline``; returns the main PCollections.
 
     ``feed_stage`` (continuous modes) replaces reading ``config``'s feeds once: a
     PTransform applied to the pipeline returning ``{"entries", "errors", "duplicates"}``.
+    ``across_windows`` (the unbounded pipeline, whose feed stage emits fixed windows):
+    the story stage matches copies and echoes of earlier windows too.
     """
     now = dt.datetime.now(dt.UTC)
     entry_sets, error_sets, duplicate_sets = [], [], []
@@ -253,10 +255,14 @@ def build(pipeline: beam.Pipeline, config: IngestConfig, clock=None,
             AssignTopicFn(config.category_map, config.topic_threshold))
     )
     # Story stage: exact and near copies are dropped, echoes share the first article's id.
+    # The unbounded pipeline reads no seeds: their side input (this batch's time bounds)
+    # is never ready for a global-window reader, which held every window back until the
+    # job ended; its keyed state plays their part instead.
     stories = articles | "AssignStories" >> AssignStories(
         make_similarity(config.story_similarity), config.story_threshold,
         dt.timedelta(hours=config.story_window_hours), config.drop_echoes,
-        existing=config.output, run_id=config.run_id, clock=clock)
+        existing=None if across_windows else config.output, run_id=config.run_id,
+        clock=clock, across_windows=across_windows)
     articles = stories.articles
     duplicates = (duplicates, stories.duplicates) | "WithStoryDuplicates" >> beam.Flatten()
     errors = error_sets | "AllErrors" >> beam.Flatten()

@@ -15,8 +15,14 @@ Shape of the pipeline::
                          another feed brought earlier; forgets keys no feed lists any more
       → FixedWindows(poll interval)
       → the batch stages from ``pipelines.ingest.build``: exact dedup, pages, language,
-        topic, and Parquet tables published once per window
+        topic, stories, and Parquet tables published once per window
         (``part-<run_id>-<window start>-<window end>-NNNNN.parquet``)
+
+The story stage runs with ``across_windows``: its keyed steps (article id, content hash,
+blocking keys, pointer jumping) keep state in the global window, so a same-body copy, a
+near copy or an echo is matched to an original that came in an earlier window. That state
+expires the story window (``--story-window-hours``, 72 by default) after the article's
+published time, in watermark time; a copy arriving later opens a story of its own.
 
 Decisions are taken in event time: a poll's time is its impulse's timestamp, so backoff
 and forgetting are deterministic under ``TestStream``.
@@ -137,7 +143,7 @@ def build_streaming(pipeline: beam.Pipeline, config: IngestConfig, poll_interval
         feeds=list(config.subscriptions.feeds)))
     stage = PollContinuously(config.subscriptions.feeds, config.policy, poll_interval, start,
                              stop, forget_after, backoff, impulse=impulse, clock=clock)
-    return build(pipeline, config, clock, feed_stage=stage)
+    return build(pipeline, config, clock, feed_stage=stage, across_windows=True)
 
 
 def is_local_runner(options: PipelineOptions) -> bool:

@@ -10,7 +10,8 @@ import pyarrow.dataset as ds
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_stream import TestStream
-from apache_beam.transforms.window import TimestampedValue
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import FixedWindows, TimestampedValue
 
 from pipelines.demo.server import SiteServer
 from pipelines.ingest import parse_args, run
@@ -123,11 +124,15 @@ def test_teststream_drives_state_timers_and_windows(site):
 
     urls = [u.rsplit("/", 2)[-2] + u.rsplit("/", 1)[-1][0]
             for u in _read(out, "articles").column("url").to_pylist()]
-    # d1 is written again only because its key was forgotten (600 s) before T0+2100.
-    assert sorted(urls) == ["a1", "a2", "b1", "d1", "d1"]
-    assert _windows(out, "articles", "ts") == {0: 4, 2100: 1}
-    dups = _read(out, "duplicates").to_pylist()
-    assert [(d["url"].endswith("/a/1.html"), d["level"]) for d in dups] == [(True, "url")]
+    assert sorted(urls) == ["a1", "a2", "b1", "d1"]
+    assert _windows(out, "articles", "ts") == {0: 4}
+    # d1's sighting was forgotten (600 s) before T0+2100, so its page is fetched again;
+    # the story stage still knows the article (72 h story window): a url re-listing.
+    dups = sorted((d["url"].rsplit("/", 2)[-2] + d["url"].rsplit("/", 1)[-1][0], d["level"],
+                   d["duplicate_of"] == d["article_id"]) for d in _read(out, "duplicates")
+                  .to_pylist())
+    assert dups == [("a1", "url", True), ("d1", "url", True)]
+    assert _windows(out, "duplicates", "ts") == {0: 1, 2100: 1}
     # C failed at T0, backed off at T0+300 (Retry-After 500), failed at T0+600 and T0+2100.
     errors = _read(out, "errors").to_pylist()
     assert [(e["feed_url"].endswith("/c/feed.xml"), e["reason"]) for e in errors] == [
@@ -177,3 +182,224 @@ def test_local_streaming_without_a_stop_runs_watch(site, capsys):
                      "--cycles", "1"], quiet=True)
     assert isinstance(report, WatchReport) and report.cycles[0].summary.articles == 2
     assert "runs here as `newsbeam watch`" in capsys.readouterr().err
+
+
+# -- the story stage across fixed windows ------------------------------------------------------
+
+class SequencedSite(SiteServer):
+    """A loopback site whose feeds change from poll to poll.
+
+    ``versions[path]`` lists the bodies of a feed: the n-th request gets the n-th (the
+    last one from then on). For each feed request the article files already published are
+    noted in ``published_at_poll``, so a test can tell that a window was published before
+    the next poll came in.
+    """
+
+    def __init__(self, root, out):
+        super().__init__(root)
+        self.versions: dict[str, list[str]] = {}
+        self.published_at_poll: list[list[str]] = []
+        self._out = out
+        self._served: collections.Counter = collections.Counter()
+
+    def _override_for(self, target, path):
+        if path not in self.versions:
+            return super()._override_for(target, path)
+        with self._lock:
+            n = self._served[path]
+            self._served[path] += 1
+        self.published_at_poll.append(sorted(
+            p.name for p in (self._out / "articles").rglob("part-*.parquet")))
+        body = self.versions[path][min(n, len(self.versions[path]) - 1)]
+        return 200, {"Content-Type": "application/rss+xml"}, body.encode()
+
+
+def dated_rss(items: list[tuple[str, str, int]]) -> str:
+    """An RSS feed of (path, title, minutes after T0 published) items."""
+    def item(path, title, minutes):
+        when = dt.datetime.fromtimestamp(T0 + 60 * minutes, dt.UTC)
+        return (f"<item><title>{title}</title><link>{{{{BASE}}}}{path}</link>"
+                f"<guid>{{{{BASE}}}}{path}</guid><pubDate>"
+                f"{when:%a, %d %b %Y %H:%M:%S} GMT</pubDate></item>")
+    return ('<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
+            "<title>Wire watch</title><link>{{BASE}}/</link><language>en</language>"
+            + "".join(item(*i) for i in items) + "</channel></rss>")
+
+
+def story_page(title: str, text: str) -> str:
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}"
+            f"</title></head><body><article><h1>{title}</h1><p>{text}</p></article>"
+            f"</body></html>")
+
+
+STORY_WINDOW_HOURS = 1.0
+# Originals at poll 1; echo, same-body copy and near copy at poll 2 (the next window); the
+# same three again at poll 3, two hours later, when the story state (1 h) has expired.
+ORIGINALS = [("/o/echoed.html", "echoed", -5), ("/o/copied.html", "copied", -5),
+             ("/o/edited.html", "edited", -5), ("/o/missing.html", "missing", -5)]
+COPIES = [("/k/echo.html", "echo", 0), ("/k/copy.html", "copy", 0),
+          ("/k/near.html", "near", 0)]
+LATE = [("/l/echo.html", "late echo", 10), ("/l/copy.html", "late copy", 10),
+        ("/l/near.html", "late near", 10)]
+LATE_POLL = 2 * 3600
+
+
+@pytest.fixture(scope="module")
+def cross_window_run(tmp_path_factory):
+    """One TestStream run of the unbounded pipeline over three polls (shared by the tests
+    below: a run takes tens of seconds)."""
+    from tests.test_stories import KURSK, WIRE, copies
+    from tests.test_watch import STORIES
+
+    tmp = tmp_path_factory.mktemp("cross")
+    out = tmp / "out"
+    site = tmp / "site"
+    near_body = next(a.body for a in copies() if a.article_id == "near")
+    pages = {
+        "/o/echoed.html": KURSK["en-soldiers"][1:], "/o/copied.html": ("Orchestra", STORIES["c2"]),
+        "/o/edited.html": ("Central bank holds rates", WIRE),
+        "/k/echo.html": KURSK["en-zelensky"][1:], "/k/copy.html": ("Orchestra", STORIES["c2"]),
+        "/k/near.html": ("Bank leaves rates on hold", near_body),
+    }
+    for late, early in (("/l/echo.html", "/k/echo.html"), ("/l/copy.html", "/k/copy.html"),
+                        ("/l/near.html", "/k/near.html")):
+        pages[late] = pages[early]
+    for path, (title, text) in pages.items():
+        (site / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (site / path.lstrip("/")).write_text(story_page(title, text))
+    with SequencedSite(site, out) as server:
+        feed = "/wire/feed.xml"
+        # Feeds keep listing what they listed before: re-listings are not new entries.
+        server.versions[feed] = [dated_rss(ORIGINALS), dated_rss(ORIGINALS + COPIES),
+                                 dated_rss(COPIES + LATE)]
+        config, _ = parse_args(["--feeds", server.url(feed), "--output", str(out),
+                                "--allow-private-network", "--run-id", "cw",
+                                "--fetch-threads", "2",
+                                "--story-window-hours", str(STORY_WINDOW_HOURS)])
+        impulses = (TestStream()
+                    .advance_watermark_to(T0).add_elements([TimestampedValue(T0, T0)])
+                    # The first window closes before the copies are polled.
+                    .advance_watermark_to(T0 + 300)
+                    .add_elements([TimestampedValue(T0 + 300, T0 + 300)])
+                    .advance_watermark_to(T0 + LATE_POLL)
+                    .add_elements([TimestampedValue(T0 + LATE_POLL, T0 + LATE_POLL)])
+                    .advance_watermark_to_infinity())
+        options = PipelineOptions(["--runner=BundleBasedDirectRunner", "--streaming"])
+        with beam.Pipeline(options=options) as p:
+            build_streaming(p, config, 300, backoff=60, impulse=impulses)
+        yield out, server
+
+
+def _by_path(rows):
+    return {r["url"].split("/", 3)[-1]: r for r in rows}
+
+
+@pytest.mark.slow
+def test_copies_and_echoes_in_a_later_window_are_matched(cross_window_run):
+    out, _ = cross_window_run
+    articles = _by_path(_read(out, "articles").to_pylist())
+    dups = _by_path(_read(out, "duplicates").to_pylist())
+    original = {p: articles[p]["article_id"] for p in
+                ("o/echoed.html", "o/copied.html", "o/edited.html")}
+    # The echo came one window after its original and joined the original's story.
+    echo = articles["k/echo.html"]
+    assert (echo["story_id"], echo["is_story_lead"]) == (original["o/echoed.html"], False)
+    assert 0.0 < echo["story_similarity"] <= 1.0
+    # The same-body copy and the near copy were dropped, pointing at their originals.
+    assert (dups["k/copy.html"]["level"], dups["k/copy.html"]["duplicate_of"]) == (
+        "content", original["o/copied.html"])
+    assert (dups["k/near.html"]["level"], dups["k/near.html"]["duplicate_of"]) == (
+        "near", original["o/edited.html"])
+    assert "k/copy.html" not in articles and "k/near.html" not in articles
+    # Originals in the first window, the decisions about the copies in the second.
+    assert _windows(out, "articles", "cw")[0] == 3
+    assert _windows(out, "duplicates", "cw") == {300: 2}
+
+
+@pytest.mark.slow
+def test_copies_after_the_story_window_are_not_matched(cross_window_run):
+    """The same texts two hours later (window 1 h): the state has expired, so they open
+    stories of their own, although their published times are within the window."""
+    out, _ = cross_window_run
+    articles = _by_path(_read(out, "articles").to_pylist())
+    for path in ("l/echo.html", "l/copy.html", "l/near.html"):
+        row = articles[path]
+        assert (row["story_id"], row["is_story_lead"]) == (row["article_id"], True), path
+    assert _windows(out, "articles", "cw") == {0: 3, 300: 1, LATE_POLL: 3}
+
+
+@pytest.mark.slow
+def test_cross_window_accounting_and_windows_published_as_they_close(cross_window_run):
+    out, server = cross_window_run
+    entries = len(ORIGINALS) + len(COPIES) + len(LATE)  # distinct items the feed listed
+    written = _read(out, "articles").num_rows
+    duplicates = _read(out, "duplicates").num_rows
+    errors = _read(out, "errors").to_pylist()
+    assert [(e["url"].endswith("/o/missing.html"), e["level"], e["reason"])
+            for e in errors] == [(True, "entry", "http_404")]
+    assert (written, duplicates, len(errors)) == (7, 2, 1)
+    assert entries == written + duplicates + len(errors)
+    assert len(set(_read(out, "articles").column("article_id").to_pylist())) == written
+    # Each window was published before the next poll: output lands every window.
+    def windows(names):
+        return {int(n.split("-")[2]) - T0 for n in names}
+
+    assert [windows(names) for names in server.published_at_poll] == [set(), {0}, {0, 300}]
+
+
+def _one_window_each(groups: list[list], start: int = T0) -> TestStream:
+    """A TestStream putting each group of elements into its own 300 s window, in order."""
+    stream = TestStream()
+    for i, group in enumerate(groups):
+        t = start + 300 * i
+        stream = stream.advance_watermark_to(t).add_elements(
+            [TimestampedValue(x, t) for x in group])
+    return stream.advance_watermark_to_infinity()
+
+
+@pytest.mark.slow
+def test_story_stage_across_windows_gives_the_batch_stories():
+    """The fixture corpus of tests/test_stories.py, each story told over four windows:
+    the same story ids and dropped copies as when it all comes in one batch."""
+    from tests.test_stories import NOW, copies, corpus, expected_stories
+    from transforms.stories import AssignStories
+
+    by_id = {a.article_id: a for a in corpus() + copies()}
+    windows = [["en-soldiers", "battle", "wire"], ["en-zelensky", "strike", "exact"],
+               ["uk", "aid", "near"], ["ru", "strike-ru"]]
+    stream = _one_window_each([[by_id[i] for i in w] for w in windows])
+    options = PipelineOptions(["--runner=BundleBasedDirectRunner", "--streaming"])
+    with beam.Pipeline(options=options) as p:
+        articles = p | stream | beam.WindowInto(FixedWindows(300))
+        out = articles | AssignStories(clock=lambda: NOW, across_windows=True)
+        assert_that(out.articles | beam.Map(lambda a: (a.article_id, a.story_id,
+                                                       a.is_story_lead)),
+                    equal_to(expected_stories() + [("wire", "wire", True)]), label="stories")
+        assert_that(out.duplicates | beam.Map(lambda d: (d.article_id, d.level,
+                                                         d.duplicate_of)),
+                    equal_to([("exact", "content", "wire"), ("near", "near", "wire")]),
+                    label="dropped")
+
+
+@pytest.mark.slow
+def test_story_chains_resolve_through_earlier_windows():
+    """A chain c5 → c4 → … → c0, one article per window: every article gets the root
+    c0, and a near copy of a near copy points at what its parent copied."""
+    from transforms.stories import Node, ResolveStories
+
+    def echo(aid, parent, level="echo"):
+        return Node(aid, parent, False, level, 0.5, parent)
+
+    nodes = [[Node("c0", "c0", True, "lead", None, None)], [echo("c1", "c0")],
+             [echo("c2", "c1")], [echo("c3", "c2", "near")], [echo("c4", "c3")],
+             [echo("c5", "c3", "near")]]
+    options = PipelineOptions(["--runner=BundleBasedDirectRunner", "--streaming"])
+    with beam.Pipeline(options=options) as p:
+        resolved = (p | _one_window_each(nodes) | beam.WindowInto(FixedWindows(300))
+                    | ResolveStories(rounds=3, windowfn=FixedWindows(300),
+                                     window=dt.timedelta(hours=1)))
+        assert_that(resolved | beam.Map(lambda n: (n.article_id, n.ptr, n.done,
+                                                   bool(n.parent_near))),
+                    equal_to([("c0", "c0", True, False), ("c1", "c0", True, False),
+                              ("c2", "c0", True, False), ("c3", "c0", True, False),
+                              ("c4", "c0", True, True), ("c5", "c0", True, True)]))

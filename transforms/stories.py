@@ -33,6 +33,18 @@ How it scales (every step is keyed; there is no global index):
 Everything is sorted by ``(published_at or fetched_at, article_id)`` before any decision,
 so the same input gives the same story ids in whatever order the runner delivers it.
 
+Continuous pipeline (``across_windows``): the articles come in fixed windows, one per poll
+interval, and an article must still find its original when that came in an earlier
+window. Beam scopes keyed state to a key *and* a window, so the keyed steps (by id, by
+content, per blocking key, and each pointer-jumping round) group within the window as in
+batch and then run their stateful twins in the global window (:class:`WithMemory`), where
+state lives until its expiry timer fires: the story window after the article's event
+time (watermark time). Their outputs go back into the window they came from, so the joins
+(``ChooseParent``, ``AssembleStories``) still see one complete group per window and every
+article is decided exactly once. Groups reach the stateful steps in window order on the
+direct runner; a runner that delivers a later window's group for a key before an earlier
+one's can miss that match (never lose or double an article).
+
 Re-runs: with ``existing=DIR`` the articles already published under ``DIR/articles/``
 (date partitions within the window of this batch) are read back and take part as earlier
 articles ("seeds") with the story ids they were written with; a new article whose id is
@@ -55,6 +67,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from schemas import SCHEMA_VERSION, Article, DuplicateRecord
@@ -413,16 +426,86 @@ def _jump(element: tuple[str, dict]) -> Iterator[Node]:
         yield node._replace(ptr=ptr, done=done, parent_near=parent_near)
 
 
+class JumpWithMemoryFn(beam.DoFn):
+    """Stateful :func:`_jump` for a continuous pipeline: a key's pointer outlives its window.
+
+    The parent of an article may have come in an earlier window. What that parent pointed
+    at when it entered this round is kept in state (for the story window after the
+    group's timestamp), so a later child still takes the right pointer: exactly what the
+    parent's own node would have answered had both been in one window.
+    """
+
+    INFO = ReadModifyWriteStateSpec("info", PickleCoder())
+    EXPIRE = TimerSpec("expire", TimeDomain.WATERMARK)
+
+    def __init__(self, window: dt.timedelta):
+        self._window = Duration(seconds=window.total_seconds())
+
+    def process(self, element: tuple[str, dict], timestamp=beam.DoFn.TimestampParam,
+                info=beam.DoFn.StateParam(INFO),
+                expire=beam.DoFn.TimerParam(EXPIRE)) -> Iterator[Node]:
+        key, groups = element
+        infos = list(groups["info"])
+        if infos:
+            info.write(infos[0])
+            expire.set(timestamp + self._window)
+        else:
+            remembered = info.read()
+            if remembered is not None:
+                groups = dict(groups, info=[remembered])
+        yield from _jump((key, groups))
+
+    @on_timer(EXPIRE)
+    def on_expire(self, info=beam.DoFn.StateParam(INFO)) -> Iterator[Any]:
+        info.clear()
+        return iter(())
+
+
+class WithMemory(beam.PTransform):
+    """Grouped ``(key, values)`` of one fixed window → ``fn``, whose keyed state outlives it.
+
+    The groups move into the global window, where ``fn``'s state lives until its own
+    expiry timer clears it; every output goes back into ``windowfn``. A group's timestamp
+    is the end of its window (the default for fixed windows), so each output returns to
+    the window its group came from, on time. Returns the main output, or a dict of the
+    main (``main``) and tagged outputs when ``tags`` are given.
+    """
+
+    def __init__(self, fn: beam.DoFn, windowfn: Any, tags: tuple[str, ...] = ()):
+        super().__init__()
+        self._fn = fn
+        self._windowfn = windowfn
+        self._tags = tags
+
+    def expand(self, groups):
+        # WindowInto passes its input's type on; the keys are strings, and keyed state
+        # needs a deterministic key coder (a CoGroupByKey result is typed Any).
+        moved = (groups
+                 | "StringKeys" >> beam.Map(lambda kv: kv).with_output_types(tuple[str, Any])
+                 | "IntoGlobalWindow" >> beam.WindowInto(GlobalWindows()))
+        if not self._tags:
+            out = moved | "Remember" >> beam.ParDo(self._fn)
+            return out | "BackIntoWindows" >> beam.WindowInto(self._windowfn)
+        outs = moved | "Remember" >> beam.ParDo(self._fn).with_outputs(*self._tags, main="main")
+        return {tag: outs[tag] | f"BackIntoWindows{tag.title()}" >> beam.WindowInto(self._windowfn)
+                for tag in ("main", *self._tags)}
+
+
 class ResolveStories(beam.PTransform):
     """Nodes with parent pointers → nodes whose ``ptr`` is their story's label.
 
     Each round is one CoGroupByKey and halves every remaining chain, so ``rounds``
-    rounds resolve chains ``2**rounds`` articles deep.
+    rounds resolve chains ``2**rounds`` articles deep. With ``windowfn`` (a continuous
+    pipeline) each round also remembers every key's pointer for ``window``
+    (:class:`JumpWithMemoryFn`), so chains reach back into earlier windows.
     """
 
-    def __init__(self, rounds: int = RESOLVE_ROUNDS):
+    def __init__(self, rounds: int = RESOLVE_ROUNDS, windowfn: Any = None,
+                 window: dt.timedelta = DEFAULT_WINDOW):
         super().__init__()
         self._rounds = rounds
+        self._windowfn = windowfn
+        self._window = window
 
     def expand(self, nodes):
         for r in range(self._rounds):
@@ -432,9 +515,13 @@ class ResolveStories(beam.PTransform):
                 lambda n: [] if n.done else [(n.ptr, n)])
             done = nodes | f"Done{r}" >> beam.FlatMap(
                 lambda n: [(n.article_id, n)] if n.done else [])
-            nodes = ({"info": info, "ask": asks, "self": done}
-                     | f"JoinPointers{r}" >> beam.CoGroupByKey()
-                     | f"Jump{r}" >> beam.FlatMap(_jump))
+            joined = ({"info": info, "ask": asks, "self": done}
+                      | f"JoinPointers{r}" >> beam.CoGroupByKey())
+            if self._windowfn is None:
+                nodes = joined | f"Jump{r}" >> beam.FlatMap(_jump)
+            else:
+                nodes = joined | f"Jump{r}" >> WithMemory(JumpWithMemoryFn(self._window),
+                                                          self._windowfn)
         return nodes
 
 
@@ -570,14 +657,16 @@ class AssignStories(beam.PTransform):
     ``similarity`` is any :class:`~transforms.similarity.StorySimilarity` (default
     lexical); ``threshold`` defaults to the similarity's own. ``existing`` is the output
     folder whose published articles seed the state (re-runs add no rows); ``run_id``
-    excludes this run's own files from it.
+    excludes this run's own files from it. ``across_windows`` (the continuous pipeline,
+    articles in fixed windows) makes an article match copies and stories of earlier
+    windows within ``window``: see the module docstring.
     """
 
     def __init__(self, similarity: StorySimilarity | None = None,
                  threshold: float | None = None, window: dt.timedelta = DEFAULT_WINDOW,
                  drop_echoes: bool = False, existing: str | None = None,
                  run_id: str | None = None, max_per_key: int = MAX_PER_KEY,
-                 rounds: int = RESOLVE_ROUNDS, clock=None):
+                 rounds: int = RESOLVE_ROUNDS, clock=None, across_windows: bool = False):
         super().__init__()
         self._sim = similarity or LexicalSimilarity()
         self._threshold = self._sim.threshold if threshold is None else threshold
@@ -592,8 +681,16 @@ class AssignStories(beam.PTransform):
         self._max = max_per_key
         self._rounds = rounds
         self._clock = clock
+        self._across = across_windows
 
     def expand(self, articles):
+        # Keyed state only matters when a key can fire again in the same window, or (across
+        # windows) when it must remember earlier windows.
+        once = fires_once(articles.windowing)
+        if self._across and not once:
+            raise ValueError("across_windows needs windows that fire once (fixed windows, "
+                             "default trigger, no allowed lateness)")
+        windowfn = articles.windowing.windowfn if self._across else None
         items = articles | "SketchArticles" >> beam.ParDo(SketchArticleFn(self._sim))
         if self._existing:
             bounds = (articles
@@ -613,30 +710,48 @@ class AssignStories(beam.PTransform):
                  | "GroupById" >> beam.GroupByKey()
                  | "DropWritten" >> beam.FlatMap(drop_written)
                  .with_outputs("dropped", main="kept"))
-        # Keyed state only matters when a key can fire again in the same window.
-        once = fires_once(articles.windowing)
-        keep_fn = (KeepFirstInGroupFn("content") if once
-                   else KeepFirstItemFn("content", self._window))
-        by_content = (by_id.kept
+        id_kept, exact_sets = by_id.kept, [by_id.dropped]
+        if self._across:
+            # An article id already decided in an earlier window (an item listed again
+            # after its sighting was forgotten) is not written twice.
+            earlier = (by_id.kept
+                       | "SingleById" >> beam.Map(lambda i: (i.article_id, [i]))
+                       .with_output_types(tuple[str, Any])
+                       | "KeepFirstById" >> WithMemory(KeepFirstItemFn("url", self._window),
+                                                       windowfn, ("dropped",)))
+            id_kept = earlier["main"]
+            exact_sets.append(earlier["dropped"])
+        by_content = (id_kept
                       | "KeyByContent" >> beam.Map(lambda i: (i.content_hash, i))
                       .with_output_types(tuple[str, Any])
-                      | "GroupByContent" >> beam.GroupByKey()
-                      | "KeepFirstByContent" >> beam.ParDo(keep_fn)
-                      .with_outputs("dropped", main="kept"))
-        kept = by_content.kept
-        compare_fn = (CompareInGroupFn if once else CompareWithinKeyFn)(
+                      | "GroupByContent" >> beam.GroupByKey())
+        if self._across:
+            by_content = by_content | "KeepFirstByContent" >> WithMemory(
+                KeepFirstItemFn("content", self._window), windowfn, ("dropped",))
+            kept = by_content["main"]
+            exact_sets.append(by_content["dropped"])
+        else:
+            keep_fn = (KeepFirstInGroupFn("content") if once
+                       else KeepFirstItemFn("content", self._window))
+            by_content = by_content | "KeepFirstByContent" >> beam.ParDo(keep_fn).with_outputs(
+                "dropped", main="kept")
+            kept = by_content.kept
+            exact_sets.append(by_content.dropped)
+        compare_fn = (CompareInGroupFn if once and not self._across else CompareWithinKeyFn)(
             self._sim, self._threshold, self._window, self._max)
-        edges = (kept
-                 | "KeyByBlock" >> beam.FlatMap(lambda i: [(k, i) for k in i.sketch.keys])
-                 .with_output_types(tuple[str, Any])
-                 | "GroupByBlock" >> beam.GroupByKey()
-                 | "CompareWithinKey" >> beam.ParDo(compare_fn))
+        blocks = (kept
+                  | "KeyByBlock" >> beam.FlatMap(lambda i: [(k, i) for k in i.sketch.keys])
+                  .with_output_types(tuple[str, Any])
+                  | "GroupByBlock" >> beam.GroupByKey())
+        edges = blocks | "CompareWithinKey" >> (WithMemory(compare_fn, windowfn)
+                                                if self._across else beam.ParDo(compare_fn))
         nodes = ({"item": kept | "ItemsById" >> beam.Map(lambda i: (i.article_id, i)),
                   "edge": edges}
                  | "JoinCandidates" >> beam.CoGroupByKey()
                  | "ChooseParent" >> beam.FlatMap(_first_node))
-        resolved = nodes | "ResolveStories" >> ResolveStories(self._rounds)
-        exact = ((by_id.dropped, by_content.dropped) | "ExactDecisions" >> beam.Flatten())
+        resolved = nodes | "ResolveStories" >> ResolveStories(self._rounds, windowfn,
+                                                              self._window)
+        exact = exact_sets | "ExactDecisions" >> beam.Flatten()
         out = ({"article": articles | "ArticlesById" >> beam.Map(lambda a: (a.article_id, a)),
                 "exact": exact,
                 "node": resolved | "NodesById" >> beam.Map(lambda n: (n.article_id, n))}
