@@ -35,7 +35,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from schemas import SCHEMA_VERSION, Article  # noqa: E402
-from transforms.similarity import LexicalSimilarity  # noqa: E402
+from transforms.similarity import (  # noqa: E402
+    LexicalSimilarity,
+    MultilingualSimilarity,
+    StorySimilarity,
+)
 from transforms.stories import (  # noqa: E402
     DEFAULT_WINDOW,
     MAX_PER_KEY,
@@ -79,9 +83,11 @@ def load(n: int, seed: int) -> list[Article]:
     return out
 
 
-def state_bytes(articles: list[Article]) -> tuple[int, int]:
+KINDS = {"multilingual": MultilingualSimilarity, "lexical": LexicalSimilarity}
+
+
+def state_bytes(sim: StorySimilarity, articles: list[Article]) -> tuple[int, int]:
     """Pickled bytes held by the stage's keyed state at the end of the batch."""
-    sim = LexicalSimilarity()
     by_key = defaultdict(list)
     winners = {}
     for a in articles:
@@ -100,9 +106,8 @@ def state_bytes(articles: list[Article]) -> tuple[int, int]:
     return total, len(winners)
 
 
-def pure_floor(articles: list[Article]) -> tuple[float, int]:
+def pure_floor(sim: StorySimilarity, articles: list[Article]) -> tuple[float, int]:
     """Seconds for the stage's work without Beam: sketch, compare per key, pick parents."""
-    sim = LexicalSimilarity()
     window = int(DEFAULT_WINDOW.total_seconds() * 1_000_000)
     started = time.perf_counter()
     items = {}
@@ -126,22 +131,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--similarity", nargs="+", choices=sorted(KINDS),
+                        default=["multilingual", "lexical"],
+                        help="Similarities to measure, one after the other in this run.")
     args = parser.parse_args()
-    print(f"command: .venv/bin/python bench/bench_dedup_cost.py --n {args.n} --seed {args.seed}")
+    print(f"command: .venv/bin/python bench/bench_dedup_cost.py --n {args.n} --seed {args.seed} "
+          f"--similarity {' '.join(args.similarity)}")
     articles = load(args.n, args.seed)
-    sim = LexicalSimilarity()
-    sim.sketch("warm", "up the lemmatiser and frequency tables", "en")
+    chars = sum(len(a.body) for a in articles) / len(articles)
+    print(f"articles: {len(articles)}, mean body {chars:.0f} chars, "
+          f"{len({a.language for a in articles})} languages")
+    for kind in args.similarity:
+        measure(kind, articles)
+
+
+def measure(kind: str, articles: list[Article]) -> None:
+    """All figures for one similarity, printed under its name."""
+    sim = KINDS[kind]()
+    print(f"similarity {kind}:")
+    sim.sketch("warm", "up the lemmatiser, frequency tables and encoder", "en")
     for lang in sorted({a.language for a in articles}):
         sim.sketch("", "warm up the tables of this language", lang)
     started = time.perf_counter()
     for a in articles:
         sim.sketch(a.title, a.body, a.language)
     took = time.perf_counter() - started
-    chars = sum(len(a.body) for a in articles) / len(articles)
-    print(f"articles: {len(articles)}, mean body {chars:.0f} chars, "
-          f"{len({a.language for a in articles})} languages")
     print(f"  sketching alone: {len(articles) / took:.0f} articles/s")
-    took, linked = pure_floor(articles)
+    took, linked = pure_floor(sim, articles)
     print(f"  pure-Python floor (sketch + compare + choose parent, no Beam): "
           f"{len(articles) / took:.0f} articles/s ({took:.1f} s, {linked} with a parent)")
 
@@ -151,7 +167,7 @@ def main() -> None:
 
     options = PipelineOptions(["--runner=FnApiRunner", "--direct_num_workers=1"])
     p = beam.Pipeline(options=options)
-    _ = p | beam.Create(articles) | AssignStories()
+    _ = p | beam.Create(articles) | AssignStories(sim)
     started = time.perf_counter()
     result = p.run()
     result.wait_until_finish()
@@ -163,10 +179,9 @@ def main() -> None:
               f"{k}={counts.get(k, 0)}" for k in ("story_leads", "story_echoes",
                                                   "duplicates_content", "duplicates_near",
                                                   "story_pairs_compared")))
-    total, kept = state_bytes(articles)
+    total, kept = state_bytes(sim, articles)
     print(f"  keyed state at end of batch: {total} bytes, {total / max(1, kept):.0f} bytes "
           f"per retained article ({kept} retained)")
-
 
 if __name__ == "__main__":
     main()

@@ -8,15 +8,20 @@ import numpy as np
 import pytest
 
 from transforms.similarity import (
+    ENCODER_LANGUAGES,
     FEATURES,
+    MEANING_FEATURES,
     NUM_PERM,
+    SHORT_WORDS,
     EmbeddingSimilarity,
     LexicalModel,
     LexicalSimilarity,
     MissingBackendError,
+    MultilingualSimilarity,
     Sketch,
     containment_estimate,
     cosine,
+    encode_meaning,
     jaccard_estimate,
     language_pair,
     load_sentence_model,
@@ -25,6 +30,7 @@ from transforms.similarity import (
     skeleton,
     token_features,
     tokenize,
+    vector_cosine,
     word_shingles,
 )
 
@@ -145,20 +151,86 @@ def test_features_see_names_and_inflections_across_languages():
     assert SIM.score(en, de) >= SIM.threshold > SIM.score(en, other)
 
 
-def test_embedding_backend_with_a_local_encoder():
-    # A tiny deterministic encoder stands in for a model: the wrapper's own logic is tested.
-    def encode(texts):
-        out = []
-        for t in texts:
-            v = np.array([t.count("rail"), t.count("train"), t.count("goal"), 1.0])
-            out.append(v / np.linalg.norm(v))
-        return np.array(out)
-
-    sim = EmbeddingSimilarity(encode=encode, weight=0.5)
+def test_embedding_backend_joins_any_encoder():
+    # The packaged multilingual encoder plugged in as the "other model" of the wrapper.
+    sim = EmbeddingSimilarity(encode=encode_meaning, weight=0.5)
     a = sim.sketch("Railway budget passed", STORY, "en")
+    b = sim.sketch("Parliament backs rail spending", STORY.replace("Monday", "Tuesday"), "en")
     c = sim.sketch("Team loses qualifier", OTHER, "en")
-    assert isinstance(a, Sketch) and len(a.vector) == 4
-    assert sim.score(a, a) > sim.score(a, c)
+    assert isinstance(a, Sketch) and len(a.vector) == 512
+    assert sim.score(a, b) > sim.score(a, c)
+
+
+MULTI = MultilingualSimilarity()
+ECHO = {
+    "en": ("Parliament passes railway budget",
+           "Lawmakers approved the railway budget on Monday. The transport minister said the "
+           "money pays for faster trains to the northern ports and for repairing old bridges."),
+    "de": ("Parlament beschließt Bahnhaushalt",
+           "Die Abgeordneten haben am Montag den Bahnhaushalt gebilligt. Der Verkehrsminister "
+           "sagte, das Geld bezahle schnellere Züge zu den Häfen im Norden und die Reparatur "
+           "alter Brücken."),
+    "ru": ("Парламент принял железнодорожный бюджет",
+           "Депутаты в понедельник одобрили бюджет железных дорог. Министр транспорта сказал, "
+           "что деньги пойдут на более быстрые поезда к северным портам и ремонт старых "
+           "мостов."),
+}
+SPORT_DE = ("Nationalelf verliert Qualifikationsspiel",
+            "Die Nationalmannschaft hat am Samstag ihr Qualifikationsspiel mit eins zu zwei "
+            "verloren. Der Trainer sprach von müden Beinen nach einer langen Saison.")
+
+
+def test_multilingual_encoder_is_packaged_and_normalised():
+    v = encode_meaning(["Parliament passes railway budget", ""])
+    assert v.shape == (2, 512) and v.dtype == np.float32
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-3)
+    # Sketches encode one text per call, which repeats bit for bit.
+    once = encode_meaning(["Parliament passes railway budget"])
+    assert np.array_equal(once, encode_meaning(["Parliament passes railway budget"]))
+    assert np.allclose(once[0], v[0], atol=1e-5)
+
+
+def test_multilingual_links_echoes_across_languages_and_not_other_stories():
+    sk = {lang: MULTI.sketch(t, b, lang) for lang, (t, b) in ECHO.items()}
+    sport = MULTI.sketch(*SPORT_DE, "de")
+    assert all(len(s.vector) == 512 for s in sk.values())
+    for a, b in (("en", "de"), ("en", "ru"), ("de", "ru")):
+        assert vector_cosine(sk[a].vector, sk[b].vector) > vector_cosine(sk[a].vector,
+                                                                          sport.vector)
+        assert MULTI.score(sk[a], sk[b]) >= MULTI.threshold, (a, b)
+    for s in sk.values():
+        assert MULTI.score(s, sport) < MULTI.threshold
+    f = dict(zip(MEANING_FEATURES, MULTI.features(sk["en"], sk["ru"]), strict=True))
+    assert f["meaning"] > 0.5 and f["cross"] == 1.0
+
+
+def test_multilingual_falls_back_to_lexical_outside_the_encoder_languages():
+    assert "uk" not in ENCODER_LANGUAGES and "en" in ENCODER_LANGUAGES
+    uk = MULTI.sketch("Парламент ухвалив залізничний бюджет", "Депутати в понеділок "
+                      "схвалили бюджет залізниці.", "uk")
+    en = MULTI.sketch(*ECHO["en"], "en")
+    assert uk.vector == b"" and len(en.vector) == 512
+    # The lexical model decides, on the common decision point.
+    lex = LexicalSimilarity()
+    z_lex = lex.model.logit(lex.features(uk, en), language_pair("uk", "en"))
+    p_lex = 1.0 / (1.0 + np.exp(-z_lex))
+    assert (MULTI.score(uk, en) >= MULTI.threshold) == (p_lex >= lex.threshold)
+
+
+def test_headlines_are_scored_by_the_headline_model():
+    a = MULTI.sketch("Central bank holds rates as inflation cools", "", "en")
+    b = MULTI.sketch("Bank keeps interest rate unchanged, inflation slows", "", "en")
+    c = MULTI.sketch("Storm closes motorway for two days", "", "en")
+    assert a.words < SHORT_WORDS
+    assert MULTI.score(a, b) >= MULTI.threshold > MULTI.score(a, c)
+    assert len(MULTI.model.weights) == len(MULTI.short_model.weights) == len(MEANING_FEATURES)
+
+
+def test_multilingual_sketch_is_picklable_and_under_budget():
+    s = MULTI.sketch(*ECHO["en"], "en")
+    assert pickle.loads(pickle.dumps(s)) == s
+    assert s.nbytes() < 1600
+    assert pickle.loads(pickle.dumps(MULTI)).score(s, s) > 0.9
 
 
 def test_missing_embedding_backend_gives_a_clear_message():
@@ -174,5 +246,6 @@ def test_missing_embedding_backend_gives_a_clear_message():
 
 def test_make_similarity():
     assert make_similarity("lexical").name == "lexical"
+    assert make_similarity("multilingual").name == "multilingual"
     with pytest.raises(ValueError):
         make_similarity("nope")

@@ -18,7 +18,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from schemas import ARTICLE_SCHEMA, SCHEMA_VERSION, Article
-from transforms.similarity import LexicalSimilarity
+from transforms.similarity import LexicalSimilarity, MultilingualSimilarity
 from transforms.sinks import WriteParquetTable, article_partition
 from transforms.stories import (
     AssignStories,
@@ -141,13 +141,18 @@ def expected_stories():
             ("strike-ru", "strike-ru", True)]
 
 
+SIMILARITIES = {"multilingual": MultilingualSimilarity(), "lexical": LexicalSimilarity()}
+
+
+@pytest.mark.parametrize("kind", sorted(SIMILARITIES))
 @pytest.mark.parametrize("seed", [None, 3, 11])
-def test_echoes_share_a_story_and_unrelated_stories_do_not(seed):
+def test_echoes_share_a_story_and_unrelated_stories_do_not(seed, kind):
     articles = corpus()
     if seed is not None:
         random.Random(seed).shuffle(articles)
     with TestPipeline() as p:
-        out = p | beam.Create(articles) | AssignStories(clock=lambda: NOW)
+        out = p | beam.Create(articles) | AssignStories(SIMILARITIES[kind],
+                                                        clock=lambda: NOW)
         assert_that(out.articles | beam.Map(lambda a: (a.article_id, a.story_id,
                                                        a.is_story_lead)),
                     equal_to(expected_stories()), label="stories")

@@ -510,6 +510,11 @@ class LexicalSimilarity:
 ENCODER_CHARS = 1000
 """Characters of title and body the sentence encoder reads: the headline and lead."""
 
+ENCODER_LANGUAGES = frozenset({"ar", "de", "en", "es", "fr", "it", "ja", "ko", "nl", "pl",
+                               "pt", "ru", "th", "tr", "zh"})
+"""Languages the encoder was trained on; pairs involving any other language (Ukrainian
+among them) are scored by the lexical model alone."""
+
 MEANING_FEATURES = (*FEATURES, "meaning")
 """Inputs of :data:`MULTILINGUAL_MODEL`: the lexical channels plus the encoder cosine."""
 
@@ -614,9 +619,14 @@ class MultilingualSimilarity(LexicalSimilarity):
         """What the encoder reads: the headline and the lead."""
         return f"{title}\n{body}"[:ENCODER_CHARS] if title else body[:ENCODER_CHARS]
 
+    lexical_model: LexicalModel = field(default_factory=LexicalModel)
+
     def sketch(self, title: str, body: str, language: str) -> Sketch:
-        """Lexical sketch plus the quantised embedding of headline and lead."""
+        """Lexical sketch plus the quantised embedding of headline and lead (for the
+        encoder's languages only)."""
         s = super().sketch(title, body, language)
+        if s.language not in ENCODER_LANGUAGES:
+            return s
         vec = (self.encode or encode_meaning)([self.meaning_text(title, body)])[0]
         return replace(s, vector=quantize(vec))
 
@@ -627,13 +637,20 @@ class MultilingualSimilarity(LexicalSimilarity):
         return [*super().features(a, b), max(0.0, vector_cosine(a.vector, b.vector))]
 
     def score(self, a: Sketch, b: Sketch) -> float:
-        """P(same story); headline-only pairs use the headline model, shifted so that
-        its own threshold lands on :attr:`threshold` (one decision point for both)."""
-        if min(a.words, b.words) >= SHORT_WORDS:
+        """P(same story). Headline-only pairs use the headline model, pairs without two
+        embeddings the lexical one, each shifted so that its own threshold lands on
+        :attr:`threshold` (one decision point for all three)."""
+        pair = language_pair(a.language, b.language)
+        if not a.vector or not b.vector:
+            # A language the encoder does not know: the lexical model decides.
+            m = self.lexical_model
+            z = m.logit(LexicalSimilarity.features(self, a, b), pair)
+        elif min(a.words, b.words) >= SHORT_WORDS:
             return super().score(a, b)
-        m = self.short_model
-        z = (m.logit(self.features(a, b), language_pair(a.language, b.language))
-             + _logit(self.model.threshold) - _logit(m.threshold))
+        else:
+            m = self.short_model
+            z = m.logit(self.features(a, b), pair)
+        z += _logit(self.model.threshold) - _logit(m.threshold)
         return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
 
 
