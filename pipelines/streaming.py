@@ -166,6 +166,8 @@ def run_continuous(config: IngestConfig, options: PipelineOptions, clock=None,
         raise SystemExit("newsbeam ingest --streaming: no valid --feeds")
     if opts.poll_interval <= 0:
         raise SystemExit("newsbeam ingest --streaming: --poll-interval must be positive")
+    if opts.page_attempts < 1:
+        raise SystemExit("newsbeam ingest --streaming: --page-attempts must be at least 1")
     forget = dt.timedelta(days=opts.forget_after_days)
     if is_local_runner(options) and opts.stop_after is None:
         print("newsbeam: the local runner publishes a streaming job's files only when it "
@@ -178,7 +180,8 @@ def run_continuous(config: IngestConfig, options: PipelineOptions, clock=None,
                              "local folder")
         report = watch(WatchConfig(ingest=config, options=options,
                                    poll_interval=opts.poll_interval, cycles=opts.cycles,
-                                   forget_after=forget, backoff=opts.feed_backoff), clock)
+                                   forget_after=forget, backoff=opts.feed_backoff,
+                                   page_attempts=opts.page_attempts), clock)
         return None, report
     options.view_as(StandardOptions).streaming = True
     start = time.time()

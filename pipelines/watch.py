@@ -22,6 +22,14 @@ so a never-ending local pipeline would never show a single article. Instead, eac
    fate was not published stays unseen and its feed's validators are not kept, so the
    next cycle fetches it again. After a crash the next start does this from the journal.
 
+A page that failed for a reason that may pass (timeout, connection error, DNS, robots.txt
+unreachable, HTTP 408/425/429/5xx) is tried again in the next cycles: its error record is
+published as usual (one per failed cycle, so every cycle's accounting balances), but the
+entry stays unseen and its feed is fetched in full, until it succeeds or has failed in
+``--page-attempts`` cycles (default 3); then its last error stands. A permanent failure
+(404, refused content type, no body, ...) is final at once. The count of failed cycles per
+entry is kept in ``DIR/_state/retries.json``.
+
 A cycle where every feed answers 304 runs no pipeline at all. One progress line is
 printed per cycle. The first Ctrl-C (or SIGTERM) lets the running cycle finish and
 publish, then stops; a second one abandons it: only ``_``-prefixed staging files remain,
@@ -51,7 +59,7 @@ from pipelines.ingest import IngestConfig, build, counters, new_run_id, parse_ar
 from pipelines.summary import Summary, cleanup_staging, run_files, summarize
 from schemas import DuplicateRecord, Entry, ErrorRecord
 from transforms.dedup import duplicate_record, entry_order
-from transforms.http import HttpClient
+from transforms.http import TRANSIENT_STATUSES, HttpClient
 from transforms.polling import (
     DEFAULT_BACKOFF,
     DEFAULT_FORGET_AFTER,
@@ -64,9 +72,17 @@ from transforms.polling import (
     poll_feed,
 )
 from transforms.sources import Subscriptions
-from transforms.state import StateStore
+from transforms.state import StateStore, read_json, write_json_atomic
 
 _LOG = logging.getLogger(__name__)
+
+DEFAULT_PAGE_ATTEMPTS = 3
+"""Cycles in which a page that failed transiently is tried before its error stands."""
+TRANSIENT_PAGE_REASONS = frozenset(
+    {"timeout", "connection_error", "dns_error", "robots_unreachable"}
+    | {f"http_{status}" for status in TRANSIENT_STATUSES})
+"""Error reasons of the page stage that may pass by the next cycle."""
+RETRIES_FILE = "retries.json"
 
 
 class ContinuousOptions(PipelineOptions):
@@ -95,6 +111,12 @@ class ContinuousOptions(PipelineOptions):
             help="Seconds a feed that failed once waits before its next poll; doubles per "
                  f"consecutive failure up to {DEFAULT_MAX_BACKOFF:.0f}. "
                  f"Default: {DEFAULT_BACKOFF:.0f}.")
+        parser.add_argument(
+            "--page-attempts", dest="page_attempts", type=int, default=DEFAULT_PAGE_ATTEMPTS,
+            help="Watch mode: poll cycles in which an article page that failed transiently "
+                 "(timeout, connection error, HTTP 429 or 5xx) is fetched before its error "
+                 "stands; 1 makes every failure final. "
+                 f"Default: {DEFAULT_PAGE_ATTEMPTS}.")
 
 
 @dataclass
@@ -108,6 +130,7 @@ class WatchConfig:
     forget_after: dt.timedelta = DEFAULT_FORGET_AFTER
     backoff: float = DEFAULT_BACKOFF
     max_backoff: float = DEFAULT_MAX_BACKOFF
+    page_attempts: int = DEFAULT_PAGE_ATTEMPTS
 
 
 def parse_watch_args(argv: Sequence[str] | None) -> WatchConfig:
@@ -123,6 +146,8 @@ def parse_watch_args(argv: Sequence[str] | None) -> WatchConfig:
         errors.append("--poll-interval must be positive")
     if opts.cycles is not None and opts.cycles < 1:
         errors.append("--cycles must be at least 1")
+    if opts.page_attempts < 1:
+        errors.append("--page-attempts must be at least 1")
     if "://" in ingest.output:
         errors.append("watch keeps its state beside the output: --output must be a local "
                       "folder (use a streaming runner for object stores)")
@@ -131,7 +156,7 @@ def parse_watch_args(argv: Sequence[str] | None) -> WatchConfig:
     return WatchConfig(ingest=ingest, options=options, poll_interval=opts.poll_interval,
                        cycles=opts.cycles,
                        forget_after=dt.timedelta(days=opts.forget_after_days),
-                       backoff=opts.feed_backoff)
+                       backoff=opts.feed_backoff, page_attempts=opts.page_attempts)
 
 
 class CycleInput(beam.PTransform):
@@ -163,6 +188,7 @@ class CycleReport:
     entries_new: int = 0
     entries_unchanged: int = 0
     earlier_duplicates: int = 0
+    page_retries: int = 0
     summary: Summary | None = None
     seconds: float = 0.0
 
@@ -177,6 +203,8 @@ class CycleReport:
                  f"{s.entry_errors} entry errors, {s.feed_errors} feed errors"
                  if s is not None else "nothing to write")
         check = "" if self.balanced else " [ACCOUNTING MISMATCH]"
+        if self.page_retries:
+            wrote += f" ({self.page_retries} pages to try again)"
         return (f"cycle {self.number} {self.started:%Y-%m-%dT%H:%M:%SZ}: feeds "
                 f"{p.get('fetched', 0)} fetched, {p.get('not_modified', 0)} not modified, "
                 f"{p.get('failed', 0)} failed, {p.get('backing_off', 0)} backing off; entries "
@@ -199,7 +227,10 @@ class WatchReport:
 
 
 def _published_fates(root: str, run_id: str) -> dict[tuple[str, str], tuple[str, str]]:
-    """(feed_url, entry id or url) → (fate, kept article_id), from the run's files."""
+    """(feed_url, entry id or url) → (fate, kept article_id), from the run's files.
+
+    For an entry-level error the second field is ``stage/reason``.
+    """
     fates: dict[tuple[str, str], tuple[str, str]] = {}
     for path in run_files(root, "articles", run_id):
         t = pq.read_table(path, columns=["article_id", "feed_url"])
@@ -211,35 +242,68 @@ def _published_fates(root: str, run_id: str) -> dict[tuple[str, str], tuple[str,
                                    strict=True):
             fates.setdefault((feed, aid), ("duplicate", kept))
     for path in run_files(root, "errors", run_id):
-        t = pq.read_table(path, columns=["url", "feed_url", "level"])
-        for url, feed, level in zip(*(t.column(c).to_pylist() for c in t.column_names),
-                                    strict=True):
+        t = pq.read_table(path, columns=["url", "feed_url", "level", "stage", "reason"])
+        for url, feed, level, stage, reason in zip(
+                *(t.column(c).to_pylist() for c in t.column_names), strict=True):
             if level == "entry":
-                fates.setdefault((feed, url), ("error", ""))
+                fates.setdefault((feed, url), ("error", f"{stage}/{reason}"))
     return fates
 
 
+def may_pass(fate: tuple[str, str]) -> bool:
+    """Whether a published fate is a page failure worth trying again next cycle."""
+    kind, detail = fate
+    stage, _, reason = detail.partition("/")
+    return kind == "error" and stage == "fetch_page" and reason in TRANSIENT_PAGE_REASONS
+
+
+def load_retries(store: StateStore) -> dict[str, dict[str, Any]]:
+    """Listing key → ``{"runs": [run ids whose page fetch failed transiently], "at": t}``."""
+    return read_json(store.dir / RETRIES_FILE, {})
+
+
 def fold_journal(store: StateStore, root: str, run_id: str, journal: dict[str, Any],
-                 forget_after: dt.timedelta) -> tuple[int, int]:
+                 forget_after: dt.timedelta,
+                 page_attempts: int = DEFAULT_PAGE_ATTEMPTS) -> tuple[int, int]:
     """Folds a cycle's published outcome into the state files; returns (seen, unaccounted).
 
     Only entries whose fate (article, duplicate or entry error) was published become
     seen. A feed with an unaccounted entry keeps no validators, so its next poll is a
-    full GET that lists the entry again.
+    full GET that lists the entry again. So does a feed with an entry whose page failed
+    transiently in fewer than ``page_attempts`` cycles: that entry stays unseen (it
+    counts as accounted: its error record was published).
     """
+    return _fold(store, root, run_id, journal, forget_after, page_attempts)[:2]
+
+
+def _fold(store: StateStore, root: str, run_id: str, journal: dict[str, Any],
+          forget_after: dt.timedelta, page_attempts: int) -> tuple[int, int, int]:
+    """:func:`fold_journal`, also returning how many entries will be tried again."""
     feeds = store.load_feeds()
     seen = store.load_seen()
+    retries = load_retries(store)
     now = journal["polled_at"]
     fates = _published_fates(root, run_id) if journal["entries"] else {}
     incomplete: set[str] = set()
-    accounted = 0
+    accounted = again = 0
     for feed, entry_id, url, guid, gkey in journal["entries"]:
         fate = fates.get((feed, entry_id)) or fates.get((feed, url))
         if fate is None:
             incomplete.add(feed)
             continue
         accounted += 1
-        seen.mark_listed([f"{feed} u {entry_id}", f"{feed} g {guid}"], now)
+        key = f"{feed} u {entry_id}"
+        if may_pass(fate):
+            record = retries.setdefault(key, {"runs": [], "at": now})
+            if run_id not in record["runs"]:  # folding a journal twice counts once
+                record["runs"].append(run_id)
+            record["at"] = now
+            if len(record["runs"]) < page_attempts:
+                incomplete.add(feed)
+                again += 1
+                continue
+        retries.pop(key, None)
+        seen.mark_listed([key, f"{feed} g {guid}"], now)
         if fate[0] != "error":
             seen.keep([f"u {url}", f"g {gkey}"], fate[1], now)
     seen.mark_listed(journal.get("touched", []), now)
@@ -249,16 +313,22 @@ def fold_journal(store: StateStore, root: str, run_id: str, journal: dict[str, A
         feeds[url] = state
     cutoff = now - forget_after.total_seconds()
     seen.forget_before(cutoff, {u: s.get("last_listing_at", 0.0) for u, s in feeds.items()})
+    retries = {k: v for k, v in retries.items() if v["at"] >= cutoff}
+    # Retries first: a crash before the other files are saved folds the journal again,
+    # and a run id already counted is not counted twice.
+    write_json_atomic(store.dir / RETRIES_FILE, retries)
     store.save(feeds, seen)
     store.drop_journal(run_id)
-    return accounted, len(journal["entries"]) - accounted
+    return accounted, len(journal["entries"]) - accounted, again
 
 
-def recover(store: StateStore, root: str, forget_after: dt.timedelta) -> int:
+def recover(store: StateStore, root: str, forget_after: dt.timedelta,
+            page_attempts: int = DEFAULT_PAGE_ATTEMPTS) -> int:
     """Folds in the journals of cycles interrupted earlier; returns how many."""
     journals = store.journals()
     for run_id, journal in journals:
-        accounted, lost = fold_journal(store, root, run_id, journal, forget_after)
+        accounted, lost = fold_journal(store, root, run_id, journal, forget_after,
+                                       page_attempts)
         cleanup_staging(root, run_id)
         _LOG.warning("recovered interrupted cycle %s: %d entries published, %d to fetch again",
                      run_id, accounted, lost)
@@ -320,7 +390,7 @@ def run_cycle(number: int, config: WatchConfig, store: StateStore, client: HttpC
     }
     if not new and not duplicates and not errors and not problems:
         # Nothing to publish (every feed answered 304, or listed only known items).
-        fold_journal(store, root, run_id, journal, config.forget_after)
+        fold_journal(store, root, run_id, journal, config.forget_after, config.page_attempts)
         report.seconds = time.monotonic() - t0
         return report
     report.run_id = run_id
@@ -333,7 +403,8 @@ def run_cycle(number: int, config: WatchConfig, store: StateStore, client: HttpC
     result = pipeline.run()
     result.wait_until_finish()
     cleanup_staging(root, run_id)
-    fold_journal(store, root, run_id, journal, config.forget_after)
+    report.page_retries = _fold(store, root, run_id, journal, config.forget_after,
+                                config.page_attempts)[2]
     entry_problems = sum(1 for e in errors if e.level == "entry")
     counts = counters(result)
     counts["entries_read"] = len(new) + len(duplicates) + entry_problems
@@ -357,7 +428,7 @@ def watch(config: WatchConfig, clock: Callable[[], dt.datetime] | None = None,
     root = config.ingest.output
     store = StateStore(root)
     report = WatchReport()
-    report.recovered = recover(store, root, config.forget_after)
+    report.recovered = recover(store, root, config.forget_after, config.page_attempts)
     if report.recovered:
         print(f"recovered {report.recovered} interrupted cycle(s) from {store.dir}",
               file=out, flush=True)

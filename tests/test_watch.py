@@ -317,3 +317,91 @@ def test_abandoned_cycle_loses_nothing_and_doubles_nothing(world):
     assert len(urls) == 4 and set(urls.values()) == {1}, (rc, rest, printed.getvalue())
     assert StateStore(str(out)).journals() == []
     print(f"exit {rc}; after restart: {printed.getvalue().strip()}")
+
+
+@pytest.mark.slow
+def test_transient_page_failures_are_tried_again_in_later_cycles(world):
+    """a1 answers 503 once, b1 is gone (404), c1 answers 503 every time: a1 is written in
+    cycle 2, b1 is never fetched again, c1 is given up after 3 cycles."""
+    server, feeds, out = world
+    server.overrides["/a/1.html"] = (503, {}, b"busy")
+    server.overrides["/b/1.html"] = (404, {}, b"gone")
+    server.overrides["/c/1.html"] = (503, {}, b"busy")
+
+    def change(cycle):
+        if cycle.number == 1:
+            del server.overrides["/a/1.html"]
+
+    printed = io.StringIO()
+    report = watch(_config(feeds, out, "--cycles", "5", "--per-host-delay", "0"),
+                   clock=FakeClock(), out=printed, on_cycle=change)
+    lines = printed.getvalue().splitlines()
+    print("\n".join(lines))
+    assert report.balanced, lines
+    c1, c2, c3, c4, c5 = report.cycles
+    # Cycle 1: a1 and c1 failed transiently and will be tried again; b1's 404 is final.
+    assert (c1.entries_new, c1.summary.articles, c1.summary.entry_errors) == (4, 1, 3)
+    assert c1.page_retries == 2 and "(2 pages to try again)" in lines[0]
+    # Their feeds were fetched in full again (no validators), listing them as new.
+    assert c2.polls == {"fetched": 2, "not_modified": 1}
+    assert (c2.entries_new, c2.summary.articles, c2.summary.entry_errors) == (2, 1, 1)
+    assert c2.page_retries == 1
+    assert (c3.entries_new, c3.summary.entry_errors, c3.page_retries) == (1, 1, 0)
+    # c1 failed in 3 cycles: its error stands and nothing is polled in full any more.
+    assert c4.polls == c5.polls == {"not_modified": 3}
+    assert c4.run_id is None and c5.run_id is None
+
+    articles = collections.Counter(
+        u.rsplit("/", 2)[-2] + u.rsplit("/", 1)[-1][0]
+        for u in _articles(out).column("url").to_pylist())
+    assert articles == {"a1": 1, "a2": 1}
+    errors = ds.dataset(str(out / "errors"), partitioning="hive").to_table().to_pylist()
+    assert collections.Counter((e["url"].rsplit("/", 2)[-2] + e["url"].rsplit("/", 1)[-1][0],
+                                e["reason"]) for e in errors) == {
+        ("a1", "http_503"): 1, ("b1", "http_404"): 1, ("c1", "http_503"): 3}
+    # Page requests: the fetcher's own 3 attempts per cycle, in as many cycles as allowed.
+    assert server.count("/a/1.html") == 3 + 1
+    assert server.count("/b/1.html") == 1
+    assert server.count("/c/1.html") == 3 * 3
+    assert read_json(out / "_state" / "retries.json", None) == {}
+
+
+def test_fold_journal_keeps_transient_page_failures_unseen_until_the_last_attempt(tmp_path):
+    """Pure state handling: a 503 leaves the entry unseen for two cycles, not the third;
+    a 404 is seen at once; folding the same journal twice counts one attempt."""
+    from schemas import ERROR_SCHEMA
+    from transforms.errors import error_record
+
+    store = StateStore(str(tmp_path))
+    feed = "http://x.test/feed"
+    entries = [[feed, "1" * 16, "http://x.test/1", "g1", "http://x.test/1"],
+               [feed, "2" * 16, "http://x.test/2", "g2", "http://x.test/2"]]
+    part = tmp_path / "errors" / "date=2024-11-23"
+    part.mkdir(parents=True)
+
+    def cycle(run_id, n):
+        journal = {"polled_at": START.timestamp() + n, "entries": entries, "touched": [],
+                   "feeds": {feed: FeedState(etag='"v"').to_json()}}
+        rows = [error_record("http://x.test/1", feed, "entry", "fetch_page", "http_503", "busy",
+                             503, 3, START),
+                error_record("http://x.test/2", feed, "entry", "fetch_page", "http_404", "gone",
+                             404, 1, START)]
+        pq.write_table(to_rows(rows, ERROR_SCHEMA), part / f"part-{run_id}-g-00000.parquet")
+        return journal
+
+    for n, run_id in enumerate(["R1", "R2"]):
+        journal = cycle(run_id, n)
+        assert fold_journal(store, str(tmp_path), run_id, journal, dt.timedelta(days=30),
+                            page_attempts=3) == (2, 0)
+        if run_id == "R1":  # the same journal again (a crash before it was dropped)
+            fold_journal(store, str(tmp_path), run_id, journal, dt.timedelta(days=30), 3)
+        seen = store.load_seen()
+        assert f"{feed} u {'1' * 16}" not in seen.listed
+        assert f"{feed} u {'2' * 16}" in seen.listed
+        assert store.load_feeds()[feed]["etag"] is None  # a full GET lists it again
+    assert read_json(tmp_path / "_state" / "retries.json", {})[f"{feed} u {'1' * 16}"][
+        "runs"] == ["R1", "R2"]
+    fold_journal(store, str(tmp_path), "R3", cycle("R3", 2), dt.timedelta(days=30), 3)
+    assert f"{feed} u {'1' * 16}" in store.load_seen().listed
+    assert store.load_feeds()[feed]["etag"] == '"v"'
+    assert read_json(tmp_path / "_state" / "retries.json", None) == {}
