@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+SIMILARITY = "multilingual"
+"""Story similarity of every mode (``--similarity``; the pipeline's default)."""
 
 
 def plain_loop(base: str, feeds: int, out: str, prefetch: bool = False) -> tuple[int, float]:
@@ -58,7 +60,7 @@ def plain_loop(base: str, feeds: int, out: str, prefetch: bool = False) -> tuple
     client = HttpClient(FetchPolicy(allow_private_network=True))
     mapping = load_category_map()
     classifier = TopicClassifier()
-    similarity = make_similarity("lexical")
+    similarity = make_similarity(SIMILARITY)
     sketches = []
     cache: dict[str, object] = {}
 
@@ -108,7 +110,8 @@ def beam_run(base: str, feeds: int, out: str, extra: list[str]) -> int:
     # host by default) would measure the limiter, not the pipeline, so they are lifted.
     _, summary = run(["--feeds", feed_file, "--output", os.path.join(out, "o"),
                       "--allow-private-network", "--per-host-concurrency", "16",
-                      "--per-host-delay", "0", *extra], quiet=True)
+                      "--per-host-delay", "0", "--story-similarity", SIMILARITY, *extra],
+                     quiet=True)
     return summary.articles
 
 
@@ -135,9 +138,13 @@ def main() -> None:
     ap.add_argument("--per-feed", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--modes", default="cpu,loop,beam,beam-2w")
+    ap.add_argument("--similarity", default=SIMILARITY, choices=["multilingual", "lexical"],
+                    help="Story similarity for every mode (default: the pipeline's).")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--base", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    global SIMILARITY
+    SIMILARITY = a.similarity
     if a.child:
         child(a.child, a.base, a.feeds)
         return
@@ -152,8 +159,8 @@ def main() -> None:
             for mode in results:
                 proc = subprocess.run(
                     [sys.executable, __file__, "--child", mode, "--base", base,
-                     "--feeds", str(a.feeds)], capture_output=True, text=True, check=True,
-                    cwd=HERE.parent)
+                     "--feeds", str(a.feeds), "--similarity", a.similarity],
+                    capture_output=True, text=True, check=True, cwd=HERE.parent)
                 res = json.loads(proc.stdout.strip().splitlines()[-1])
                 results[mode].append(res)
                 print(f"round {r + 1} {mode:8} {res['articles']} articles in "
@@ -165,7 +172,7 @@ def main() -> None:
     rate = {m: statistics.median(x["articles"] / x["seconds"] for x in v)
             for m, v in results.items()}
     print(f"\n{a.feeds * a.per_feed} articles, {os.cpu_count()} CPUs, median of {a.rounds} "
-          "rounds")
+          f"rounds, story similarity {a.similarity}")
     for m, v in results.items():
         line = f"  {m:8} {rate[m]:7.1f} articles/s"
         for ref in ("cpu", "loop"):
