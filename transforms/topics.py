@@ -6,7 +6,8 @@ The topic comes from the first of these that decides:
 2. the feed's or page's category strings, through a user-editable mapping file
    (``transforms/data/categories.yaml``, extendable with ``--category-map``)
    (``topic_source = category``);
-3. the built-in classifier (``transforms/classify.py``: multilingual lexicons, offline),
+3. the built-in classifier (``transforms/classify.py``: multilingual lexicons blended with
+   a head on the packaged sentence encoder, offline),
    when its confidence reaches ``--topic-threshold`` (``topic_source = classifier``);
 4. otherwise ``unclassified`` (``topic_source = none``).
 
