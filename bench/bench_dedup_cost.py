@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import datetime as dt
 import pickle
 import random
@@ -36,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from schemas import SCHEMA_VERSION, Article  # noqa: E402
 from transforms.similarity import (  # noqa: E402
+    STORE_KEYS,
     LexicalSimilarity,
     MultilingualSimilarity,
     StorySimilarity,
@@ -94,15 +96,17 @@ def state_bytes(sim: StorySimilarity, articles: list[Article]) -> tuple[int, int
         item = make_item(sim, a.article_id, a.title, a.body, a.language, event_time(a),
                          a.content_hash)
         winners.setdefault(a.content_hash, a.article_id)
-        for k in item.sketch.keys:
+        for k in item.sketch.keys[:STORE_KEYS]:
             by_key[k].append(item)
     window = int(DEFAULT_WINDOW.total_seconds() * 1_000_000)
     total = sum(len(pickle.dumps(h)) + len(pickle.dumps(w)) for h, w in winners.items())
-    for items in by_key.values():
+    for key, items in by_key.items():
         items.sort(key=lambda i: i.order)
         newest = items[-1].micros
-        pool = [i for i in items if newest - i.micros <= window][-MAX_PER_KEY:]
-        total += len(pickle.dumps(pool)) + len(pickle.dumps(items[0].sketch.keys[0]))
+        # What CompareWithinKeyFn writes: the window's items, blocking keys stripped.
+        pool = [i._replace(sketch=dataclasses.replace(i.sketch, keys=())) for i in items
+                if newest - i.micros <= window][-MAX_PER_KEY:]
+        total += len(pickle.dumps(pool)) + len(pickle.dumps(key))
     return total, len(winners)
 
 
@@ -119,9 +123,10 @@ def pure_floor(sim: StorySimilarity, articles: list[Article]) -> tuple[float, in
         for k in item.sketch.keys:
             by_key[k].append(item)
     edges = defaultdict(list)
-    for group in by_key.values():
+    for key, group in by_key.items():
         group.sort(key=lambda i: i.order)
-        for aid, edge in matches_in_group(sim, [], group, sim.threshold, window, MAX_PER_KEY):
+        for aid, edge in matches_in_group(sim, [], group, sim.threshold, window, MAX_PER_KEY,
+                                          key):
             edges[aid].append(edge)
     parents = {aid: choose_parent(found) for aid, found in edges.items()}
     return time.perf_counter() - started, sum(p is not None for p in parents.values())

@@ -111,7 +111,7 @@ class IngestOptions(PipelineOptions):
         parser.add_argument(
             "--story-threshold", dest="story_threshold", type=float, default=None,
             help="Similarity (0-1) at or above which an article joins an earlier story. "
-                 "Default: the similarity's own (multilingual: 0.564, lexical: 0.524).")
+                 "Default: the similarity's own (multilingual: 0.587, lexical: 0.524).")
         parser.add_argument(
             "--story-similarity", dest="story_similarity", default="multilingual",
             choices=list(SIMILARITIES),

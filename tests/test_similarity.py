@@ -27,6 +27,7 @@ from transforms.similarity import (
     load_sentence_model,
     make_similarity,
     near_duplicate,
+    quantize,
     skeleton,
     token_features,
     tokenize,
@@ -190,10 +191,19 @@ def test_multilingual_encoder_is_packaged_and_normalised():
     assert np.allclose(once[0], v[0], atol=1e-5)
 
 
+def test_quantised_vectors_keep_the_cosine():
+    v = encode_meaning([t for t, _ in ECHO.values()] + [SPORT_DE[0]])
+    for i in range(len(v)):
+        assert len(quantize(v[i])) == 256
+        for j in range(len(v)):
+            assert abs(vector_cosine(quantize(v[i]), quantize(v[j])) - float(v[i] @ v[j])) < 0.03
+    assert vector_cosine(b"", quantize(v[0])) == 0.0
+
+
 def test_multilingual_links_echoes_across_languages_and_not_other_stories():
     sk = {lang: MULTI.sketch(t, b, lang) for lang, (t, b) in ECHO.items()}
     sport = MULTI.sketch(*SPORT_DE, "de")
-    assert all(len(s.vector) == 512 for s in sk.values())
+    assert all(len(s.vector) == 256 for s in sk.values())
     for a, b in (("en", "de"), ("en", "ru"), ("de", "ru")):
         assert vector_cosine(sk[a].vector, sk[b].vector) > vector_cosine(sk[a].vector,
                                                                           sport.vector)
@@ -209,7 +219,7 @@ def test_multilingual_falls_back_to_lexical_outside_the_encoder_languages():
     uk = MULTI.sketch("Парламент ухвалив залізничний бюджет", "Депутати в понеділок "
                       "схвалили бюджет залізниці.", "uk")
     en = MULTI.sketch(*ECHO["en"], "en")
-    assert uk.vector == b"" and len(en.vector) == 512
+    assert uk.vector == b"" and len(en.vector) == 256
     # The lexical model decides, on the common decision point.
     lex = LexicalSimilarity()
     z_lex = lex.model.logit(lex.features(uk, en), language_pair("uk", "en"))

@@ -18,7 +18,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from schemas import ARTICLE_SCHEMA, SCHEMA_VERSION, Article
-from transforms.similarity import LexicalSimilarity, MultilingualSimilarity
+from transforms.similarity import STORE_KEYS, LexicalSimilarity, MultilingualSimilarity
 from transforms.sinks import WriteParquetTable, article_partition
 from transforms.stories import (
     AssignStories,
@@ -27,6 +27,7 @@ from transforms.stories import (
     StoryItem,
     choose_parent,
     decide,
+    indexed_under,
     matches_in_group,
     seed_files,
 )
@@ -270,6 +271,19 @@ def test_matches_in_group_respects_order_window_and_cap():
     assert [(x, e.target) for x, e in found] == [("b", "a")]
     capped = list(matches_in_group(SIM, [a], [b], 0.2, 72 * 3_600_000_000, 0))
     assert capped == []
+
+
+def test_an_article_is_kept_only_under_its_strongest_keys():
+    text = KURSK["en-zelensky"][2]
+    a, b = item("a", 0, text), item("b", 1, text)
+    strong, weak = a.sketch.keys[0], a.sketch.keys[-1]
+    assert len(a.sketch.keys) > STORE_KEYS
+    assert indexed_under(a, strong) and not indexed_under(a, weak) and indexed_under(a, None)
+    week = 72 * 3_600_000_000
+    # b looks a up under every key, but finds it only where a was kept.
+    assert [e.target for _, e in matches_in_group(SIM, [], [a, b], 0.2, week, 64, strong)] \
+        == ["a"]
+    assert list(matches_in_group(SIM, [], [a, b], 0.2, week, 64, weak)) == []
 
 
 def test_decide_levels():

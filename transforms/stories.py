@@ -73,7 +73,13 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from schemas import SCHEMA_VERSION, Article, DuplicateRecord
 from transforms.dedup import fires_once
 from transforms.feeds import NAMESPACE
-from transforms.similarity import LexicalSimilarity, Sketch, StorySimilarity, near_duplicate
+from transforms.similarity import (
+    STORE_KEYS,
+    LexicalSimilarity,
+    Sketch,
+    StorySimilarity,
+    near_duplicate,
+)
 
 _LOG = logging.getLogger(__name__)
 DEFAULT_WINDOW = dt.timedelta(hours=72)
@@ -170,13 +176,24 @@ def choose_parent(edges: Iterable[Edge]) -> Edge | None:
     return min(unique, key=lambda e: (-e.score, e.target_micros, e.target), default=None)
 
 
+def indexed_under(item: StoryItem, key: str | None) -> bool:
+    """Whether ``item`` is kept as an earlier article under blocking key ``key``.
+
+    An article looks for earlier ones under all its keys but is kept only under its
+    strongest :data:`~transforms.similarity.STORE_KEYS`: state holds fewer copies of
+    each sketch, and fewer weak links chain unrelated stories. ``None``: every key.
+    """
+    return key is None or key in item.sketch.keys[:STORE_KEYS]
+
+
 def matches_in_group(sim: StorySimilarity, earlier: list[StoryItem], items: list[StoryItem],
                      threshold: float, window_micros: int,
-                     max_per_key: int) -> Iterator[tuple[str, Edge]]:
+                     max_per_key: int, key: str | None = None) -> Iterator[tuple[str, Edge]]:
     """Compares each new item with the earlier ones of a key (state + this group).
 
     ``earlier`` and ``items`` are sorted by :func:`item_order`'s time part; each item is
-    compared with at most ``max_per_key`` most recent earlier items within the window.
+    compared with at most ``max_per_key`` most recent earlier items within the window
+    (the items of this group count as earlier only where :func:`indexed_under` ``key``).
     """
     pool = list(earlier)
     for item in items:
@@ -188,7 +205,8 @@ def matches_in_group(sim: StorySimilarity, earlier: list[StoryItem], items: list
                 edge = compare(sim, item, e, threshold)
                 if edge is not None:
                     yield item.article_id, edge
-        pool.append(item)
+        if indexed_under(item, key):
+            pool.append(item)
 
 
 def decide(article: Article, node: Node | None, root: str | None,
@@ -325,7 +343,7 @@ class CompareInGroupFn(beam.DoFn):
         self.group_size.update(len(items))
         n = 0
         for out in matches_in_group(self._sim, [], items, self._threshold,
-                                    self._window_micros, self._max):
+                                    self._window_micros, self._max, element[0]):
             n += 1
             yield out
         self.compared.inc(n)
@@ -360,13 +378,16 @@ class CompareWithinKeyFn(beam.DoFn):
         self.group_size.update(len(items))
         n = 0
         for out in matches_in_group(self._sim, earlier, items, self._threshold,
-                                    self._window_micros, self._max):
+                                    self._window_micros, self._max, element[0]):
             n += 1
             yield out
         self.compared.inc(n)
         # Blocking keys are not needed once grouped: state keeps the sketch without them.
         pool = sorted(earlier + [i._replace(sketch=dataclasses.replace(i.sketch, keys=()))
-                                 for i in items], key=lambda i: i.order)
+                                 for i in items if indexed_under(i, element[0])],
+                      key=lambda i: i.order)
+        if not pool:
+            return
         newest = pool[-1].micros
         pool = [i for i in pool if newest - i.micros <= self._window_micros][-self._max:]
         recent.write(pool)
