@@ -770,8 +770,11 @@ class AssignStories(beam.PTransform):
                   "edge": edges}
                  | "JoinCandidates" >> beam.CoGroupByKey()
                  | "ChooseParent" >> beam.FlatMap(_first_node))
+        # Pointers are remembered for two story windows after their poll: a late-polled
+        # article can still match one published a whole window before it, and a pointer
+        # is a few bytes.
         resolved = nodes | "ResolveStories" >> ResolveStories(self._rounds, windowfn,
-                                                              self._window)
+                                                              2 * self._window)
         exact = exact_sets | "ExactDecisions" >> beam.Flatten()
         out = ({"article": articles | "ArticlesById" >> beam.Map(lambda a: (a.article_id, a)),
                 "exact": exact,
