@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="Also print figures for a range of thresholds. Default: off.")
     parser.add_argument("--encoder", action="store_true",
                         help="Add the sentence-encoder head to the lexicons. Default: "
-                             "the classifier's default.")
+                             "lexicons alone.")
     parser.add_argument("--dev", action="store_true",
                         help="Also score the held-out hand-labelled corpus texts. Default: off.")
     parser.add_argument("--no-demo", action="store_true",
@@ -187,8 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     t0 = time.perf_counter()
-    options = {"use_encoder": True} if args.encoder else {}
-    clf = TopicClassifier.load(threshold=args.threshold, **options)
+    clf = TopicClassifier.load(threshold=args.threshold, use_encoder=args.encoder)
     load_s = time.perf_counter() - t0
     rows = read_corpus(args.corpus)
     t0 = time.perf_counter()
@@ -208,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Classifier load: {load_s:.1f} s (4 lexicons"
           + (", sentence encoder" if head else "") + ", once per worker); learned model: "
           + (f"{sorted(models)} blended at weight {weight}" if models else "none")
-          + "; encoder head: " + (f"blended at weight {head.blend}" if head else "off"))
+          + "; encoder head: " + (f"blended at weight {head.blend} (other languages "
+                                   f"{head.blend_other})" if head else "off"))
     print(f"Threshold {args.threshold:.2f}:")
     print(f"  accuracy, abstentions counted wrong: {acc:.4f}")
     print(f"  coverage (not abstained):            {coverage:.4f}")

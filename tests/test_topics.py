@@ -233,7 +233,7 @@ def _fake_head(blend: float = 0.5) -> EncoderHead:
         return np.array([[0.0, 1.0] if "goal" in t else [1.0, 0.0] for t in texts],
                         dtype=np.float32)
 
-    return EncoderHead(topics, weights, np.zeros(2, dtype=np.float32), blend, encode)
+    return EncoderHead(topics, weights, np.zeros(2, dtype=np.float32), blend, encode=encode)
 
 
 def test_encoder_text_is_headline_and_lead():
@@ -256,11 +256,13 @@ def test_load_encoder_head_reads_the_trained_file_format(tmp_path):
     import numpy as np
 
     path = tmp_path / "encoder.npz"
-    meta = {"topics": ["economy-business-finance", "sport"], "blend": 0.25}
+    meta = {"topics": ["economy-business-finance", "sport"], "blend": 0.25,
+            "blend_other_languages": 0.75}
     np.savez(path, weights=np.eye(2, dtype=np.float32), bias=np.zeros(2, dtype=np.float32),
              meta=np.array(json.dumps(meta)))
     head = load_encoder_head(path)
-    assert head.topics == ("economy-business-finance", "sport") and head.blend == 0.25
+    assert head.topics == ("economy-business-finance", "sport")
+    assert (head.blend, head.blend_other) == (0.25, 0.75)
     assert head.weights.shape == (2, 2)
     assert load_encoder_head(tmp_path / "missing.npz") is None
 
@@ -269,6 +271,14 @@ def test_the_bundled_encoder_head_covers_every_topic():
     head = load_encoder_head()
     assert head is not None and set(head.topics) == set(MEDIA_TOPICS)
     assert head.weights.shape == (512, len(MEDIA_TOPICS)) and 0.0 < head.blend < 1.0
+
+
+def test_the_encoder_head_is_opt_in_and_reaches_the_dofn():
+    assert TopicClassifier().encoder_head() is None
+    fn = AssignTopicFn({}, use_encoder=True)
+    fn.setup()
+    guess = fn._classifier.classify(FIXTURES[0][2], FIXTURES[0][3], "en")
+    assert fn._classifier.encoder_head() is not None and guess.topic == "sport"
 
 
 def test_encoder_head_is_blended_with_the_lexicon_shares(classifier):
@@ -286,10 +296,14 @@ def test_encoder_head_is_blended_with_the_lexicon_shares(classifier):
     # ... but a text in which the lexicons find nothing still abstains.
     assert clf.classify("", "Lorem ipsum zzgoalzz dolor sit amet.", "en").topic is None
     assert alone.encoder_head() is None
+    # Outside the lexicon languages the head gets its own, larger weight.
+    clf._encoder_head.blend_other = 0.9
+    other = clf.classify(title, body, "fr")
+    assert other.confidence == pytest.approx(0.1 * lexicon.confidence + 0.9, abs=0.01)
 
 
 def test_the_packaged_encoder_reads_every_supported_language(classifier):
-    head = classifier.encoder_head()
+    head = TopicClassifier(classifier.lexicons, use_encoder=True).encoder_head()
     assert head is not None
     for language, expected, title, body in FIXTURES:
         probs = head.probabilities(title, body)

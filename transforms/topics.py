@@ -6,8 +6,8 @@ The topic comes from the first of these that decides:
 2. the feed's or page's category strings, through a user-editable mapping file
    (``transforms/data/categories.yaml``, extendable with ``--category-map``)
    (``topic_source = category``);
-3. the built-in classifier (``transforms/classify.py``: multilingual lexicons blended with
-   a head on the packaged sentence encoder, offline),
+3. the built-in classifier (``transforms/classify.py``: multilingual lexicons, optionally
+   blended with a head on the packaged sentence encoder; offline),
    when its confidence reaches ``--topic-threshold`` (``topic_source = classifier``);
 4. otherwise ``unclassified`` (``topic_source = none``).
 
@@ -28,7 +28,7 @@ import yaml
 from apache_beam.metrics import Metrics
 
 from schemas import Article
-from transforms.classify import DEFAULT_THRESHOLD, TopicClassifier
+from transforms.classify import DEFAULT_THRESHOLD, USE_ENCODER, TopicClassifier
 from transforms.feeds import NAMESPACE
 
 UNCLASSIFIED = "unclassified"
@@ -117,23 +117,27 @@ class AssignTopicFn(beam.DoFn):
 
     The classifier is created in ``setup`` (once per worker, never when the pipeline is
     built or pickled); each language's lexicon loads on its first article. Pass
-    ``use_classifier=False`` to stop at the category mapping.
+    ``use_classifier=False`` to stop at the category mapping, ``use_encoder=True`` to blend
+    the sentence-encoder head into the classifier (see ``transforms/classify.py``).
     """
 
     def __init__(self, category_map: Mapping[str, str | None],
-                 threshold: float = DEFAULT_THRESHOLD, use_classifier: bool = True):
+                 threshold: float = DEFAULT_THRESHOLD, use_classifier: bool = True,
+                 use_encoder: bool = USE_ENCODER):
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"topic threshold must be between 0 and 1, got {threshold}")
         self._map = dict(category_map)
         self._threshold = threshold
         self._use_classifier = use_classifier
+        self._use_encoder = use_encoder
         self._classifier: TopicClassifier | None = None
         self._counters = {s: Metrics.counter(NAMESPACE, f"topic_from_{s}")
                           for s in ("feed", "category", "classifier", "none")}
 
     def setup(self) -> None:
         if self._use_classifier:
-            self._classifier = TopicClassifier(threshold=self._threshold)
+            self._classifier = TopicClassifier(threshold=self._threshold,
+                                               use_encoder=self._use_encoder)
 
     def process(self, article: Article):
         out = assign_topic(article, self._map, self._classifier)
