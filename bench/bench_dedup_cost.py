@@ -9,7 +9,7 @@ days with a fixed seed, and measures:
   group (:func:`transforms.stories.matches_in_group`) and choosing parents, no Beam;
 * :class:`transforms.stories.AssignStories` alone on the FnApiRunner in one process
   (one core): articles/s, wall clock from ``run()`` to the end of the pipeline;
-* state per retained article: the pickled size of what the stage's keyed state would
+* state per retained article: the encoded size of what the stage's keyed state would
   hold at the end of the batch under a repeating trigger (with the default trigger the
   stage keeps no keyed state at all) (each blocking key's pruned list of recent items, plus the
   content-hash winners), divided by the number of articles kept.
@@ -46,6 +46,7 @@ from transforms.stories import (  # noqa: E402
     DEFAULT_WINDOW,
     MAX_PER_KEY,
     AssignStories,
+    StoryPoolCoder,
     choose_parent,
     event_time,
     make_item,
@@ -106,7 +107,7 @@ def state_bytes(sim: StorySimilarity, articles: list[Article]) -> tuple[int, int
         # What CompareWithinKeyFn writes: the window's items, blocking keys stripped.
         pool = [i._replace(sketch=dataclasses.replace(i.sketch, keys=())) for i in items
                 if newest - i.micros <= window][-MAX_PER_KEY:]
-        total += len(pickle.dumps(pool)) + len(pickle.dumps(key))
+        total += len(StoryPoolCoder().encode(pool)) + len(key.encode())
     return total, len(winners)
 
 

@@ -25,6 +25,7 @@ from transforms.stories import (
     Edge,
     Node,
     StoryItem,
+    StoryPoolCoder,
     choose_parent,
     decide,
     indexed_under,
@@ -284,6 +285,22 @@ def test_an_article_is_kept_only_under_its_strongest_keys():
     assert [e.target for _, e in matches_in_group(SIM, [], [a, b], 0.2, week, 64, strong)] \
         == ["a"]
     assert list(matches_in_group(SIM, [], [a, b], 0.2, week, 64, weak)) == []
+
+
+def test_story_pool_coder_round_trips_compactly():
+    multi = MultilingualSimilarity()
+    items = [StoryItem(f"id{i}", micros, f"hash{i}",
+                       dataclasses.replace(multi.sketch(title, body, lang), keys=()), seed)
+             for i, ((lang, title, body), micros, seed) in enumerate(zip(
+                 KURSK.values(), (0, -5_000_000, 10**15, 7), (None, "story", None, None),
+                 strict=True))]
+    coder = StoryPoolCoder()
+    data = coder.encode(items)
+    assert coder.decode(data) == items
+    assert coder.decode(coder.encode([])) == []
+    assert coder.is_deterministic() and coder.encode(items) == data
+    import pickle
+    assert len(data) < len(pickle.dumps(items))
 
 
 def test_decide_levels():
