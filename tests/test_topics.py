@@ -281,6 +281,24 @@ def test_the_encoder_head_is_opt_in_and_reaches_the_dofn():
     assert fn._classifier.encoder_head() is not None and guess.topic == "sport"
 
 
+def test_the_encoder_head_reads_the_story_stage_encoder():
+    import numpy as np
+
+    from transforms import similarity
+
+    head = load_encoder_head()
+    _, _, title, body = FIXTURES[0]
+    before = similarity._encoder.cache_info()
+    probs = head.probabilities(title, body)
+    after = similarity._encoder.cache_info()
+    # One shared copy per process: the head went through the story stage's cached loader.
+    assert after.currsize == 1 and after.hits + after.misses > before.hits + before.misses
+    vec = similarity.encode_meaning([encoder_text(title, body)])[0]
+    logits = vec.astype(np.float64) @ head.weights + head.bias
+    expected = np.exp(logits - logits.max())
+    expected /= expected.sum()
+    assert [probs[t] for t in head.topics] == pytest.approx(expected.tolist(), abs=1e-6)
+
 def test_encoder_head_is_blended_with_the_lexicon_shares(classifier):
     _, _, title, body = FIXTURES[1]  # an economy text
     clf = TopicClassifier(classifier.lexicons, use_model=False)

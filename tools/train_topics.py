@@ -308,7 +308,7 @@ def lexicon_matrix(clf: TopicClassifier, items: list[tuple[str, str, str]]) -> n
 
 def train_encoder(args) -> int:
     """Fits the encoder head; prints cross-validated and held-out figures; writes the file."""
-    from transforms.classify import encoder_text, sentence_encoder
+    from transforms.classify import encode, encoder_text
 
     missing = [p for p in (PAIRS, HEADLINES) if not p.is_file()]
     if missing:
@@ -321,10 +321,9 @@ def train_encoder(args) -> int:
     test = [d for d in dev if d["split"] == "test"]
     examples = read_examples()
     headlines = read_headline_examples()
-    encoder = sentence_encoder()
 
     def embed(texts: list[str]) -> np.ndarray:
-        return encoder.encode(texts).astype(np.float64) * FEATURE_SCALE
+        return encode(texts).astype(np.float64) * FEATURE_SCALE
 
     index = {t: i for i, t in enumerate(TOPICS)}
     x_train = embed([encoder_text("", d["text"]) for d in train])

