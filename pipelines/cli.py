@@ -6,6 +6,9 @@ Subcommands::
     newsbeam demo [--output DIR]
     newsbeam watch --feeds SOURCE [...] --output DIR [--poll-interval N] [--cycles K]
     newsbeam compact DIR [--date YYYY-MM-DD] [--target-size BYTES]
+
+``demo`` and ``watch`` accept the options of ``ingest`` too (e.g. ``--topic-encoder``,
+``--story-similarity``; ``IngestOptions`` in ``pipelines/ingest.py`` lists them).
 """
 
 from __future__ import annotations
@@ -40,7 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "demo":
         from pipelines.demo.run import run_demo
 
-        parser = argparse.ArgumentParser(prog="newsbeam demo")
+        parser = argparse.ArgumentParser(
+            prog="newsbeam demo",
+            epilog="Any other option goes to the pipeline: the options of newsbeam ingest "
+                   "(e.g. --topic-encoder) and Beam's.")
         parser.add_argument("--output", default="demo-output",
                             help="Output folder. Default: ./demo-output.")
         args, beam_args = parser.parse_known_args(rest)

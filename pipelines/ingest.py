@@ -29,6 +29,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, 
 from schemas import ARTICLE_SCHEMA, DUPLICATE_SCHEMA, ERROR_SCHEMA
 from transforms.backfill import ReadBackfill
 from transforms.classify import DEFAULT_THRESHOLD as DEFAULT_TOPIC_THRESHOLD
+from transforms.classify import encoder_available
 from transforms.dedup import DropExactDuplicates
 from transforms.errors import error_record
 from transforms.extract import FetchArticles
@@ -105,6 +106,13 @@ class IngestOptions(PipelineOptions):
                  "below it the article stays 'unclassified'. 1 turns the classifier off in "
                  f"practice. Default: {DEFAULT_TOPIC_THRESHOLD}.")
         parser.add_argument(
+            "--topic-encoder", dest="topic_encoder", action="store_true", default=False,
+            help="Blend the sentence-encoder head into the built-in topic classifier: much "
+                 "better outside English and on topics the lexicons know little of, but "
+                 "about 16 ms per article instead of 1 ms. It uses the same encoder as the "
+                 "multilingual story similarity (loaded once per worker). "
+                 "Default: off (lexicons alone).")
+        parser.add_argument(
             "--story-window-hours", dest="story_window_hours", type=float, default=72.0,
             help="Articles published within this many hours of each other can join one "
                  "story; story state expires after it. Default: 72.")
@@ -145,6 +153,7 @@ class IngestConfig:
     story_similarity: str = "multilingual"
     drop_echoes: bool = False
     topic_threshold: float = DEFAULT_TOPIC_THRESHOLD
+    topic_encoder: bool = False
 
 
 def new_run_id() -> str:
@@ -167,6 +176,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[IngestConfig, PipelineOption
         errors.append("--fetch-threads must be at least 1")
     if not 0.0 <= opts.topic_threshold <= 1.0:
         errors.append("--topic-threshold must be between 0 and 1")
+    if opts.topic_encoder and (problem := encoder_available()):
+        errors.append(f"--topic-encoder: {problem}")
     if opts.story_window_hours <= 0:
         errors.append("--story-window-hours must be positive")
     if opts.story_threshold is not None and not 0.0 <= opts.story_threshold <= 1.0:
@@ -204,6 +215,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[IngestConfig, PipelineOption
                           policy=policy, subscriptions=subs, articles=opts.articles,
                           fetch_threads=opts.fetch_threads, category_map=category_map,
                           topic_threshold=opts.topic_threshold,
+                          topic_encoder=opts.topic_encoder,
                           story_window_hours=opts.story_window_hours,
                           story_threshold=opts.story_threshold,
                           story_similarity=opts.story_similarity,
@@ -252,7 +264,8 @@ def build(pipeline: beam.Pipeline, config: IngestConfig, clock=None,
         pages.articles
         | "DetectLanguage" >> beam.ParDo(DetectLanguageFn())
         | "AssignTopic" >> beam.ParDo(
-            AssignTopicFn(config.category_map, config.topic_threshold))
+            AssignTopicFn(config.category_map, config.topic_threshold,
+                          use_encoder=config.topic_encoder))
     )
     # Story stage: exact and near copies are dropped, echoes share the first article's id.
     # The unbounded pipeline reads no seeds: their side input (this batch's time bounds)
