@@ -288,9 +288,9 @@ def test_the_encoder_head_reads_the_story_stage_encoder():
 
     head = load_encoder_head()
     _, _, title, body = FIXTURES[0]
-    before = similarity._encoder.cache_info()
+    before = similarity._load_encoder.cache_info()
     probs = head.probabilities(title, body)
-    after = similarity._encoder.cache_info()
+    after = similarity._load_encoder.cache_info()
     # One shared copy per process: the head went through the story stage's cached loader.
     assert after.currsize == 1 and after.hits + after.misses > before.hits + before.misses
     vec = similarity.encode_meaning([encoder_text(title, body)])[0]
