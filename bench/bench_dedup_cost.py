@@ -38,9 +38,8 @@ sys.path.insert(0, str(ROOT))
 from schemas import SCHEMA_VERSION, Article  # noqa: E402
 from transforms.similarity import (  # noqa: E402
     STORE_KEYS,
-    LexicalSimilarity,
-    MultilingualSimilarity,
     StorySimilarity,
+    make_similarity,
 )
 from transforms.stories import (  # noqa: E402
     DEFAULT_WINDOW,
@@ -86,7 +85,8 @@ def load(n: int, seed: int) -> list[Article]:
     return out
 
 
-KINDS = {"multilingual": MultilingualSimilarity, "lexical": LexicalSimilarity}
+KINDS = ("multilingual", "lexical")
+"""The similarities measured (``make_similarity`` names)."""
 
 
 def state_bytes(sim: StorySimilarity, articles: list[Article]) -> tuple[int, int]:
@@ -137,7 +137,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=3)
-    parser.add_argument("--similarity", nargs="+", choices=sorted(KINDS),
+    parser.add_argument("--similarity", nargs="+", choices=KINDS,
                         default=["multilingual", "lexical"],
                         help="Similarities to measure, one after the other in this run.")
     args = parser.parse_args()
@@ -153,7 +153,7 @@ def main() -> None:
 
 def measure(kind: str, articles: list[Article]) -> None:
     """All figures for one similarity, printed under its name."""
-    sim = KINDS[kind]()
+    sim = make_similarity(kind)
     print(f"similarity {kind}:")
     sim.sketch("warm", "up the lemmatiser, frequency tables and encoder", "en")
     for lang in sorted({a.language for a in articles}):

@@ -32,11 +32,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SIMILARITY = "multilingual"
-"""Story similarity of every mode (``--similarity``; the pipeline's default)."""
 
 
-def plain_loop(base: str, feeds: int, out: str, prefetch: bool = False) -> tuple[int, float]:
+def plain_loop(base: str, feeds: int, out: str, similarity_name: str,
+               prefetch: bool = False) -> tuple[int, float]:
     """The per-article work of the pipeline, sequential, without Beam.
 
     With ``prefetch`` every feed and page is downloaded first and only the CPU work
@@ -60,7 +59,7 @@ def plain_loop(base: str, feeds: int, out: str, prefetch: bool = False) -> tuple
     client = HttpClient(FetchPolicy(allow_private_network=True))
     mapping = load_category_map()
     classifier = TopicClassifier()
-    similarity = make_similarity(SIMILARITY)
+    similarity = make_similarity(similarity_name)
     sketches = []
     cache: dict[str, object] = {}
 
@@ -101,7 +100,7 @@ def plain_loop(base: str, feeds: int, out: str, prefetch: bool = False) -> tuple
     return len(articles), time.perf_counter() - start
 
 
-def beam_run(base: str, feeds: int, out: str, extra: list[str]) -> int:
+def beam_run(base: str, feeds: int, out: str, similarity_name: str, extra: list[str]) -> int:
     from pipelines.ingest import run
 
     feed_file = os.path.join(out, "feeds.txt")
@@ -110,21 +109,21 @@ def beam_run(base: str, feeds: int, out: str, extra: list[str]) -> int:
     # host by default) would measure the limiter, not the pipeline, so they are lifted.
     _, summary = run(["--feeds", feed_file, "--output", os.path.join(out, "o"),
                       "--allow-private-network", "--per-host-concurrency", "16",
-                      "--per-host-delay", "0", "--story-similarity", SIMILARITY, *extra],
+                      "--per-host-delay", "0", "--story-similarity", similarity_name, *extra],
                      quiet=True)
     return summary.articles
 
 
-def child(mode: str, base: str, feeds: int) -> None:
+def child(mode: str, base: str, feeds: int, similarity_name: str) -> None:
     """One measurement; prints a JSON line."""
     with tempfile.TemporaryDirectory(prefix="nb-bench-") as out:
         start = time.perf_counter()
         if mode in ("loop", "cpu"):
-            n, seconds = plain_loop(base, feeds, out, prefetch=mode == "cpu")
+            n, seconds = plain_loop(base, feeds, out, similarity_name, prefetch=mode == "cpu")
         else:
             extra = [] if mode == "beam" else ["--direct_running_mode=multi_processing",
                                                "--direct_num_workers=2"]
-            n = beam_run(base, feeds, out, extra)
+            n = beam_run(base, feeds, out, similarity_name, extra)
             seconds = time.perf_counter() - start
     self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -143,10 +142,8 @@ def main() -> None:
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--base", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    global SIMILARITY
-    SIMILARITY = a.similarity
     if a.child:
-        child(a.child, a.base, a.feeds)
+        child(a.child, a.base, a.feeds, a.similarity)
         return
     server = subprocess.Popen(
         [sys.executable, str(HERE / "synthetic_site.py"), "--feeds", str(a.feeds),

@@ -13,7 +13,6 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from schemas import SCHEMA_VERSION, Article
 from transforms.classify import (
-    ENCODER_CHARS,
     SUPPORTED_LANGUAGES,
     EncoderHead,
     TopicClassifier,
@@ -28,6 +27,7 @@ from transforms.classify import (
     term_weight,
     words,
 )
+from transforms.similarity import ENCODER_CHARS
 from transforms.sources import read_sources
 from transforms.topics import (
     MEDIA_TOPICS,

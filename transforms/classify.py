@@ -79,8 +79,6 @@ MAX_CHARS = 6000
 MAX_PHRASE = 4
 MODEL_FILE = "data/topics/model.npz"
 ENCODER_FILE = "data/topics/encoder.npz"
-ENCODER_CHARS = 1000
-"""Characters of title and body the sentence encoder reads (the headline and the lead)."""
 TITLE_WEIGHT = 2.0
 _COMPOUND_MIN = 4  # shortest German compound tail that may match on its own
 
@@ -327,28 +325,15 @@ def load_models(path=None) -> tuple[dict[str, TopicModel], float]:
     return models, float(meta["model_weight"])
 
 
-_ENCODER_LOCK = threading.Lock()
-_ENCODER_LOADED = False
-
-
 def encode(texts: Sequence[str]):
     """Unit-length 512-dim embeddings of ``texts`` from the packaged USE multilingual encoder.
 
     This is the project's shared encoder (``transforms.similarity.encode_meaning``): the
     story stage reads the same one, so a worker process loads its weights (a 65 MB
-    embedding table among them) once, whichever stages use it. The first call loads it (a
-    few seconds); concurrent first calls from this module wait for that one load instead of
-    each loading a copy.
+    embedding table among them) once, whichever stages use it.
     """
-    global _ENCODER_LOADED
     from transforms.similarity import encode_meaning
 
-    if not _ENCODER_LOADED:
-        with _ENCODER_LOCK:
-            if not _ENCODER_LOADED:
-                vectors = encode_meaning(texts)
-                _ENCODER_LOADED = True
-                return vectors
     return encode_meaning(texts)
 
 
@@ -371,8 +356,9 @@ def encoder_available() -> str | None:
 
 def encoder_text(title: str, body: str) -> str:
     """What the encoder reads: the headline and the lead (same text as the story stage)."""
-    text = f"{title}\n{body}" if title else body
-    return text[:ENCODER_CHARS] or " "
+    from transforms.similarity import meaning_text
+
+    return meaning_text(title, body) or " "
 
 
 @dataclass

@@ -63,6 +63,7 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder
+from apache_beam.coders.stream import InputStream, OutputStream
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
@@ -74,6 +75,7 @@ from schemas import SCHEMA_VERSION, Article, DuplicateRecord
 from transforms.dedup import fires_once
 from transforms.feeds import NAMESPACE
 from transforms.similarity import (
+    SKETCH_BYTES,
     STORE_KEYS,
     LexicalSimilarity,
     Sketch,
@@ -353,45 +355,32 @@ class StoryPoolCoder(beam.coders.Coder):
     """Compact, deterministic bytes for a key's list of earlier items in keyed state.
 
     Pickling a list of :class:`StoryItem` spends a few hundred bytes per item on class and
-    field names; this coder writes each item as its fields in a fixed order (lengths as
-    varints, blocking keys left out: state does not need them), which keeps the state of
-    a retained article under the story stage's budget.
+    field names; this coder writes each item as its fields in a fixed order (Beam's varints
+    and length-prefixed bytes; blocking keys left out: state does not need them), which
+    keeps the state of a retained article under the story stage's budget.
     """
 
-    _BYTES = ("terms", "term_weights", "names", "name_weights", "minhash", "vector",
-              "grams", "gram_weights", "lead", "numbers")
-
     def encode(self, items: list[StoryItem]) -> bytes:
-        out = bytearray()
-        _varint(out, len(items))
+        out = OutputStream()
+        out.write_var_int64(len(items))
         for i in items:
             for text in (i.article_id, i.content_hash, i.sketch.language):
-                _blob(out, text.encode("utf-8"))
-            _blob(out, b"\x00" if i.seed_story is None else b"\x01" + i.seed_story.encode())
-            _varint(out, 2 * i.micros if i.micros >= 0 else -2 * i.micros - 1)  # zigzag
-            _varint(out, i.sketch.shingles)
-            _varint(out, i.sketch.words)
-            for name in self._BYTES:
-                _blob(out, getattr(i.sketch, name))
-        return bytes(out)
+                out.write(text.encode("utf-8"), True)
+            out.write(b"\x00" if i.seed_story is None else b"\x01" + i.seed_story.encode(),
+                      True)
+            for number in (i.micros, i.sketch.shingles, i.sketch.words):
+                out.write_var_int64(number)
+            for name in SKETCH_BYTES:
+                out.write(getattr(i.sketch, name), True)
+        return out.get()
 
     def decode(self, data: bytes) -> list[StoryItem]:
-        view = memoryview(data)
-        n, pos = _read_varint(view, 0)
+        stream = InputStream(data)
         items = []
-        for _ in range(n):
-            fields = []
-            for _ in range(4):
-                blob, pos = _read_blob(view, pos)
-                fields.append(blob)
-            aid, chash, lang, seed = fields
-            zz, pos = _read_varint(view, pos)
-            micros = zz // 2 if zz % 2 == 0 else -(zz + 1) // 2
-            shingles, pos = _read_varint(view, pos)
-            words, pos = _read_varint(view, pos)
-            parts = {}
-            for name in self._BYTES:
-                parts[name], pos = _read_blob(view, pos)
+        for _ in range(stream.read_var_int64()):
+            aid, chash, lang, seed = (stream.read_all(True) for _ in range(4))
+            micros, shingles, words = (stream.read_var_int64() for _ in range(3))
+            parts = {name: stream.read_all(True) for name in SKETCH_BYTES}
             sketch = Sketch(language=lang.decode(), shingles=shingles, words=words, **parts)
             items.append(StoryItem(aid.decode(), micros, chash.decode(), sketch,
                                    seed[1:].decode() if seed[:1] == b"\x01" else None))
@@ -399,36 +388,6 @@ class StoryPoolCoder(beam.coders.Coder):
 
     def is_deterministic(self) -> bool:
         return True
-
-
-def _varint(out: bytearray, value: int) -> None:
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return
-
-
-def _blob(out: bytearray, data: bytes) -> None:
-    _varint(out, len(data))
-    out += data
-
-
-def _read_varint(view: memoryview, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = view[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, pos
-
-
-def _read_blob(view: memoryview, pos: int) -> tuple[bytes, int]:
-    n, pos = _read_varint(view, pos)
-    return bytes(view[pos:pos + n]), pos + n
 
 
 class CompareWithinKeyFn(beam.DoFn):
