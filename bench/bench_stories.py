@@ -38,20 +38,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from transforms.similarity import (  # noqa: E402
-    FEATURES,
-    MEANING_FEATURES,
-    LexicalSimilarity,
-    MultilingualSimilarity,
-    language_pair,
-)
+from transforms.similarity import language_pair, make_similarity  # noqa: E402
 
-KINDS = {"multilingual": (MultilingualSimilarity, MEANING_FEATURES),
-         "lexical": (LexicalSimilarity, FEATURES)}
+KINDS = ("multilingual", "lexical")
+"""The similarities this benchmark fits and measures (``make_similarity`` names)."""
 
 CORPUS = ROOT.parent / "shared" / "corpora" / "stories-dev"
 PAIRS = CORPUS / "article-pairs-dev.csv"
 HEADLINES = CORPUS / "headline-stories-dev.csv"
+SEEDS = ROOT.parent / "shared" / "seeds"
 GOLD_MAX = 1.5
 FOLDS = 5
 SEED = 7
@@ -123,7 +118,7 @@ def headline_of(text: str) -> str:
 
 def pair_channels(kind: str, limit: int | None = None, short: bool = False):
     need(PAIRS)
-    sim = KINDS[kind][0]()
+    sim = make_similarity(kind)
     rows = list(csv.DictReader(PAIRS.open(encoding="utf-8")))[:limit]
     feats, overall, cross, langs, sizes = [], [], [], [], []
     started = time.perf_counter()
@@ -245,7 +240,7 @@ def run_pairs(kind: str, fit: bool, limit: int | None, short: bool = False) -> N
         print(f"    {lp:<6} n={len(idx):>4} gold={int(g.sum()):>3} F1={f:.3f}")
     if fit:
         w, buckets, t, alpha = fit_model(x, overall, langs)
-        names = KINDS[kind][1]
+        names = make_similarity(kind).feature_names
         n = len(names)
         offsets = tuple((str(b), round(float(v), 3)) for b, v in zip(buckets, w[1 + n:],
                                                                  strict=True))
@@ -264,38 +259,26 @@ def bcubed(pred: list[str], gold: list[str]) -> tuple[float, float, float]:
     return p, r, 2 * p * r / (p + r)
 
 
-def run_headlines(kind: str, limit: int | None) -> None:
-    need(HEADLINES)
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
+def assign_stories(articles: list, kind: str) -> tuple[dict[str, str], dict[str, str],
+                                                     float, object]:
+    """Runs the real AssignStories stage (FnApiRunner) over ``articles``.
 
-    from schemas import SCHEMA_VERSION, Article
-    from transforms.stories import AssignStories
-
-    rows = [r for r in csv.DictReader(HEADLINES.open(encoding="utf-8"))
-            if (r.get("TIMESTAMP") or "").isdigit() and r.get("STORY") and r.get("TITLE")]
-    skipped = sum(1 for _ in csv.DictReader(HEADLINES.open(encoding="utf-8"))) - len(rows)
-    rows = rows[:limit]
-    print(f"headline rows without timestamp, story or title skipped: {skipped}")
-    articles = []
-    for r in rows:
-        ts = dt.datetime.fromtimestamp(int(r["TIMESTAMP"]) / 1000, dt.UTC)
-        aid = f"h{int(r['ID']):07d}"
-        articles.append(Article(
-            article_id=aid, url=r["URL"], feed_url="", source=r["PUBLISHER"],
-            title=r["TITLE"], body="", body_source="backfill", authors=[],
-            published_at=ts, fetched_at=ts, language="en", language_confidence=None,
-            topic="unclassified", topic_code=None, topic_source="none", categories=[],
-            content_hash=aid, story_id=aid, is_story_lead=True, story_similarity=None,
-            date=ts.strftime("%Y-%m-%d"), schema_version=SCHEMA_VERSION))
-    gold = {f"h{int(r['ID']):07d}": r["STORY"] for r in rows}
+    Returns article_id → story_id (an article dropped as an exact/near copy gets the story
+    of the one it copies), the dropped ones (article_id → duplicate_of), the seconds taken
+    and the similarity used.
+    """
     import json
     import tempfile
 
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from transforms.stories import AssignStories
+
     tmp = tempfile.mkdtemp(prefix="bench-stories-")
+    sim = make_similarity(kind)
     started = time.perf_counter()
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
-        sim = KINDS[kind][0]()
         out = p | beam.Create(articles) | AssignStories(sim)
         _ = (out.articles | "StoryOf" >> beam.Map(lambda a: json.dumps([a.article_id,
                                                                         a.story_id]))
@@ -311,9 +294,82 @@ def run_headlines(kind: str, limit: int | None) -> None:
             for line in path.read_text().splitlines():
                 k, v = json.loads(line)
                 target[k] = v
-    # A headline dropped as an exact/near copy belongs to the story of the one it copies.
     for aid, kept in dropped.items():
         result[aid] = result.get(kept, kept)
+    return result, dropped, took, sim
+
+
+def article(aid: str, title: str, body: str, language: str, when: dt.datetime,
+            source: str = "", url: str = "") -> object:
+    """A backfill-like Article for the story stage alone."""
+    from schemas import SCHEMA_VERSION, Article
+    from transforms.text import content_hash
+
+    return Article(
+        article_id=aid, url=url or f"https://bench.invalid/{aid}", feed_url="", source=source,
+        title=title, body=body, body_source="backfill", authors=[], published_at=when,
+        fetched_at=when, language=language, language_confidence=None, topic="unclassified",
+        topic_code=None, topic_source="none", categories=[],
+        content_hash=content_hash(body) if body else aid, story_id=aid, is_story_lead=True,
+        story_similarity=None, date=when.strftime("%Y-%m-%d"), schema_version=SCHEMA_VERSION)
+
+
+def run_seeds(kind: str) -> None:
+    """The two real seed articles among the demo corpus: one story, and nothing unrelated.
+
+    The demo's pages are extracted with the pipeline's own extractor; its echo pages tell
+    the seeds' story (joining is right), every other page must stay out.
+    """
+    import json
+
+    from transforms.extract import extract_page
+
+    need(SEEDS)
+    site = ROOT / "pipelines" / "demo" / "site"
+    articles = []
+    for day, path in enumerate(sorted(SEEDS.glob("*.txt"))):
+        title, body = split_title(path.read_text(encoding="utf-8"))
+        when = dt.datetime(2024, 11, 23 + day, 9, tzinfo=dt.UTC)
+        articles.append(article(f"seed-{path.stem[:3]}", title, body, "en", when))
+    kinds = {}
+    for e in json.loads((site / "expected.json").read_text())["entries"]:
+        if e["kind"] not in ("article", "echo") or not e.get("page"):
+            continue
+        rel = e["page"].replace("{{BASE}}/", "")
+        page = extract_page((site / rel).read_text(encoding="utf-8"), e["page"])
+        aid = Path(rel).stem
+        when = (dt.datetime.fromisoformat(e["published"].replace("Z", "+00:00"))
+                if e.get("published") else dt.datetime(2024, 11, 24, tzinfo=dt.UTC))
+        kinds[aid] = e["kind"]
+        articles.append(article(aid, e["title"], page.body, e["language"], when))
+    stories, _, took, sim = assign_stories(articles, kind)
+    seed_ids = sorted(a.article_id for a in articles if a.article_id.startswith("seed-"))
+    seed_story = {stories[s] for s in seed_ids}
+    joined = sorted(a for a, sid in stories.items()
+                    if sid in seed_story and a not in seed_ids)
+    wrong = [a for a in joined if kinds.get(a) != "echo"]
+    echoes = sorted(a for a, k in kinds.items() if k == "echo")
+    print(f"seeds: {len(seed_ids)} seed articles + {len(kinds)} demo articles "
+          f"({len(echoes)} echoes of the seeds' story), similarity {sim.name}, "
+          f"threshold {sim.threshold}; {took:.1f} s")
+    print(f"  seed articles share one story_id: {len(seed_story) == 1} {sorted(seed_story)}")
+    print(f"  demo echoes joined to it: {len(joined) - len(wrong)}/{len(echoes)} "
+          f"{[a for a in joined if a not in wrong]}")
+    print(f"  unrelated articles joined to it: {len(wrong)} {wrong}")
+
+
+def run_headlines(kind: str, limit: int | None) -> None:
+    need(HEADLINES)
+    rows = [r for r in csv.DictReader(HEADLINES.open(encoding="utf-8"))
+            if (r.get("TIMESTAMP") or "").isdigit() and r.get("STORY") and r.get("TITLE")]
+    skipped = sum(1 for _ in csv.DictReader(HEADLINES.open(encoding="utf-8"))) - len(rows)
+    rows = rows[:limit]
+    print(f"headline rows without timestamp, story or title skipped: {skipped}")
+    articles = [article(f"h{int(r['ID']):07d}", r["TITLE"], "", "en",
+                        dt.datetime.fromtimestamp(int(r["TIMESTAMP"]) / 1000, dt.UTC),
+                        source=r["PUBLISHER"], url=r["URL"]) for r in rows]
+    gold = {f"h{int(r['ID']):07d}": r["STORY"] for r in rows}
+    result, dropped, took, sim = assign_stories(articles, kind)
     ids = sorted(gold)
     pred = [result.get(i, i) for i in ids]
     p, r, f = bcubed(pred, [gold[i] for i in ids])
@@ -326,18 +382,20 @@ def run_headlines(kind: str, limit: int | None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["pairs", "headlines"])
+    parser.add_argument("what", choices=["pairs", "headlines", "seeds"])
     parser.add_argument("--fit", action="store_true")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--short", action="store_true",
                         help="pairs: compare headlines only (title line, else first "
                              "sentence): the fit for title-only articles.")
-    parser.add_argument("--similarity", choices=sorted(KINDS), default="multilingual",
+    parser.add_argument("--similarity", choices=KINDS, default="multilingual",
                         help="Which similarity to measure (default: the pipeline's).")
     args = parser.parse_args()
     print("command: .venv/bin/python bench/bench_stories.py " + " ".join(sys.argv[1:]))
     if args.what == "pairs":
         run_pairs(args.similarity, args.fit, args.limit, args.short)
+    elif args.what == "seeds":
+        run_seeds(args.similarity)
     else:
         run_headlines(args.similarity, args.limit)
 
