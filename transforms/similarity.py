@@ -37,12 +37,12 @@ Jaccard estimate and the containment derived from it are in :func:`near_duplicat
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import re
 import threading
 import unicodedata
 import zlib
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import ClassVar, Protocol
@@ -129,6 +129,8 @@ class StorySimilarity(Protocol):
 def tokenize(text: str) -> list[str]:
     """Word tokens (NFKC); runs of CJK characters become overlapping character bigrams."""
     text = unicodedata.normalize("NFKC", text)
+    if not _CJK.search(text):
+        return [tok for tok in _TOKEN.findall(text) if len(tok) > 1 or tok.isdigit()]
     out: list[str] = []
     for tok in _TOKEN.findall(text):
         if _CJK.search(tok):
@@ -257,15 +259,26 @@ def _fhash(feature: str) -> int:
 
 
 def _pack(weights: dict[int, float], limit: int) -> tuple[bytes, bytes]:
-    """Top ``limit`` features, L2-normalised, as sorted uint32 ids and uint8 weights."""
+    """Top ``limit`` features, L2-normalised, as sorted uint32 ids and uint8 weights.
+
+    The top ones are those of highest weight, ties to the lower id.
+    """
     if not weights:
         return b"", b""
-    top = sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
-    top.sort()
-    ids = np.fromiter((k for k, _ in top), dtype=np.uint32, count=len(top))
-    w = np.fromiter((v for _, v in top), dtype=np.float64, count=len(top))
+    ids = np.fromiter(weights.keys(), dtype=np.uint32, count=len(weights))
+    w = np.fromiter(weights.values(), dtype=np.float64, count=len(weights))
+    if len(ids) > limit:
+        top = np.lexsort((ids, -w))[:limit]
+        ids, w = ids[top], w[top]
+    order = np.argsort(ids)
+    ids, w = ids[order], w[order]
     norm = float(np.linalg.norm(w)) or 1.0
     return ids.tobytes(), np.clip(np.round(w / norm * 255.0), 0, 255).astype(np.uint8).tobytes()
+
+
+def _log_damped(weights: dict[int, float]) -> dict[int, float]:
+    """Positive weights, those above 1 damped to ``1 + log(w)``."""
+    return {k: 1.0 + math.log(v) if v > 1 else v for k, v in weights.items() if v > 0}
 
 
 def cosine(ids_a: bytes, w_a: bytes, ids_b: bytes, w_b: bytes) -> float:
@@ -289,31 +302,76 @@ MINHASH_SCHEME = "affine32"
 
 
 @functools.lru_cache(maxsize=1)
-def _permutations() -> np.ndarray:
+def _permutations() -> tuple[np.ndarray, np.ndarray]:
     # Fixed seed and scheme: signatures must compare across workers, runs and releases.
     from datasketch import MinHash
 
-    return MinHash(num_perm=NUM_PERM, seed=MINHASH_SEED, scheme=MINHASH_SCHEME).permutations
+    a, b = MinHash(num_perm=NUM_PERM, seed=MINHASH_SEED, scheme=MINHASH_SCHEME).permutations
+    return a.astype(np.uint32)[np.newaxis, :], b.astype(np.uint32)[np.newaxis, :]
+
+
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finalizer (what datasketch's ``affine32`` scheme applies first)."""
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
 
 
 def minhash(shingles: set[str]) -> bytes:
-    """MinHash signature (datasketch, fixed seed) of a set of shingles, as uint16 bytes."""
-    from datasketch import MinHash
+    """MinHash signature of a set of shingles, as uint16 bytes.
 
-    m = MinHash(num_perm=NUM_PERM, seed=MINHASH_SEED, permutations=_permutations(),
-                scheme=MINHASH_SCHEME)
-    if shingles:
-        m.update_batch([s.encode("utf-8") for s in sorted(shingles)])
+    The values are datasketch's (``MinHash(num_perm=NUM_PERM, seed=MINHASH_SEED,
+    scheme="affine32")`` updated with the UTF-8 shingles, SHA-1 hashed), computed here on
+    one numpy array instead of through a MinHash object.
+    """
+    if not shingles:
+        return np.full(NUM_PERM, 0xFFFF, dtype=np.uint16).tobytes()
+    hv = np.fromiter((int.from_bytes(hashlib.sha1(s.encode("utf-8")).digest()[:4], "little")
+                      for s in shingles), dtype=np.uint32, count=len(shingles))
+    a, b = _permutations()
+    # uint32 arithmetic wraps around: the permutations are a * h + b modulo 2**32.
+    lowest = (_fmix32(hv)[:, np.newaxis] * a + b).min(axis=0)
     # b-bit MinHash: the low 16 bits collide by chance once in 65,536 (negligible bias).
-    return (m.hashvalues & 0xFFFF).astype(np.uint16).tobytes()
+    return (lowest & 0xFFFF).astype(np.uint16).tobytes()
 
 
 def word_shingles(text: str, n: int = 2) -> set[str]:
     """Lower-case word n-grams of a text (the near-duplicate representation)."""
+    if n == 2:
+        return _bigrams(tokenize(text))
     words = [t.casefold() for t in tokenize(text)]
     if len(words) < n:
         return {" ".join(words)} if words else set()
     return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def _bigrams(tokens: list[str]) -> set[str]:
+    """:func:`word_shingles` (n = 2) of a text's tokens."""
+    words = [t.casefold() for t in tokens]
+    if len(words) < 2:
+        return set(words)
+    return {f"{a} {b}" for a, b in zip(words, words[1:], strict=False)}
+
+
+_WORD_CHAR = re.compile(r"\w")
+
+
+def _joined_tokens(title: str, body: str, part_tokens: list[list[str]]) -> list[str]:
+    """``tokenize(f"{title} {body}")``, from the tokens of title, lead and rest if it can.
+
+    Tokens are ``\\w+`` runs, each handled on its own, so the tokens of the joined text
+    are those of its parts when no part changes under NFKC (nothing to normalise across
+    a seam) and the lead ends between words. Otherwise the joined text is tokenised.
+    """
+    text = f"{title} {body}"
+    cut_in_word = (_WORD_CHAR.match(body, LEAD_CHARS - 1) is not None
+                   and _WORD_CHAR.match(body, LEAD_CHARS) is not None)
+    if cut_in_word or not all(unicodedata.is_normalized("NFKC", t)
+                              for t in (text, title, body[:LEAD_CHARS], body[LEAD_CHARS:])):
+        return tokenize(text)
+    return [tok for tokens in part_tokens for tok in tokens]
 
 
 def jaccard_estimate(a: Sketch, b: Sketch) -> float:
@@ -427,6 +485,25 @@ def _gram_hashes(form: str) -> tuple[int, ...]:
     return tuple(_fhash("g:" + g) for g in _char_grams(form))
 
 
+@functools.lru_cache(maxsize=200_000)
+def _token_plan(tok: str, language: str) -> tuple[int | None, float | None, str | None,
+                                                  int | None, str | None]:
+    """What one token adds to a sketch, hashed once: ``(feature hash, IDF weight, word
+    blocking key, name hash, name blocking key)``.
+
+    A number has no weight (``None``) and its ``#digits`` hash (``None`` for years and
+    one-digit numbers); a word gets a blocking key (and character grams) when it is rare
+    (IDF ≥ 1) and three letters or more, a name hash and key when it has a skeleton.
+    """
+    number, form, w_idf, sk = token_features(tok, language)
+    if number:
+        return (_fhash(form) if form else None), None, None, None, None
+    word_key = "w:" + form if w_idf >= 1.0 and len(form) >= 3 else None
+    if not sk:
+        return _fhash(form), w_idf, word_key, None, None
+    return _fhash(form), w_idf, word_key, _fhash("n:" + sk), "n:" + sk
+
+
 @dataclass(frozen=True)
 class LexicalSimilarity:
     """The default, offline similarity: lemmas + IDF, names/numbers skeletons, char grams."""
@@ -444,51 +521,50 @@ class LexicalSimilarity:
         """Sketches one article (title and the first MAX_CHARS of its body)."""
         lang = (language or "und").split("-")[0].lower()
         body = body[:MAX_CHARS]
-        terms: dict[int, float] = Counter()
-        names: dict[int, float] = Counter()
-        grams: dict[int, float] = Counter()
-        gram_forms: dict[str, float] = Counter()
-        lead: dict[int, float] = Counter()
+        terms: dict[int, float] = {}
+        names: dict[int, float] = {}
+        lead: dict[int, float] = {}
+        keyable: dict[str, float] = {}
         numbers: set[int] = set()
         parts = ((title, TITLE_BOOST, True), (body[:LEAD_CHARS], LEAD_BOOST, True),
                  (body[LEAD_CHARS:], 1.0, False))
-        keyable: dict[str, float] = Counter()
+        part_tokens = [tokenize(text) for text, _, _ in parts]
         words = 0
-        for text, boost, is_lead in parts:
-            for tok in tokenize(text):
-                words += 1
-                number, form, w_idf, sk = token_features(tok, lang)
-                if number:
-                    if form:
-                        names[_fhash(form)] += boost * 3.0
-                        numbers.add(_fhash(form))
+        for (_, boost, is_lead), tokens in zip(parts, part_tokens, strict=True):
+            words += len(tokens)
+            for tok in tokens:
+                h, w_idf, word_key, name_h, name_key = _token_plan(tok, lang)
+                if w_idf is None:  # a number
+                    if h is not None:
+                        names[h] = names.get(h, 0.0) + boost * 3.0
+                        numbers.add(h)
                     continue
-                h = _fhash(form)
-                terms[h] += boost * w_idf
+                weight = boost * w_idf
+                terms[h] = terms.get(h, 0.0) + weight
                 if is_lead and w_idf >= 1.0:
-                    lead[h] += boost * w_idf
-                if w_idf >= 1.0 and len(form) >= 3:
-                    keyable["w:" + form] += boost * w_idf
-                    gram_forms[form] += boost * w_idf
-                if sk:
-                    names[_fhash("n:" + sk)] += boost * w_idf
-                    keyable["n:" + sk] += boost * w_idf * 1.5
+                    lead[h] = lead.get(h, 0.0) + weight
+                if word_key is not None:
+                    keyable[word_key] = keyable.get(word_key, 0.0) + weight
+                if name_h is not None:
+                    names[name_h] = names.get(name_h, 0.0) + weight
+                    keyable[name_key] = keyable.get(name_key, 0.0) + weight * 1.5
         # Character n-grams of the transliterated lemmas meet where words differ only by
-        # inflection, compounding or a language's spelling (summed per distinct word).
-        for form, weight in gram_forms.items():
-            for g in _gram_hashes(form):
-                grams[g] += weight
-        terms_b, term_w = _pack({k: 1.0 + math.log(v) if v > 1 else v
-                                 for k, v in terms.items() if v > 0}, MAX_TERMS)
-        names_b, name_w = _pack(dict(names), MAX_NAMES)
-        grams_b, gram_w = _pack({k: 1.0 + math.log(v) if v > 1 else v
-                                 for k, v in grams.items() if v > 0}, MAX_GRAMS)
+        # inflection, compounding or a language's spelling (summed per distinct word: the
+        # "w:" keys, in the order the words first came).
+        grams: dict[int, float] = {}
+        for key, weight in keyable.items():
+            if key.startswith("w:"):
+                for g in _gram_hashes(key[2:]):
+                    grams[g] = grams.get(g, 0.0) + weight
+        terms_b, term_w = _pack(_log_damped(terms), MAX_TERMS)
+        names_b, name_w = _pack(names, MAX_NAMES)
+        grams_b, gram_w = _pack(_log_damped(grams), MAX_GRAMS)
         lead_top = sorted(lead.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_LEAD]
         lead_b = np.array(sorted(k for k, _ in lead_top), dtype=np.uint32).tobytes()
         num_b = np.array(sorted(numbers)[:MAX_NUMBERS], dtype=np.uint32).tobytes()
         keys = tuple(k for k, _ in sorted(keyable.items(), key=lambda kv: (-kv[1], kv[0]))
                      [:NUM_KEYS])
-        shingles = word_shingles(f"{title} {body}")
+        shingles = _bigrams(_joined_tokens(title, body, part_tokens))
         return Sketch(language=lang, terms=terms_b, term_weights=term_w, names=names_b,
                       name_weights=name_w, minhash=minhash(shingles),
                       shingles=len(shingles), keys=keys, grams=grams_b, gram_weights=gram_w,
