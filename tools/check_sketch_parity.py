@@ -9,7 +9,10 @@ code and with the working tree's, and compares every field of :class:`Sketch`:
 * the features the models read (``terms``, ``term_weights``, ``names``, ``name_weights``,
   ``grams``, ``gram_weights``, ``lead``, ``numbers``, ``words``, ``keys``, ``language``)
   and the bigram count ``shingles`` must be identical (exit status 1 otherwise);
-* ``minhash`` is reported apart: a change of its hashing shows up there.
+* ``minhash`` is reported apart: a change of its hashing shows up there;
+* for all pairs among the first ``--pairs`` texts, the model inputs
+  (:meth:`LexicalSimilarity.features`), the score and the near-copy decision must be
+  identical too (they use the faster comparison code of the working tree).
 
 Texts: hand-written edge cases (scripts, CJK, numbers, words cut at the lead and length
 limits, compatibility characters, empty parts) and, when ``../shared/corpora/`` is
@@ -92,24 +95,39 @@ def main() -> None:
                         "(default main)")
     parser.add_argument("--n", type=int, default=2000,
                         help="corpus articles to add when ../shared is present (default 2000)")
+    parser.add_argument("--pairs", type=int, default=250,
+                        help="texts whose pairs are all scored (default 250)")
     args = parser.parse_args()
     base = load_base(args.base)
     texts = EDGE_CASES + corpus_texts(args.n)
     old_sim, new_sim = base.LexicalSimilarity(), current.LexicalSimilarity()
     differ = dict.fromkeys(FEATURE_FIELDS, 0)
     minhash_differ = 0
+    sketches = []
     for title, body, language in texts:
         old = old_sim.sketch(title, body, language)
         new = new_sim.sketch(title, body, language)
         for name in FEATURE_FIELDS:
             differ[name] += getattr(old, name) != getattr(new, name)
         minhash_differ += old.minhash != new.minhash
+        sketches.append((old, new))
+    pairs = dict.fromkeys(("features", "score", "near"), 0)
+    compared = 0
+    for i, (old_a, new_a) in enumerate(sketches[:args.pairs]):
+        for old_b, new_b in sketches[:i]:
+            compared += 1
+            pairs["features"] += (old_sim.features(old_a, old_b)
+                                  != new_sim.features(new_a, new_b))
+            pairs["score"] += old_sim.score(old_a, old_b) != new_sim.score(new_a, new_b)
+            pairs["near"] += (base.near_duplicate(old_a, old_b)
+                              != current.near_duplicate(new_a, new_b))
     print(f"texts: {len(texts)} ({len(EDGE_CASES)} edge cases), base {args.base}")
     print("features differing: " + ", ".join(f"{k}={v}" for k, v in differ.items()))
     print(f"minhash differing: {minhash_differ}")
-    if any(differ.values()):
-        raise SystemExit("FAIL: the sketch features changed")
-    print("OK: the features are byte-identical")
+    print(f"pairs: {compared}, differing: " + ", ".join(f"{k}={v}" for k, v in pairs.items()))
+    if any(differ.values()) or pairs["features"] or pairs["score"]:
+        raise SystemExit("FAIL: the sketch features or the pair scores changed")
+    print("OK: the features and pair scores are identical")
 
 
 if __name__ == "__main__":

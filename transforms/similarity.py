@@ -281,18 +281,25 @@ def _log_damped(weights: dict[int, float]) -> dict[int, float]:
     return {k: 1.0 + math.log(v) if v > 1 else v for k, v in weights.items() if v > 0}
 
 
+@functools.lru_cache(maxsize=4096)
+def _weights(ids: bytes, weights: bytes) -> dict[int, int]:
+    """A packed vector as ``{feature id: uint8 weight}`` (cached: a sketch meets many)."""
+    return dict(zip(np.frombuffer(ids, dtype=np.uint32).tolist(), weights, strict=True))
+
+
+@functools.lru_cache(maxsize=4096)
+def _id_set(ids: bytes) -> frozenset[int]:
+    return frozenset(np.frombuffer(ids, dtype=np.uint32).tolist())
+
+
 def cosine(ids_a: bytes, w_a: bytes, ids_b: bytes, w_b: bytes) -> float:
     """Cosine of two packed, L2-normalised sparse vectors."""
     if not ids_a or not ids_b:
         return 0.0
-    a = np.frombuffer(ids_a, dtype=np.uint32)
-    b = np.frombuffer(ids_b, dtype=np.uint32)
-    _, ia, ib = np.intersect1d(a, b, assume_unique=True, return_indices=True)
-    if not len(ia):
-        return 0.0
-    wa = np.frombuffer(w_a, dtype=np.uint8)[ia].astype(np.float32)
-    wb = np.frombuffer(w_b, dtype=np.uint8)[ib].astype(np.float32)
-    return float(min(1.0, max(0.0, float(wa @ wb) / 65025.0)))
+    a, b = _weights(ids_a, w_a), _weights(ids_b, w_b)
+    # Products of uint8 weights summed as integers: exact, whatever the order.
+    dot = sum(a[k] * b[k] for k in a.keys() & b.keys())
+    return float(min(1.0, max(0.0, dot / 65025.0)))
 
 
 # ----------------------------------------------------------------------- near copies
@@ -452,12 +459,17 @@ class LexicalModel:
 
     def logit(self, features: Sequence[float], pair: str = "") -> float:
         """The linear score (log-odds) for one pair's features."""
-        z = self.intercept + dict(self.pair_offsets).get(pair, 0.0)
+        z = self.intercept + _offsets(self.pair_offsets).get(pair, 0.0)
         return z + sum(w * v for w, v in zip(self.weights, features, strict=True))
 
     def probability(self, features: Sequence[float], pair: str = "") -> float:
         """P(same story) for one pair's features; ``pair`` is :func:`language_pair`."""
         return _sigmoid(self.logit(features, pair))
+
+
+@functools.lru_cache(maxsize=16)
+def _offsets(pair_offsets: tuple[tuple[str, float], ...]) -> dict[str, float]:
+    return dict(pair_offsets)
 
 
 def _sigmoid(z: float) -> float:
@@ -468,9 +480,8 @@ def _overlap(a: bytes, b: bytes) -> float:
     """Share of the smaller packed id set found in the other (0 when either is empty)."""
     if not a or not b:
         return 0.0
-    ia = np.frombuffer(a, dtype=np.uint32)
-    ib = np.frombuffer(b, dtype=np.uint32)
-    return len(np.intersect1d(ia, ib, assume_unique=True)) / min(len(ia), len(ib))
+    ia, ib = _id_set(a), _id_set(b)
+    return len(ia & ib) / min(len(ia), len(ib))
 
 
 def _char_grams(form: str, n: int = GRAM_N) -> list[str]:
