@@ -455,14 +455,17 @@ def drop_written(element: tuple[str, Iterable[StoryItem]]) -> Iterator[Any]:
 
 
 def _first_node(element: tuple[str, dict]) -> Iterator[Node]:
-    """ChooseParent: item + its candidate edges → the article's initial node."""
+    """ChooseParent: item + its candidate edges → the article's initial node.
+
+    The item comes as ``(item_order(item), item.seed_story)``.
+    """
     article_id, groups = element
-    items = sorted(groups["item"], key=item_order)
-    if not items:
+    first = min(groups["item"], key=lambda order_seed: order_seed[0], default=None)
+    if first is None:
         return
-    item = items[0]
-    if item.seed_story is not None:
-        yield Node(article_id, item.seed_story, True, "seed", None, None)
+    seed_story = first[1]
+    if seed_story is not None:
+        yield Node(article_id, seed_story, True, "seed", None, None)
         return
     parent = choose_parent(groups["edge"])
     if parent is None:
@@ -470,6 +473,37 @@ def _first_node(element: tuple[str, dict]) -> Iterator[Node]:
     else:
         level = "near" if parent.near is not None else "echo"
         yield Node(article_id, parent.target, False, level, parent.score, parent.target)
+
+
+def _round_messages(node: Node) -> Iterator[tuple[str, tuple[str, tuple]]]:
+    """What a node sends in one pointer-jumping round (see :func:`_round_groups`).
+
+    A done node goes to its own key, where it also answers for its pointer; a pending
+    one sends its pointer to its own key and asks at its pointer's key. Nodes travel as
+    plain tuples, which Beam's default coder writes without pickling.
+    """
+    if node.done:
+        yield node.article_id, ("self", tuple(node))
+    else:
+        yield node.article_id, ("info", (node.ptr, False, node.level == "near"))
+        yield node.ptr, ("ask", tuple(node))
+
+
+def _round_groups(element: tuple[str, Iterable[tuple[str, tuple]]]) -> tuple[str, dict]:
+    """A key's grouped :func:`_round_messages` as :func:`_jump` reads them: its own
+    pointer (``info``: ``(ptr, done, is a near copy)``), the nodes asking it (``ask``) and
+    itself when done (``self``)."""
+    key, messages = element
+    groups: dict[str, list] = {"info": [], "ask": [], "self": []}
+    for tag, value in messages:
+        if tag == "info":
+            groups["info"].append(value)
+            continue
+        node = Node(*value)
+        groups[tag].append(node)
+        if tag == "self":
+            groups["info"].append((node.ptr, True, node.level == "near"))
+    return key, groups
 
 
 def _jump(element: tuple[str, dict]) -> Iterator[Node]:
@@ -571,19 +605,19 @@ class ResolveStories(beam.PTransform):
 
     def expand(self, nodes):
         for r in range(self._rounds):
-            info = nodes | f"Info{r}" >> beam.Map(
-                lambda n: (n.article_id, (n.ptr, n.done, n.level == "near")))
-            asks = nodes | f"Asks{r}" >> beam.FlatMap(
-                lambda n: [] if n.done else [(n.ptr, n)])
-            done = nodes | f"Done{r}" >> beam.FlatMap(
-                lambda n: [(n.article_id, n)] if n.done else [])
-            joined = ({"info": info, "ask": asks, "self": done}
-                      | f"JoinPointers{r}" >> beam.CoGroupByKey())
+            # One message per done node and two per pending one, grouped in one shuffle:
+            # what a CoGroupByKey of info, asks and done nodes would give, for less.
+            joined = (nodes
+                      | f"Messages{r}" >> beam.FlatMap(_round_messages)
+                      .with_output_types(tuple[str, Any])
+                      | f"JoinPointers{r}" >> beam.GroupByKey())
             if self._windowfn is None:
-                nodes = joined | f"Jump{r}" >> beam.FlatMap(_jump)
+                nodes = joined | f"Jump{r}" >> beam.FlatMap(lambda kv: _jump(_round_groups(kv)))
             else:
-                nodes = joined | f"Jump{r}" >> WithMemory(JumpWithMemoryFn(self._window),
-                                                          self._windowfn)
+                nodes = (joined
+                         | f"Groups{r}" >> beam.Map(_round_groups)
+                         | f"Jump{r}" >> WithMemory(JumpWithMemoryFn(self._window),
+                                                    self._windowfn))
         return nodes
 
 
@@ -615,8 +649,8 @@ class AssembleStoriesFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(
                 "duplicates", duplicate_of(first, kept, level, sim, now))
             return
-        nodes = list(groups["node"])
-        node = nodes[0] if nodes else None
+        nodes = list(groups["node"])  # plain tuples on the way (no pickling)
+        node = Node(*nodes[0]) if nodes else None
         root = None
         if node is not None and node.parent is not None:
             root = node.ptr
@@ -807,7 +841,9 @@ class AssignStories(beam.PTransform):
                   | "GroupByBlock" >> beam.GroupByKey())
         edges = blocks | "CompareWithinKey" >> (WithMemory(compare_fn, windowfn)
                                                 if self._across else beam.ParDo(compare_fn))
-        nodes = ({"item": kept | "ItemsById" >> beam.Map(lambda i: (i.article_id, i)),
+        # ChooseParent needs an item's order and seed story, not its sketch.
+        nodes = ({"item": kept | "ItemsById" >> beam.Map(
+                      lambda i: (i.article_id, (item_order(i), i.seed_story))),
                   "edge": edges}
                  | "JoinCandidates" >> beam.CoGroupByKey()
                  | "ChooseParent" >> beam.FlatMap(_first_node))
@@ -819,7 +855,7 @@ class AssignStories(beam.PTransform):
         exact = exact_sets | "ExactDecisions" >> beam.Flatten()
         out = ({"article": articles | "ArticlesById" >> beam.Map(lambda a: (a.article_id, a)),
                 "exact": exact,
-                "node": resolved | "NodesById" >> beam.Map(lambda n: (n.article_id, n))}
+                "node": resolved | "NodesById" >> beam.Map(lambda n: (n.article_id, tuple(n)))}
                | "JoinDecisions" >> beam.CoGroupByKey()
                | "AssembleStories" >> beam.ParDo(
                    AssembleStoriesFn(self._drop_echoes, self._clock))
