@@ -26,8 +26,9 @@ The default, :class:`LexicalSimilarity`, works offline with data shipped by PyPI
   overlap, a length ratio and a per-language-pair offset) into a probability of
   "same story".
 
-Near-identical copies are found with a MinHash (``datasketch``) over word bigrams: its
-Jaccard estimate and the containment derived from it are in :func:`near_duplicate`.
+Near-identical copies are found with a MinHash over word bigrams (bigram hashes built
+from per-word CRC-32s, ``datasketch``'s seeded permutations): its Jaccard estimate and
+the containment derived from it are in :func:`near_duplicate`.
 
 :class:`EmbeddingSimilarity` adds a sentence-embedding model where one is installed
 (``pip install sentence-transformers`` plus a model available locally, see
@@ -37,7 +38,6 @@ Jaccard estimate and the containment derived from it are in :func:`near_duplicat
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import re
 import threading
@@ -326,20 +326,37 @@ def _fmix32(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint32(16))
 
 
-def minhash(shingles: set[str]) -> bytes:
-    """MinHash signature of a set of shingles, as uint16 bytes.
+def shingle_hashes(tokens: Sequence[str]) -> np.ndarray:
+    """32-bit hashes of the distinct lower-case word bigrams of ``tokens``.
 
-    The values are datasketch's (``MinHash(num_perm=NUM_PERM, seed=MINHASH_SEED,
-    scheme="affine32")`` updated with the UTF-8 shingles, SHA-1 hashed), computed here on
-    one numpy array instead of through a MinHash object.
+    One hash per element of ``word_shingles`` (n = 2) of the text: a word is hashed once
+    (CRC-32 of its UTF-8 bytes, the same on every worker), a bigram combines the hashes
+    of its two words in order. Distinct bigrams are counted exactly (by word ids).
     """
-    if not shingles:
+    ids: dict[str, int] = {}
+    seq = [ids.setdefault(t.casefold(), len(ids)) for t in tokens]
+    word_hashes = np.fromiter((zlib.crc32(w.encode("utf-8")) for w in ids), dtype=np.uint32,
+                              count=len(ids))
+    if len(seq) < 2:
+        return word_hashes
+    codes = np.array(seq, dtype=np.int64)
+    first, second = np.divmod(np.unique(codes[:-1] * len(ids) + codes[1:]), len(ids))
+    # Mixing the first word (an odd multiplier, then fmix) keeps the pair's order.
+    return _fmix32(word_hashes[first] * np.uint32(0x9E3779B1)) ^ word_hashes[second]
+
+
+def minhash(hashes: np.ndarray) -> bytes:
+    """MinHash signature of a set of 32-bit shingle hashes, as uint16 bytes.
+
+    The permutations are datasketch's ``affine32`` ones (``MinHash(num_perm=NUM_PERM,
+    seed=MINHASH_SEED)``: the hash mixed with MurmurHash3's finalizer, then
+    ``a * h + b`` modulo 2**32), applied to all hashes at once.
+    """
+    if not len(hashes):
         return np.full(NUM_PERM, 0xFFFF, dtype=np.uint16).tobytes()
-    hv = np.fromiter((int.from_bytes(hashlib.sha1(s.encode("utf-8")).digest()[:4], "little")
-                      for s in shingles), dtype=np.uint32, count=len(shingles))
     a, b = _permutations()
     # uint32 arithmetic wraps around: the permutations are a * h + b modulo 2**32.
-    lowest = (_fmix32(hv)[:, np.newaxis] * a + b).min(axis=0)
+    lowest = (_fmix32(hashes)[:, np.newaxis] * a + b).min(axis=0)
     # b-bit MinHash: the low 16 bits collide by chance once in 65,536 (negligible bias).
     return (lowest & 0xFFFF).astype(np.uint16).tobytes()
 
@@ -575,7 +592,7 @@ class LexicalSimilarity:
         num_b = np.array(sorted(numbers)[:MAX_NUMBERS], dtype=np.uint32).tobytes()
         keys = tuple(k for k, _ in sorted(keyable.items(), key=lambda kv: (-kv[1], kv[0]))
                      [:NUM_KEYS])
-        shingles = _bigrams(_joined_tokens(title, body, part_tokens))
+        shingles = shingle_hashes(_joined_tokens(title, body, part_tokens))
         return Sketch(language=lang, terms=terms_b, term_weights=term_w, names=names_b,
                       name_weights=name_w, minhash=minhash(shingles),
                       shingles=len(shingles), keys=keys, grams=grams_b, gram_weights=gram_w,
