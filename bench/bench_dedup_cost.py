@@ -8,7 +8,9 @@ days with a fixed seed, and measures:
 * the pure-Python floor: sketching, grouping by blocking key, comparing within each
   group (:func:`transforms.stories.matches_in_group`) and choosing parents, no Beam;
 * :class:`transforms.stories.AssignStories` alone on the FnApiRunner in one process
-  (one core): articles/s, wall clock from ``run()`` to the end of the pipeline;
+  (one core): articles/s, wall clock from ``run()`` to the end of the pipeline, and
+  apart the time the same pipeline with a no-op step instead of the stage takes
+  (``beam.Create`` pickles and compresses the articles: a harness cost, not the stage's);
 * state per retained article: the encoded size of what the stage's keyed state would
   hold at the end of the batch under a repeating trigger (with the default trigger the
   stage keeps no keyed state at all) (each blocking key's pruned list of recent items, plus the
@@ -185,6 +187,12 @@ def measure(kind: str, articles: list[Article]) -> None:
               f"{k}={counts.get(k, 0)}" for k in ("story_leads", "story_echoes",
                                                   "duplicates_content", "duplicates_near",
                                                   "story_pairs_compared")))
+    p = beam.Pipeline(options=options)
+    _ = p | beam.Create(articles) | beam.Map(lambda a: None)
+    started = time.perf_counter()
+    p.run().wait_until_finish()
+    print(f"  of which the harness (beam.Create of the articles and a no-op step alone): "
+          f"{time.perf_counter() - started:.1f} s")
     total, kept = state_bytes(sim, articles)
     print(f"  keyed state at end of batch: {total} bytes, {total / max(1, kept):.0f} bytes "
           f"per retained article ({kept} retained)")
