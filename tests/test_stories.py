@@ -18,7 +18,12 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from schemas import ARTICLE_SCHEMA, SCHEMA_VERSION, Article
-from transforms.similarity import STORE_KEYS, LexicalSimilarity, MultilingualSimilarity
+from transforms.similarity import (
+    SHORT_WORDS,
+    STORE_KEYS,
+    LexicalSimilarity,
+    MultilingualSimilarity,
+)
 from transforms.sinks import WriteParquetTable, article_partition
 from transforms.stories import (
     AssignStories,
@@ -287,6 +292,14 @@ def test_an_article_is_kept_only_under_its_strongest_keys():
     assert [e.target for _, e in matches_in_group(SIM, [], [a, b], 0.2, week, 64, strong)] \
         == ["a"]
     assert list(matches_in_group(SIM, [], [a, b], 0.2, week, 64, weak)) == []
+
+
+def test_a_headline_only_article_is_kept_under_all_its_keys():
+    title = KURSK["en-zelensky"][1]
+    a = StoryItem("a", 0, "ha", SIM.sketch(title, "", "en"))
+    assert len(a.sketch.keys) > STORE_KEYS and a.sketch.words < SHORT_WORDS
+    assert all(indexed_under(a, k) for k in a.sketch.keys)
+    assert not indexed_under(a, "w:unrelated")
 
 
 def test_story_pool_coder_round_trips_compactly():

@@ -79,6 +79,7 @@ from schemas import SCHEMA_VERSION, Article, DuplicateRecord
 from transforms.dedup import fires_once
 from transforms.feeds import NAMESPACE
 from transforms.similarity import (
+    SHORT_WORDS,
     SKETCH_BYTES,
     STORE_KEYS,
     LexicalSimilarity,
@@ -218,9 +219,15 @@ def indexed_under(item: StoryItem, key: str | None) -> bool:
 
     An article looks for earlier ones under all its keys but is kept only under its
     strongest :data:`~transforms.similarity.STORE_KEYS`: state holds fewer copies of
-    each sketch, and fewer weak links chain unrelated stories. ``None``: every key.
+    each sketch, and fewer weak links chain unrelated stories. A headline-only article
+    (fewer than :data:`~transforms.similarity.SHORT_WORDS` words) is kept under all its
+    keys: its few words are all a later headline can find it by, and its sketch is about
+    half an article's, so state holds about as many bytes for it. ``None``: every key.
     """
-    return key is None or key in item.sketch.keys[:STORE_KEYS]
+    if key is None:
+        return True
+    short = item.sketch.words < SHORT_WORDS
+    return key in (item.sketch.keys if short else item.sketch.keys[:STORE_KEYS])
 
 
 def matches_in_group(sim: StorySimilarity, earlier: list[StoryItem], items: list[StoryItem],
