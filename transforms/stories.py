@@ -811,7 +811,8 @@ class AssignStories(beam.PTransform):
     folder whose published articles seed the state (re-runs add no rows); ``run_id``
     excludes this run's own files from it. ``across_windows`` (the continuous pipeline,
     articles in fixed windows) makes an article match copies and stories of earlier
-    windows within ``window``: see the module docstring.
+    windows within ``window``: see the module docstring. ``vote_rounds`` are the rounds of
+    :class:`VoteStories` (0: every echo stays in the story of its best match).
     """
 
     def __init__(self, similarity: StorySimilarity | None = None,
