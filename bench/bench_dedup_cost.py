@@ -39,7 +39,6 @@ sys.path.insert(0, str(ROOT))
 
 from schemas import SCHEMA_VERSION, Article  # noqa: E402
 from transforms.similarity import (  # noqa: E402
-    STORE_KEYS,
     StorySimilarity,
     make_similarity,
 )
@@ -50,6 +49,7 @@ from transforms.stories import (  # noqa: E402
     StoryPoolCoder,
     choose_parent,
     event_time,
+    indexed_under,
     make_item,
     matches_in_group,
 )
@@ -99,8 +99,9 @@ def state_bytes(sim: StorySimilarity, articles: list[Article]) -> tuple[int, int
         item = make_item(sim, a.article_id, a.title, a.body, a.language, event_time(a),
                          a.content_hash)
         winners.setdefault(a.content_hash, a.article_id)
-        for k in item.sketch.keys[:STORE_KEYS]:
-            by_key[k].append(item)
+        for k in item.sketch.keys:
+            if indexed_under(item, k):
+                by_key[k].append(item)
     window = int(DEFAULT_WINDOW.total_seconds() * 1_000_000)
     total = sum(len(pickle.dumps(h)) + len(pickle.dumps(w)) for h, w in winners.items())
     for key, items in by_key.items():

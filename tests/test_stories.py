@@ -18,7 +18,12 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from schemas import ARTICLE_SCHEMA, SCHEMA_VERSION, Article
-from transforms.similarity import STORE_KEYS, LexicalSimilarity, MultilingualSimilarity
+from transforms.similarity import (
+    SHORT_WORDS,
+    STORE_KEYS,
+    LexicalSimilarity,
+    MultilingualSimilarity,
+)
 from transforms.sinks import WriteParquetTable, article_partition
 from transforms.stories import (
     AssignStories,
@@ -26,11 +31,13 @@ from transforms.stories import (
     Node,
     StoryItem,
     StoryPoolCoder,
+    VoteStories,
     choose_parent,
     decide,
     indexed_under,
     matches_in_group,
     seed_files,
+    vote_story,
 )
 from transforms.text import content_hash
 
@@ -287,6 +294,14 @@ def test_an_article_is_kept_only_under_its_strongest_keys():
     assert list(matches_in_group(SIM, [], [a, b], 0.2, week, 64, weak)) == []
 
 
+def test_a_headline_only_article_is_kept_under_all_its_keys():
+    title = KURSK["en-zelensky"][1]
+    a = StoryItem("a", 0, "ha", SIM.sketch(title, "", "en"))
+    assert len(a.sketch.keys) > STORE_KEYS and a.sketch.words < SHORT_WORDS
+    assert all(indexed_under(a, k) for k in a.sketch.keys)
+    assert not indexed_under(a, "w:unrelated")
+
+
 def test_story_pool_coder_round_trips_compactly():
     multi = MultilingualSimilarity()
     items = [StoryItem(f"id{i}", micros, f"hash{i}",
@@ -316,3 +331,76 @@ def test_decide_levels():
     assert decide(art, near, "root", False) == ("duplicate", ("near", "p", 0.7))
     chained = near._replace(parent_near=True)
     assert decide(art, chained, "root", False) == ("duplicate", ("near", "root", 0.7))
+
+
+def test_vote_story_moves_an_echo_to_the_story_of_most_matches():
+    echo = Node("x", "A", True, "echo", 0.9, "a1", False)
+
+    def vote(story, parent, score, done=True):
+        return Node("x", story, done, "vote", score, parent)
+
+    votes = [vote("A", "a1", 0.9), vote("B", "b1", 0.7), vote("B", "b2", 0.8, False),
+             vote("B", "b1", 0.75)]  # b1 matched under two keys counts once
+    assert vote_story(echo, votes) == echo._replace(ptr="B", done=False, score=0.8,
+                                                    parent="b2")
+    # Equal counts: the best score; equal scores too: the article stays where it is.
+    assert vote_story(echo, [vote("A", "a1", 0.9), vote("B", "b1", 0.95)]).ptr == "B"
+    assert vote_story(echo, [vote("B", "b1", 0.9), vote("A", "a1", 0.9)]).ptr == "A"
+    assert vote_story(echo, []) == echo
+    for level in ("lead", "seed", "near"):
+        other = echo._replace(level=level)
+        assert vote_story(other, votes) == other
+
+
+def _vote_fixture():
+    # Pointer jumping put c (best match a2) into a's story; three of its four matches are
+    # in b's story, so the vote moves it there. d votes with the stories its matches had
+    # before the vote (c was in a's), so it stays.
+    nodes = [Node("a", "a", True, "lead", None, None), Node("a2", "a", True, "echo", 0.9, "a"),
+             Node("b", "b", True, "lead", None, None), Node("b2", "b", True, "echo", 0.8, "b"),
+             Node("b3", "b", True, "echo", 0.7, "b2"),
+             Node("c", "a", True, "echo", 0.95, "a2", False),
+             Node("d", "a", True, "echo", 0.6, "c", False)]
+    edges = [("a2", Edge("a", 1, 0.9, None)), ("b2", Edge("b", 3, 0.8, None)),
+             ("b3", Edge("b2", 4, 0.7, None)), ("c", Edge("a2", 2, 0.95, None)),
+             ("c", Edge("b", 3, 0.6, None)), ("c", Edge("b2", 4, 0.65, None)),
+             ("c", Edge("b3", 5, 0.62, None)), ("c", Edge("b3", 5, 0.62, None)),
+             ("d", Edge("c", 6, 0.6, None)), ("d", Edge("a", 1, 0.59, None))]
+    expected = [("a", "a", None), ("a2", "a", "a"), ("b", "b", None), ("b2", "b", "b"),
+                ("b3", "b", "b2"), ("c", "b", "b2"), ("d", "a", "c")]
+    return nodes, edges, expected
+
+
+def test_vote_stories_in_a_batch():
+    nodes, edges, expected = _vote_fixture()
+    with TestPipeline() as p:
+        voted = (p | "Nodes" >> beam.Create(nodes), p | "Edges" >> beam.Create(edges)) \
+            | VoteStories(rounds=1)
+        assert_that(voted | beam.Map(lambda n: (n.article_id, n.ptr, n.parent)),
+                    equal_to(expected))
+
+
+def test_vote_stories_looks_up_stories_of_earlier_windows():
+    """Each article and its edges come in their own window: the stories of the earlier
+    articles matched are remembered, so the vote is the batch's."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.transforms.window import FixedWindows, TimestampedValue
+
+    nodes, edges, expected = _vote_fixture()
+    stream = TestStream()
+    for i, node in enumerate(nodes):
+        t = 1_700_000_000 + 300 * i
+        mine = [("node", node)] + [("edge", e) for e in edges if e[0] == node.article_id]
+        stream = stream.advance_watermark_to(t).add_elements(
+            [TimestampedValue(x, t) for x in mine])
+    stream = stream.advance_watermark_to_infinity()
+    options = PipelineOptions(["--runner=BundleBasedDirectRunner", "--streaming"])
+    with beam.Pipeline(options=options) as p:
+        tagged = p | stream | beam.WindowInto(FixedWindows(300))
+        got = (tagged | "Nodes" >> beam.FlatMap(lambda x: [x[1]] if x[0] == "node" else []),
+               tagged | "Edges" >> beam.FlatMap(lambda x: [x[1]] if x[0] == "edge" else []))
+        voted = got | VoteStories(rounds=1, windowfn=FixedWindows(300),
+                                  window=dt.timedelta(hours=1))
+        assert_that(voted | beam.Map(lambda n: (n.article_id, n.ptr, n.parent)),
+                    equal_to(expected))

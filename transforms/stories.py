@@ -28,7 +28,11 @@ How it scales (every step is keyed; there is no global index):
 5. ``ResolveStories``: parent pointers form a forest whose roots are story leads; a few
    rounds of pointer jumping (each a CoGroupByKey) give every article its root,
    ``2**rounds`` levels deep;
-6. ``AssembleStories``: a join by ``article_id`` sets the fields or emits the record.
+6. ``VoteStories``: each echo looks up the stories of all the earlier articles it matched
+   (one more join keyed by those articles) and moves to the story holding most of them,
+   so that one stray best match does not carry an article, and all that joined it, into
+   the wrong story;
+7. ``AssembleStories``: a join by ``article_id`` sets the fields or emits the record.
 
 Everything is sorted by ``(published_at or fetched_at, article_id)`` before any decision,
 so the same input gives the same story ids in whatever order the runner delivers it.
@@ -75,6 +79,7 @@ from schemas import SCHEMA_VERSION, Article, DuplicateRecord
 from transforms.dedup import fires_once
 from transforms.feeds import NAMESPACE
 from transforms.similarity import (
+    SHORT_WORDS,
     SKETCH_BYTES,
     STORE_KEYS,
     LexicalSimilarity,
@@ -87,6 +92,8 @@ _LOG = logging.getLogger(__name__)
 DEFAULT_WINDOW = dt.timedelta(hours=72)
 MAX_PER_KEY = 64
 RESOLVE_ROUNDS = 6
+VOTE_ROUNDS = 1
+"""Rounds of :class:`VoteStories` after the pointers are resolved (0: single best match)."""
 SEED_COLUMNS = ["article_id", "title", "body", "language", "published_at", "fetched_at",
                 "content_hash", "story_id"]
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -178,14 +185,49 @@ def choose_parent(edges: Iterable[Edge]) -> Edge | None:
     return min(unique, key=lambda e: (-e.score, e.target_micros, e.target), default=None)
 
 
+def vote_story(node: Node, votes: Iterable[Node]) -> Node:
+    """Moves an echo into the story that holds most of its matches, deterministically.
+
+    ``votes`` are the article's candidate edges after a look-up: ``parent`` is the earlier
+    article matched, ``score`` the pair's score and ``ptr`` that article's story. The story
+    with the most distinct matched articles wins, then the one with the best score, then
+    the article's own story, then the smaller label; ``parent`` and ``score`` become the
+    best match in it. Leads (no match), seeds (already written) and near copies (they
+    follow the article they copy) keep their node.
+    """
+    if node.level != "echo":
+        return node
+    stories: dict[str, dict[str, Node]] = {}
+    for v in votes:
+        members = stories.setdefault(v.ptr, {})
+        if v.parent not in members or v.score > members[v.parent].score:
+            members[v.parent] = v
+    if not stories:
+        return node
+
+    def rank(label: str) -> tuple:
+        members = stories[label].values()
+        return (-len(members), -max(m.score for m in members), label != node.ptr, label)
+
+    label = min(stories, key=rank)
+    top = min(stories[label].values(), key=lambda v: (-v.score, v.parent))
+    return node._replace(ptr=label, done=top.done, score=top.score, parent=top.parent)
+
+
 def indexed_under(item: StoryItem, key: str | None) -> bool:
     """Whether ``item`` is kept as an earlier article under blocking key ``key``.
 
     An article looks for earlier ones under all its keys but is kept only under its
     strongest :data:`~transforms.similarity.STORE_KEYS`: state holds fewer copies of
-    each sketch, and fewer weak links chain unrelated stories. ``None``: every key.
+    each sketch, and fewer weak links chain unrelated stories. A headline-only article
+    (fewer than :data:`~transforms.similarity.SHORT_WORDS` words) is kept under all its
+    keys: its few words are all a later headline can find it by, and its sketch is about
+    half an article's, so state holds about as many bytes for it. ``None``: every key.
     """
-    return key is None or key in item.sketch.keys[:STORE_KEYS]
+    if key is None:
+        return True
+    short = item.sketch.words < SHORT_WORDS
+    return key in (item.sketch.keys if short else item.sketch.keys[:STORE_KEYS])
 
 
 def matches_in_group(sim: StorySimilarity, earlier: list[StoryItem], items: list[StoryItem],
@@ -516,7 +558,7 @@ def _jump(element: tuple[str, dict]) -> Iterator[Node]:
     infos = list(groups["info"])
     # A pointer to an article outside this run cannot happen (seeds are read back).
     ptr, done, ptr_near = infos[0] if infos else (key, True, False)
-    yield from groups["self"]
+    yield from groups.get("self", ())
     for node in sorted(groups["ask"]):
         parent_near = node.parent_near if node.parent_near is not None else ptr_near
         yield node._replace(ptr=ptr, done=done, parent_near=parent_near)
@@ -618,6 +660,54 @@ class ResolveStories(beam.PTransform):
                          | f"Groups{r}" >> beam.Map(_round_groups)
                          | f"Jump{r}" >> WithMemory(JumpWithMemoryFn(self._window),
                                                     self._windowfn))
+        return nodes
+
+
+def _voted(element: tuple[str, dict]) -> Iterator[Node]:
+    """An article's resolved node and its looked-up matches → its node after the vote."""
+    _, groups = element
+    for node in list(groups["node"])[:1]:
+        yield vote_story(node, groups["vote"])
+
+
+class VoteStories(beam.PTransform):
+    """(resolved nodes, candidate edges) → nodes whose echoes sit in their best story.
+
+    Pointer jumping follows each article's single best match: one stray match of an early
+    article takes every article that joined it into the wrong story, and a story whose
+    articles matched one another along a chain is split where the chain breaks once. Each
+    round looks up the story of every earlier article an echo matched (a join keyed by
+    that article: a pointer-jumping round, remembered across windows in the same way) and
+    moves the echo to the story that holds most of its matches (:func:`vote_story`).
+    Labels are story leads or seeds, which never move, so no new chains form.
+    """
+
+    def __init__(self, rounds: int = VOTE_ROUNDS, windowfn: Any = None,
+                 window: dt.timedelta = DEFAULT_WINDOW):
+        super().__init__()
+        self._rounds = rounds
+        self._windowfn = windowfn
+        self._window = window
+
+    def expand(self, pcolls):
+        nodes, edges = pcolls
+        asks = edges | "VoteAsks" >> beam.FlatMap(
+            lambda ae: [] if ae[1].near is not None else
+            [(ae[1].target, Node(ae[0], ae[1].target, False, "vote", ae[1].score,
+                                 ae[1].target))])
+        for r in range(self._rounds):
+            info = nodes | f"StoryOf{r}" >> beam.Map(
+                lambda n: (n.article_id, (n.ptr, n.done, n.level == "near")))
+            joined = {"info": info, "ask": asks} | f"LookUpStories{r}" >> beam.CoGroupByKey()
+            if self._windowfn is None:
+                votes = joined | f"Look{r}" >> beam.FlatMap(_jump)
+            else:
+                votes = joined | f"Look{r}" >> WithMemory(JumpWithMemoryFn(self._window),
+                                                          self._windowfn)
+            nodes = ({"node": nodes | f"NodeById{r}" >> beam.Map(lambda n: (n.article_id, n)),
+                      "vote": votes | f"VoteById{r}" >> beam.Map(lambda n: (n.article_id, n))}
+                     | f"JoinVotes{r}" >> beam.CoGroupByKey()
+                     | f"Vote{r}" >> beam.FlatMap(_voted))
         return nodes
 
 
@@ -755,21 +845,24 @@ class AssignStories(beam.PTransform):
     folder whose published articles seed the state (re-runs add no rows); ``run_id``
     excludes this run's own files from it. ``across_windows`` (the continuous pipeline,
     articles in fixed windows) makes an article match copies and stories of earlier
-    windows within ``window``: see the module docstring.
+    windows within ``window``: see the module docstring. ``vote_rounds`` are the rounds of
+    :class:`VoteStories` (0: every echo stays in the story of its best match).
     """
 
     def __init__(self, similarity: StorySimilarity | None = None,
                  threshold: float | None = None, window: dt.timedelta = DEFAULT_WINDOW,
                  drop_echoes: bool = False, existing: str | None = None,
                  run_id: str | None = None, max_per_key: int = MAX_PER_KEY,
-                 rounds: int = RESOLVE_ROUNDS, clock=None, across_windows: bool = False):
+                 rounds: int = RESOLVE_ROUNDS, clock=None, across_windows: bool = False,
+                 vote_rounds: int = VOTE_ROUNDS):
         super().__init__()
         self._sim = similarity or LexicalSimilarity()
         self._threshold = self._sim.threshold if threshold is None else threshold
         if window <= dt.timedelta(0):
             raise ValueError("the story window must be positive")
-        if max_per_key < 1 or rounds < 1:
-            raise ValueError("max_per_key and rounds must be at least 1")
+        if max_per_key < 1 or rounds < 1 or vote_rounds < 0:
+            raise ValueError("max_per_key and rounds must be at least 1, vote_rounds at "
+                             "least 0")
         self._window = window
         self._drop_echoes = drop_echoes
         self._existing = existing
@@ -778,6 +871,7 @@ class AssignStories(beam.PTransform):
         self._rounds = rounds
         self._clock = clock
         self._across = across_windows
+        self._votes = vote_rounds
 
     def expand(self, articles):
         # Keyed state only matters when a key can fire again in the same window, or (across
@@ -852,6 +946,9 @@ class AssignStories(beam.PTransform):
         # is a few bytes.
         resolved = nodes | "ResolveStories" >> ResolveStories(self._rounds, windowfn,
                                                               2 * self._window)
+        if self._votes:
+            resolved = (resolved, edges) | "VoteStories" >> VoteStories(
+                self._votes, windowfn, 2 * self._window)
         exact = exact_sets | "ExactDecisions" >> beam.Flatten()
         out = ({"article": articles | "ArticlesById" >> beam.Map(lambda a: (a.article_id, a)),
                 "exact": exact,
