@@ -363,20 +363,10 @@ def minhash(hashes: np.ndarray) -> bytes:
 
 def word_shingles(text: str, n: int = 2) -> set[str]:
     """Lower-case word n-grams of a text (the near-duplicate representation)."""
-    if n == 2:
-        return _bigrams(tokenize(text))
     words = [t.casefold() for t in tokenize(text)]
     if len(words) < n:
         return {" ".join(words)} if words else set()
     return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
-
-
-def _bigrams(tokens: list[str]) -> set[str]:
-    """:func:`word_shingles` (n = 2) of a text's tokens."""
-    words = [t.casefold() for t in tokens]
-    if len(words) < 2:
-        return set(words)
-    return {f"{a} {b}" for a, b in zip(words, words[1:], strict=False)}
 
 
 _WORD_CHAR = re.compile(r"\w")
@@ -725,20 +715,23 @@ def quantize(vec: np.ndarray) -> bytes:
     return (q[0::2] << 4 | q[1::2]).astype(np.uint8).tobytes()
 
 
-def _unpack(b: bytes) -> np.ndarray:
+@functools.lru_cache(maxsize=4096)
+def _unpack(b: bytes) -> tuple[np.ndarray, np.float32]:
+    """A :func:`quantize`-d vector and its norm (cached: a sketch meets many)."""
     q = np.frombuffer(b, dtype=np.uint8)
     out = np.empty(2 * len(q), dtype=np.float32)
     out[0::2] = (q >> 4).astype(np.float32) - 8.0
     out[1::2] = (q & 15).astype(np.float32) - 8.0
-    return out
+    out.flags.writeable = False
+    return out, np.linalg.norm(out)
 
 
 def vector_cosine(a: bytes, b: bytes) -> float:
     """Cosine of two :func:`quantize`-d vectors (0 when either is missing)."""
     if not a or not b or len(a) != len(b):
         return 0.0
-    va, vb = _unpack(a), _unpack(b)
-    norm = float(np.linalg.norm(va) * np.linalg.norm(vb))
+    (va, na), (vb, nb) = _unpack(a), _unpack(b)
+    norm = float(na * nb)
     return float(va @ vb) / norm if norm else 0.0
 
 
@@ -759,6 +752,7 @@ class MultilingualSimilarity(LexicalSimilarity):
     feature_names: ClassVar[tuple[str, ...]] = MEANING_FEATURES
 
     lexical_model: LexicalModel = field(default_factory=LexicalModel)
+    short_model: LexicalModel = field(default_factory=lambda: SHORT_MODEL)
 
     def sketch(self, title: str, body: str, language: str) -> Sketch:
         """Lexical sketch plus the quantised embedding of headline and lead (for the
@@ -768,8 +762,6 @@ class MultilingualSimilarity(LexicalSimilarity):
             return s
         vec = (self.encode or encode_meaning)([meaning_text(title, body)])[0]
         return replace(s, vector=quantize(vec))
-
-    short_model: LexicalModel = field(default_factory=lambda: SHORT_MODEL)
 
     def features(self, a: Sketch, b: Sketch) -> list[float]:
         """The lexical inputs plus the encoder cosine, in the order of MEANING_FEATURES."""

@@ -26,7 +26,7 @@ How it scales (every step is keyed; there is no global index):
 4. ``ChooseParent``: per article, the best earlier match (a near copy first, else the
    highest score at or above the threshold, ties to the earlier article);
 5. ``ResolveStories``: parent pointers form a forest whose roots are story leads; a few
-   rounds of pointer jumping (each a CoGroupByKey) give every article its root,
+   rounds of pointer jumping (each a GroupByKey) give every article its root,
    ``2**rounds`` levels deep;
 6. ``VoteStories``: each echo looks up the stories of all the earlier articles it matched
    (one more join keyed by those articles) and moves to the story holding most of them,
@@ -629,37 +629,50 @@ class WithMemory(beam.PTransform):
                 for tag in ("main", *self._tags)}
 
 
-class ResolveStories(beam.PTransform):
-    """Nodes with parent pointers → nodes whose ``ptr`` is their story's label.
+class _PointerRounds(beam.PTransform):
+    """Rounds of keyed pointer look-ups (:func:`_jump`), batch or continuous.
 
-    Each round is one CoGroupByKey and halves every remaining chain, so ``rounds``
-    rounds resolve chains ``2**rounds`` articles deep. With ``windowfn`` (a continuous
-    pipeline) each round also remembers every key's pointer for ``window``
-    (:class:`JumpWithMemoryFn`), so chains reach back into earlier windows.
+    With ``windowfn`` (a continuous pipeline) each look-up also remembers every key's
+    pointer for ``window`` (:class:`JumpWithMemoryFn`), so it reaches back into earlier
+    windows. ``rounds`` defaults to the subclass's :attr:`ROUNDS`.
     """
 
-    def __init__(self, rounds: int = RESOLVE_ROUNDS, windowfn: Any = None,
+    ROUNDS = 1
+
+    def __init__(self, rounds: int | None = None, windowfn: Any = None,
                  window: dt.timedelta = DEFAULT_WINDOW):
         super().__init__()
-        self._rounds = rounds
+        self._rounds = self.ROUNDS if rounds is None else rounds
         self._windowfn = windowfn
         self._window = window
+
+    def _look_up(self, groups, label: str):
+        """``_jump`` over ``(key, {"info", "ask"[, "self"]})`` groups."""
+        if self._windowfn is None:
+            return groups | label >> beam.FlatMap(_jump)
+        return groups | label >> WithMemory(JumpWithMemoryFn(self._window), self._windowfn)
+
+
+class ResolveStories(_PointerRounds):
+    """Nodes with parent pointers → nodes whose ``ptr`` is their story's label.
+
+    Each round is one GroupByKey and halves every remaining chain, so ``rounds`` rounds
+    resolve chains ``2**rounds`` articles deep; across windows, chains reach back into
+    earlier windows.
+    """
+
+    ROUNDS = RESOLVE_ROUNDS
 
     def expand(self, nodes):
         for r in range(self._rounds):
             # One message per done node and two per pending one, grouped in one shuffle:
             # what a CoGroupByKey of info, asks and done nodes would give, for less.
-            joined = (nodes
+            groups = (nodes
                       | f"Messages{r}" >> beam.FlatMap(_round_messages)
                       .with_output_types(tuple[str, Any])
-                      | f"JoinPointers{r}" >> beam.GroupByKey())
-            if self._windowfn is None:
-                nodes = joined | f"Jump{r}" >> beam.FlatMap(lambda kv: _jump(_round_groups(kv)))
-            else:
-                nodes = (joined
-                         | f"Groups{r}" >> beam.Map(_round_groups)
-                         | f"Jump{r}" >> WithMemory(JumpWithMemoryFn(self._window),
-                                                    self._windowfn))
+                      | f"JoinPointers{r}" >> beam.GroupByKey()
+                      | f"Groups{r}" >> beam.Map(_round_groups))
+            nodes = self._look_up(groups, f"Jump{r}")
         return nodes
 
 
@@ -670,7 +683,7 @@ def _voted(element: tuple[str, dict]) -> Iterator[Node]:
         yield vote_story(node, groups["vote"])
 
 
-class VoteStories(beam.PTransform):
+class VoteStories(_PointerRounds):
     """(resolved nodes, candidate edges) → nodes whose echoes sit in their best story.
 
     Pointer jumping follows each article's single best match: one stray match of an early
@@ -682,12 +695,7 @@ class VoteStories(beam.PTransform):
     Labels are story leads or seeds, which never move, so no new chains form.
     """
 
-    def __init__(self, rounds: int = VOTE_ROUNDS, windowfn: Any = None,
-                 window: dt.timedelta = DEFAULT_WINDOW):
-        super().__init__()
-        self._rounds = rounds
-        self._windowfn = windowfn
-        self._window = window
+    ROUNDS = VOTE_ROUNDS
 
     def expand(self, pcolls):
         nodes, edges = pcolls
@@ -699,11 +707,7 @@ class VoteStories(beam.PTransform):
             info = nodes | f"StoryOf{r}" >> beam.Map(
                 lambda n: (n.article_id, (n.ptr, n.done, n.level == "near")))
             joined = {"info": info, "ask": asks} | f"LookUpStories{r}" >> beam.CoGroupByKey()
-            if self._windowfn is None:
-                votes = joined | f"Look{r}" >> beam.FlatMap(_jump)
-            else:
-                votes = joined | f"Look{r}" >> WithMemory(JumpWithMemoryFn(self._window),
-                                                          self._windowfn)
+            votes = self._look_up(joined, f"Look{r}")
             nodes = ({"node": nodes | f"NodeById{r}" >> beam.Map(lambda n: (n.article_id, n)),
                       "vote": votes | f"VoteById{r}" >> beam.Map(lambda n: (n.article_id, n))}
                      | f"JoinVotes{r}" >> beam.CoGroupByKey()
