@@ -190,8 +190,9 @@ def _lemmatizer():
     from simplemma.strategies.dictionaries import DefaultDictionaryFactory
 
     factory = DefaultDictionaryFactory(cache_max_size=len(_lemma_languages()))
+    # No cache of lemmas in simplemma: lemma() caches them already.
     return simplemma.Lemmatizer(
-        lemmatization_strategy=DefaultStrategy(dictionary_factory=factory))
+        cache_max_size=0, lemmatization_strategy=DefaultStrategy(dictionary_factory=factory))
 
 
 @functools.lru_cache(maxsize=200_000)
@@ -324,7 +325,8 @@ def cosine(ids_a: bytes, w_a: bytes, ids_b: bytes, w_b: bytes) -> float:
         return 0.0
     a, b = _weights(ids_a, w_a), _weights(ids_b, w_b)
     # Products of uint8 weights summed as integers: exact, whatever the order.
-    dot = sum(a[k] * b[k] for k in a.keys() & b.keys())
+    common = a.keys() & b.keys()
+    dot = sum(map(operator.mul, map(a.__getitem__, common), map(b.__getitem__, common)))
     return float(min(1.0, max(0.0, dot / 65025.0)))
 
 
@@ -434,9 +436,26 @@ def jaccard_estimate(a: Sketch, b: Sketch) -> float:
     """Jaccard similarity of the two word-bigram sets, estimated from their MinHashes."""
     if not a.minhash or not b.minhash or not a.shingles or not b.shingles:
         return 0.0
-    ha = np.frombuffer(a.minhash, dtype=np.uint16)
-    hb = np.frombuffer(b.minhash, dtype=np.uint16)
-    return float(np.count_nonzero(ha == hb)) / len(ha)
+    if len(a.minhash) != len(b.minhash):
+        raise ValueError("MinHash signatures of different lengths")
+    # The signatures as two integers: a 16-bit value differs where any bit of their XOR
+    # does, so each value's bits are folded onto its lowest bit, and those are counted.
+    diff = int.from_bytes(a.minhash, "little") ^ int.from_bytes(b.minhash, "little")
+    for shift in (8, 4, 2, 1):
+        diff |= diff >> shift
+    values = len(a.minhash) // 2
+    return (values - (diff & _LOWEST_BITS[values]).bit_count()) / values
+
+
+class _LowestBits(dict):
+    """``values`` → an integer with the lowest bit of each of that many 16-bit values set."""
+
+    def __missing__(self, values: int) -> int:
+        self[values] = int.from_bytes(b"\x01\x00" * values, "little")
+        return self[values]
+
+
+_LOWEST_BITS = _LowestBits()
 
 
 def containment_estimate(a: Sketch, b: Sketch) -> float:
@@ -476,6 +495,7 @@ FEATURES = ("term", "name", "gram", "lead", "number", "length",
 """Inputs of :class:`LexicalModel`, in order (see :meth:`LexicalSimilarity.features`)."""
 
 
+@functools.lru_cache(maxsize=4096)
 def language_pair(a: str, b: str) -> str:
     """Order-free key of a pair's languages (``de-en`` for en/de and de/en)."""
     return "-".join(sorted((a, b)))
@@ -508,17 +528,16 @@ class LexicalModel:
 
     def logit(self, features: Sequence[float], pair: str = "") -> float:
         """The linear score (log-odds) for one pair's features."""
-        z = self.intercept + _offsets(self.pair_offsets).get(pair, 0.0)
+        z = self.intercept + self._offset_of.get(pair, 0.0)
         return z + sum(w * v for w, v in zip(self.weights, features, strict=True))
 
     def probability(self, features: Sequence[float], pair: str = "") -> float:
         """P(same story) for one pair's features; ``pair`` is :func:`language_pair`."""
         return _sigmoid(self.logit(features, pair))
 
-
-@functools.lru_cache(maxsize=16)
-def _offsets(pair_offsets: tuple[tuple[str, float], ...]) -> dict[str, float]:
-    return dict(pair_offsets)
+    @functools.cached_property
+    def _offset_of(self) -> dict[str, float]:
+        return dict(self.pair_offsets)
 
 
 def _sigmoid(z: float) -> float:
@@ -541,25 +560,27 @@ def _char_grams(form: str, n: int = GRAM_N) -> list[str]:
 
 
 @functools.lru_cache(maxsize=200_000)
-def _gram_hashes(form: str) -> bytes:
-    """The feature hashes of a form's character grams, as uint32 bytes."""
-    return np.fromiter((_fhash("g:" + g) for g in _char_grams(form)), dtype=np.uint32).tobytes()
+def _gram_hashes(word_key: str) -> bytes:
+    """The feature hashes of the character grams of a word key's form (``w:form``), as
+    uint32 bytes."""
+    grams = _char_grams(word_key[2:])
+    return np.fromiter((_fhash("g:" + g) for g in grams), dtype=np.uint32).tobytes()
 
 
-def _gram_weights(keyable: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
-    """Character-gram ids and weights: a rare word (a ``w:`` blocking key) gives each of
-    its grams its weight.
+def _gram_weights(words: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Character-gram ids and weights: each rare word (a ``w:`` blocking key, with its
+    weight) gives each of its grams its weight.
 
     A gram's weights are summed in the order its words first came, then along the word,
     as adding them one by one would (``np.add.at`` adds in index order): the float sums
     are part of the sketch.
     """
-    words = [(key[2:], weight) for key, weight in keyable.items() if key.startswith("w:")]
     if not words:
         return np.zeros(0, dtype=np.uint32), np.zeros(0)
-    chunks = [_gram_hashes(form) for form, _ in words]
-    weights = np.repeat(np.array([weight for _, weight in words]),
-                        [len(chunk) // 4 for chunk in chunks])
+    chunks = list(map(_gram_hashes, words))
+    sizes = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks)) // 4
+    weights = np.repeat(np.fromiter(words.values(), dtype=np.float64, count=len(words)),
+                        sizes)
     ids, where = np.unique(np.frombuffer(b"".join(chunks), dtype=np.uint32),
                            return_inverse=True)
     sums = np.zeros(len(ids))
@@ -616,7 +637,9 @@ class LexicalSimilarity:
         terms: dict[int, float] = {}
         names: dict[int, float] = {}
         lead: dict[int, float] = {}
-        keyable: dict[str, float] = {}
+        # Blocking keys and their weights: rare words (w:) and names (n:).
+        word_keys: dict[str, float] = {}
+        name_keys: dict[str, float] = {}
         numbers: set[int] = set()
         for (_, boost, is_lead), tokens in zip(parts, part_tokens, strict=True):
             for h, w_idf, word_key, name_h, name_key in filter(
@@ -630,22 +653,22 @@ class LexicalSimilarity:
                 if is_lead and w_idf >= 1.0:
                     lead[h] = lead.get(h, 0.0) + weight
                 if word_key is not None:
-                    keyable[word_key] = keyable.get(word_key, 0.0) + weight
+                    word_keys[word_key] = word_keys.get(word_key, 0.0) + weight
                 if name_h is not None:
                     names[name_h] = names.get(name_h, 0.0) + weight
-                    keyable[name_key] = keyable.get(name_key, 0.0) + weight * 1.5
-        # Character n-grams of the transliterated lemmas meet where words differ only by
-        # inflection, compounding or a language's spelling.
+                    name_keys[name_key] = name_keys.get(name_key, 0.0) + weight * 1.5
         terms_b, term_w = _pack(terms, MAX_TERMS, damped=True)
         names_b, name_w = _pack(names, MAX_NAMES)
-        grams_b, gram_w = _pack_arrays(*_gram_weights(keyable), MAX_GRAMS, damped=True)
+        # Character n-grams of the transliterated lemmas meet where words differ only by
+        # inflection, compounding or a language's spelling.
+        grams_b, gram_w = _pack_arrays(*_gram_weights(word_keys), MAX_GRAMS, damped=True)
         # Highest weight first, ties to the lower id or key (a stable sort by weight of
         # items sorted by id).
         lead_top = sorted(sorted(lead.items()), key=_WEIGHT, reverse=True)[:MAX_LEAD]
         lead_b = np.array(sorted(k for k, _ in lead_top), dtype=np.uint32).tobytes()
         num_b = np.array(sorted(numbers)[:MAX_NUMBERS], dtype=np.uint32).tobytes()
-        keys = tuple(k for k, _ in sorted(sorted(keyable.items()), key=_WEIGHT,
-                                          reverse=True)[:NUM_KEYS])
+        keys = tuple(k for k, _ in sorted(sorted([*word_keys.items(), *name_keys.items()]),
+                                          key=_WEIGHT, reverse=True)[:NUM_KEYS])
         shingles = shingle_hashes(_joined_tokens(title, body, part_tokens))
         words = sum(map(len, part_tokens))
         return Sketch(language=lang, terms=terms_b, term_weights=term_w, names=names_b,
