@@ -306,17 +306,18 @@ def duplicate_of(article: Article, kept_id: str, level: str, similarity: float,
 # ------------------------------------------------------------------------- DoFns
 
 class SketchArticleFn(beam.DoFn):
-    """Article → StoryItem (the similarity's sketch plus ordering fields)."""
+    """Article → ``(article_id, item)``: its :class:`StoryItem` (the similarity's sketch
+    plus ordering fields) as :func:`item_values`, keyed for the grouping by id."""
 
     def __init__(self, similarity: StorySimilarity):
         self._sim = similarity
         self.sketch_bytes = Metrics.distribution(NAMESPACE, "story_sketch_bytes")
 
-    def process(self, article: Article) -> Iterator[StoryItem]:
+    def process(self, article: Article) -> Iterator[tuple[str, tuple]]:
         item = make_item(self._sim, article.article_id, article.title, article.body,
                          article.language, event_time(article), article.content_hash)
         self.sketch_bytes.update(item.sketch.nbytes())
-        yield item
+        yield item.article_id, item_values(item)
 
 
 def keep_first(group: Iterable[StoryItem], kept: str | None,
@@ -404,8 +405,11 @@ class CompareInGroupFn(beam.DoFn):
         self.group_size = Metrics.distribution(NAMESPACE, "story_key_group_size")
 
     def process(self, element: tuple[str, Iterable[tuple]]) -> Iterator[tuple[str, tuple]]:
-        items = sorted(map(item_from_values, element[1]), key=lambda i: i.order)
-        self.group_size.update(len(items))
+        values = list(element[1])
+        self.group_size.update(len(values))
+        if len(values) < 2:  # nothing earlier to compare with
+            return
+        items = sorted(map(item_from_values, values), key=lambda i: i.order)
         n = 0
         for article_id, edge in matches_in_group(self._sim, [], items, self._threshold,
                                                  self._window_micros, self._max, element[0]):
@@ -508,28 +512,48 @@ def drop_written(element: tuple[str, Iterable[tuple]]) -> Iterator[Any]:
     """Grouped by article_id (items as :func:`item_values`): an article already in the
     output is not written again.
 
-    Emits the seed (or the first new item) on the main output and, when a seed exists,
-    one ``(article_id, ('url', article_id, 1.0))`` decision on ``dropped`` for the new ones.
+    Emits the seed (or the first new item) on the main output, keyed by its content hash,
+    and, when a seed exists, one ``(article_id, ('url', article_id, 1.0))`` decision on
+    ``dropped`` for the new ones.
     """
     article_id, group = element
-    items = sorted(map(item_from_values, group), key=item_order)
-    yield items[0]
-    if items[0].seed_story is not None and any(i.seed_story is None for i in items):
+    # item_order without building the items: (not a seed, micros, article_id)
+    items = sorted(group, key=lambda v: (v[4] is None, v[1], v[0]))
+    yield items[0][2], items[0]
+    if items[0][4] is not None and any(v[4] is None for v in items):
         yield beam.pvalue.TaggedOutput("dropped", (article_id, ("url", article_id, 1.0)))
 
 
-def _by_block(item: StoryItem) -> list[tuple[str, tuple]]:
-    """An item under each of its blocking keys (one encoding shared by the copies)."""
+def _by_block(item: StoryItem) -> Iterator[Any]:
+    """An item under each of its blocking keys (one encoding shared by the copies), and
+    on ``order`` what ChooseParent needs of it: ``(item_order(item), item.seed_story)``."""
     values = item_values(item)
-    return [(key, values) for key in item.sketch.keys]
+    for key in item.sketch.keys:
+        yield key, values
+    yield beam.pvalue.TaggedOutput(
+        "order", (item.article_id, ("item", (item_order(item), item.seed_story))))
 
 
-def _first_node(element: tuple[str, dict]) -> Iterator[Node]:
+def tagged_groups(messages: Iterable[tuple[str, Any]], tags: tuple[str, ...]) -> dict:
+    """One key's grouped ``(tag, value)`` messages as ``{tag: [values]}``.
+
+    What a CoGroupByKey gives, from one GroupByKey of messages that their producers
+    tagged themselves (a CoGroupByKey adds a tagging step per input and one to collect).
+    """
+    groups: dict[str, list] = {tag: [] for tag in tags}
+    for tag, value in messages:
+        groups[tag].append(value)
+    return groups
+
+
+def _first_node(element: tuple[str, Iterable[tuple[str, Any]]]) -> Iterator[Node]:
     """ChooseParent: item + its candidate edges → the article's initial node.
 
-    The item comes as ``(item_order(item), item.seed_story)``, the edges as plain tuples.
+    The item comes tagged ``item`` as ``(item_order(item), item.seed_story)``, the edges
+    tagged ``edge`` as plain tuples.
     """
-    article_id, groups = element
+    article_id, messages = element
+    groups = tagged_groups(messages, ("item", "edge"))
     first = min(groups["item"], key=lambda order_seed: order_seed[0], default=None)
     if first is None:
         return
@@ -747,9 +771,15 @@ def _vote_ask(article_edge: tuple[str, tuple]) -> list[tuple[str, tuple[str, tup
     return [(target, ("ask", (article_id, target, False, "vote", score, target, None)))]
 
 
-def _story_info(node: Node) -> tuple[str, tuple[str, tuple]]:
-    """What an article answers to the asks for its story: ``(ptr, done, is a near copy)``."""
-    return node.article_id, ("info", (node.ptr, node.done, node.level == "near"))
+def _story_messages(node: Node) -> Iterator[Any]:
+    """An article's node → what it answers to the asks for its story (``info``: ``(ptr,
+    done, is a near copy)``) and, on ``node``, itself for the join with its votes."""
+    yield node.article_id, ("info", (node.ptr, node.done, node.level == "near"))
+    yield beam.pvalue.TaggedOutput("node", (node.article_id, ("node", tuple(node))))
+
+
+def _vote_message(vote: Node) -> tuple[str, tuple[str, tuple]]:
+    return vote.article_id, ("vote", tuple(vote))
 
 
 class VoteStories(_PointerRounds):
@@ -764,7 +794,8 @@ class VoteStories(_PointerRounds):
     Labels are story leads or seeds, which never move, so no new chains form.
 
     ``join_last=False`` leaves the last round's join to the caller: the transform then
-    returns the nodes before that round and its votes, both keyed by article id (what
+    returns two collections of messages keyed by article id, the nodes before that round
+    (tagged ``node``) and its votes (tagged ``vote``), as plain tuples (what
     :class:`AssignStories` joins with its own decisions by article id).
     """
 
@@ -780,40 +811,47 @@ class VoteStories(_PointerRounds):
         asks = edges | "VoteAsks" >> beam.FlatMap(_vote_ask)
         for r in range(self._rounds):
             # Story look-ups: a pointer-jumping round whose asks are the edges.
-            groups = ((nodes | f"StoryOf{r}" >> beam.Map(_story_info), asks)
+            own = nodes | f"StoryOf{r}" >> beam.FlatMap(_story_messages).with_outputs(
+                "node", main="info")
+            groups = ((own.info, asks)
                       | f"Messages{r}" >> beam.Flatten()
                       | f"LookUpStories{r}" >> beam.GroupByKey())
             if self._windowfn is None:
                 votes = groups | f"Look{r}" >> beam.FlatMap(_looked_up)
             else:
-                votes = self._look_up(groups | f"Groups{r}" >> beam.Map(_round_groups),
-                                      f"Look{r}")
-            votes = votes | f"VoteById{r}" >> beam.Map(lambda v: (v.article_id, tuple(v)))
-            by_id = nodes | f"NodeById{r}" >> beam.Map(lambda n: (n.article_id, tuple(n)))
+                votes = (self._look_up(groups | f"Groups{r}" >> beam.Map(_round_groups),
+                                       f"Look{r}")
+                         | f"VoteById{r}" >> beam.Map(_vote_message))
             if r == self._rounds - 1 and not self._join_last:
-                return by_id, votes
-            nodes = ({"node": by_id, "vote": votes}
-                     | f"JoinVotes{r}" >> beam.CoGroupByKey()
+                return own.node, votes
+            nodes = ((own.node, votes)
+                     | f"Votes{r}" >> beam.Flatten()
+                     | f"JoinVotes{r}" >> beam.GroupByKey()
                      | f"Vote{r}" >> beam.FlatMap(_voted))
         return nodes
 
 
-def _looked_up(element: tuple[str, Iterable[tuple[str, tuple]]]) -> Iterator[Node]:
-    """A batch story look-up at one key (:func:`_jump` on :func:`_round_groups`)."""
-    return _jump(_round_groups(element))
+def _looked_up(element: tuple[str, Iterable[tuple[str, tuple]]]) -> Iterator[Any]:
+    """A batch story look-up at one key (:func:`_jump` on :func:`_round_groups`): the
+    votes, keyed by the article that asked."""
+    for vote in _jump(_round_groups(element)):
+        yield _vote_message(vote)
 
 
-def _voted(element: tuple[str, dict]) -> Iterator[Node]:
-    """An article's resolved node and its looked-up matches → its node after the vote.
-
-    Both come as plain tuples (``tuple(node)``)."""
-    _, groups = element
-    for node in list(groups["node"])[:1]:
+def _voted(element: tuple[str, Iterable[tuple[str, tuple]]]) -> Iterator[Node]:
+    """An article's resolved node and its looked-up matches → its node after the vote."""
+    groups = tagged_groups(element[1], ("node", "vote"))
+    for node in groups["node"][:1]:
         yield vote_story(Node(*node), [Node(*v) for v in groups["vote"]])
 
 
 class AssembleStoriesFn(beam.DoFn):
-    """Joins each article with its exact-duplicate decision or its story node."""
+    """Joins each article with its exact-duplicate decision or its story node.
+
+    Input: an article id's grouped messages, tagged ``article``, ``exact`` (a decision),
+    ``node`` (its node as a plain tuple) and, with ``voted``, ``vote`` (the looked-up
+    matches of the last :class:`VoteStories` round, plain tuples too).
+    """
 
     def __init__(self, drop_echoes: bool, clock=None, voted: bool = False):
         self._drop_echoes = drop_echoes
@@ -825,8 +863,9 @@ class AssembleStoriesFn(beam.DoFn):
         self.dropped_echoes = Metrics.counter(NAMESPACE, "duplicates_echo")
         self.unresolved = Metrics.counter(NAMESPACE, "story_chains_unresolved")
 
-    def process(self, element: tuple[str, dict]) -> Iterator[Any]:
-        article_id, groups = element
+    def process(self, element: tuple[str, Iterable[tuple[str, Any]]]) -> Iterator[Any]:
+        article_id, messages = element
+        groups = tagged_groups(messages, ("article", "exact", "node", "vote"))
         articles = sorted(groups["article"], key=lambda a: (to_micros(event_time(a)), a.url))
         if not articles:
             return
@@ -906,13 +945,14 @@ class ListSeedFilesFn(beam.DoFn):
 
 
 class ReadSeedsFn(beam.DoFn):
-    """Reads one published article file back into seed StoryItems."""
+    """Reads one published article file back into seed StoryItems, as
+    :class:`SketchArticleFn` gives them (keyed :func:`item_values`)."""
 
     def __init__(self, similarity: StorySimilarity):
         self._sim = similarity
         self.seeds = Metrics.counter(NAMESPACE, "story_seeds_read")
 
-    def process(self, path: str) -> Iterator[StoryItem]:
+    def process(self, path: str) -> Iterator[tuple[str, tuple]]:
         import pyarrow.parquet as pq
 
         with FileSystems.open(path) as f:
@@ -920,9 +960,9 @@ class ReadSeedsFn(beam.DoFn):
         for row in table.to_pylist():
             when = row["published_at"] or row["fetched_at"]
             self.seeds.inc()
-            yield make_item(self._sim, row["article_id"], row["title"], row["body"],
-                            row["language"], when, row["content_hash"],
-                            seed_story=row["story_id"] or row["article_id"])
+            yield row["article_id"], item_values(make_item(
+                self._sim, row["article_id"], row["title"], row["body"], row["language"],
+                when, row["content_hash"], seed_story=row["story_id"] or row["article_id"]))
 
 
 def _bounds(pairs: Iterable[tuple[dt.datetime, dt.datetime]]) -> tuple | None:
@@ -1000,8 +1040,6 @@ class AssignStories(beam.PTransform):
                      | "ReadSeeds" >> beam.ParDo(ReadSeedsFn(self._sim)))
             items = (items, seeds) | "WithSeeds" >> beam.Flatten()
         by_id = (items
-                 | "KeyById" >> beam.Map(lambda i: (i.article_id, item_values(i)))
-                 .with_output_types(tuple[str, Any])
                  | "GroupById" >> beam.GroupByKey()
                  | "DropWritten" >> beam.FlatMap(drop_written)
                  .with_outputs("dropped", main="kept"))
@@ -1010,16 +1048,15 @@ class AssignStories(beam.PTransform):
             # An article id already decided in an earlier window (an item listed again
             # after its sighting was forgotten) is not written twice.
             earlier = (by_id.kept
-                       | "SingleById" >> beam.Map(lambda i: (i.article_id, [item_values(i)]))
+                       | "SingleById" >> beam.Map(lambda kv: (kv[1][0], [kv[1]]))
                        .with_output_types(tuple[str, Any])
                        | "KeepFirstById" >> WithMemory(KeepFirstItemFn("url", self._window),
                                                        windowfn, ("dropped",)))
-            id_kept = earlier["main"]
+            id_kept = (earlier["main"]
+                       | "KeyByContent" >> beam.Map(lambda i: (i.content_hash, item_values(i)))
+                       .with_output_types(tuple[str, Any]))
             exact_sets.append(earlier["dropped"])
-        by_content = (id_kept
-                      | "KeyByContent" >> beam.Map(lambda i: (i.content_hash, item_values(i)))
-                      .with_output_types(tuple[str, Any])
-                      | "GroupByContent" >> beam.GroupByKey())
+        by_content = id_kept | "GroupByContent" >> beam.GroupByKey()
         if self._across:
             by_content = by_content | "KeepFirstByContent" >> WithMemory(
                 KeepFirstItemFn("content", self._window), windowfn, ("dropped",))
@@ -1036,33 +1073,37 @@ class AssignStories(beam.PTransform):
             self._sim, self._threshold, self._window, self._max)
         blocks = (kept
                   | "KeyByBlock" >> beam.FlatMap(_by_block)
-                  .with_output_types(tuple[str, Any])
-                  | "GroupByBlock" >> beam.GroupByKey())
-        edges = blocks | "CompareWithinKey" >> (WithMemory(compare_fn, windowfn)
-                                                if self._across else beam.ParDo(compare_fn))
+                  .with_output_types(tuple[str, Any]).with_outputs("order", main="copies"))
+        edges = (blocks.copies
+                 | "GroupByBlock" >> beam.GroupByKey()
+                 | "CompareWithinKey" >> (WithMemory(compare_fn, windowfn)
+                                          if self._across else beam.ParDo(compare_fn)))
         # ChooseParent needs an item's order and seed story, not its sketch.
-        nodes = ({"item": kept | "ItemsById" >> beam.Map(
-                      lambda i: (i.article_id, (item_order(i), i.seed_story))),
-                  "edge": edges}
-                 | "JoinCandidates" >> beam.CoGroupByKey()
+        nodes = ((blocks.order,
+                  edges | "EdgeMessages" >> beam.Map(lambda e: (e[0], ("edge", e[1]))))
+                 | "Candidates" >> beam.Flatten()
+                 | "JoinCandidates" >> beam.GroupByKey()
                  | "ChooseParent" >> beam.FlatMap(_first_node))
         # Pointers are remembered for two story windows after their poll: a late-polled
         # article can still match one published a whole window before it, and a pointer
         # is a few bytes.
         resolved = nodes | "ResolveStories" >> ResolveStories(self._rounds, windowfn,
                                                               2 * self._window)
-        decisions = {
-            "article": articles | "ArticlesById" >> beam.Map(lambda a: (a.article_id, a)),
-            "exact": exact_sets | "ExactDecisions" >> beam.Flatten()}
+        # Everything decided about an article meets in one GroupByKey by article id, each
+        # message tagged for AssembleStoriesFn.
+        decisions = [
+            articles | "ArticlesById" >> beam.Map(lambda a: (a.article_id, ("article", a))),
+            exact_sets | "ExactDecisions" >> beam.Flatten()
+            | "ExactById" >> beam.Map(lambda d: (d[0], ("exact", d[1])))]
         if self._votes:
-            decisions["node"], decisions["vote"] = (
-                (resolved, edges) | "VoteStories" >> VoteStories(
-                    self._votes, windowfn, 2 * self._window, join_last=False))
+            decisions.extend((resolved, edges) | "VoteStories" >> VoteStories(
+                self._votes, windowfn, 2 * self._window, join_last=False))
         else:
-            decisions["node"] = resolved | "NodesById" >> beam.Map(
-                lambda n: (n.article_id, tuple(n)))
+            decisions.append(resolved | "NodesById" >> beam.Map(
+                lambda n: (n.article_id, ("node", tuple(n)))))
         out = (decisions
-               | "JoinDecisions" >> beam.CoGroupByKey()
+               | "Decisions" >> beam.Flatten()
+               | "JoinDecisions" >> beam.GroupByKey()
                | "AssembleStories" >> beam.ParDo(
                    AssembleStoriesFn(self._drop_echoes, self._clock, bool(self._votes)))
                .with_outputs("duplicates", main="articles"))
