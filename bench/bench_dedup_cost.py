@@ -2,15 +2,25 @@
 
 Builds articles from real texts under ``../shared/corpora/`` (BBC topics-dev and the
 multilingual stories-dev pairs; exits with a message when missing), spread over three
-days with a fixed seed, and measures:
+days with a fixed seed, and measures, for each similarity:
 
 * sketching alone (pure Python, one process): articles/s;
 * the pure-Python floor: sketching, grouping by blocking key, comparing within each
   group (:func:`transforms.stories.matches_in_group`) and choosing parents, no Beam;
-* :class:`transforms.stories.AssignStories` alone on the FnApiRunner in one process
-  (one core): articles/s, wall clock from ``run()`` to the end of the pipeline, and
-  apart the time the same pipeline with a no-op step instead of the stage takes
-  (``beam.Create`` pickles and compresses the articles: a harness cost, not the stage's);
+* :class:`transforms.stories.AssignStories` on the FnApiRunner in one process (one core).
+  The articles are written to a local file (pickled records) before any timer starts; a
+  ``ReadArticles`` step reads them back into the pipeline. The same pipeline with a no-op
+  step in place of the stage is the harness (runner start-up, reading and unpickling the
+  articles); the stage's own time is the pipeline's wall clock minus the harness's, and its
+  articles/s are computed on that. The stage run also collects every decision
+  (``story_id``, lead flag, similarity; duplicates and what they copy) into a digest, so
+  that two revisions can be compared on the same input (``--assignments FILE`` writes them
+  out in full);
+* per-word caches (lemmas, transliterations, token plans, character grams): each timed
+  pass starts with them empty, as a fresh worker does (the tables of lemmas and word
+  frequencies stay loaded: a warm-up sketches one text per language before the timers).
+  The stage is then run once more with the caches as the first run left them (a worker
+  that has met these words before);
 * state per retained article: the encoded size of what the stage's keyed state would
   hold at the end of the batch under a repeating trigger (with the default trigger the
   stage keeps no keyed state at all) (each blocking key's pruned list of recent items, plus the
@@ -18,7 +28,7 @@ days with a fixed seed, and measures:
 
 Run::
 
-    .venv/bin/python bench/bench_dedup_cost.py [--n 2000]
+    .venv/bin/python bench/bench_dedup_cost.py [--n 2000] [--similarity lexical]
 """
 
 from __future__ import annotations
@@ -27,17 +37,28 @@ import argparse
 import csv
 import dataclasses
 import datetime as dt
+import hashlib
+import json
 import pickle
 import random
 import sys
+import tempfile
 import time
+import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from schemas import SCHEMA_VERSION, Article  # noqa: E402
+from transforms import similarity  # noqa: E402
 from transforms.similarity import (  # noqa: E402
     StorySimilarity,
     make_similarity,
@@ -136,13 +157,100 @@ def pure_floor(sim: StorySimilarity, articles: list[Article]) -> tuple[float, in
     return time.perf_counter() - started, sum(p is not None for p in parents.values())
 
 
+def clear_word_caches() -> None:
+    """Empties the per-word caches of :mod:`transforms.similarity` (tables stay loaded)."""
+    for name, value in vars(similarity).items():
+        if hasattr(value, "cache_clear") and name not in TABLES:
+            value.cache_clear()
+
+
+TABLES = frozenset({"_frequencies", "_lemma_languages", "_lemmatizer", "_permutations",
+                    "_load_encoder", "_offsets"})
+"""Cached loaders of whole tables and models in :mod:`transforms.similarity`: a worker
+loads them once, so they stay loaded between the timed passes."""
+
+
+def write_articles(articles: list[Article], path: Path) -> None:
+    """The articles as a stream of pickled records (what ``ReadArticles`` reads back)."""
+    with path.open("wb") as f:
+        for a in articles:
+            pickle.dump(a, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def read_articles(path: str) -> Iterator[Article]:
+    """Reads back what :func:`write_articles` wrote, one article at a time."""
+    with open(path, "rb") as f:
+        while True:
+            try:
+                yield pickle.load(f)
+            except EOFError:
+                return
+
+
+class CollectLinesFn(beam.DoFn):
+    """Writes each bundle's lines to its own file in ``folder`` (one local process)."""
+
+    def __init__(self, folder: str):
+        self._folder = folder
+
+    def start_bundle(self) -> None:
+        self._lines: list[str] = []
+
+    def process(self, line: str) -> None:
+        self._lines.append(line)
+
+    def finish_bundle(self) -> None:
+        if self._lines:
+            name = Path(self._folder) / f"part-{uuid.uuid4().hex}.jsonl"
+            name.write_text("\n".join(self._lines) + "\n", encoding="utf-8")
+
+
+def decision_lines(out) -> Any:
+    """Each article's story decision, and each dropped copy's, as a JSON line."""
+    kept = out.articles | "ArticleDecision" >> beam.Map(
+        lambda a: json.dumps(["article", a.article_id, a.story_id, a.is_story_lead,
+                              a.story_similarity]))
+    dropped = out.duplicates | "CopyDecision" >> beam.Map(
+        lambda d: json.dumps(["duplicate", d.article_id, d.duplicate_of, d.level,
+                              d.similarity]))
+    return (kept, dropped) | "Decisions" >> beam.Flatten()
+
+
+def run_pipeline(path: Path, step: beam.PTransform, collect: str | None = None) -> float:
+    """Seconds from ``run()`` to the end of ``ReadArticles | step`` on the FnApiRunner."""
+    options = PipelineOptions(["--runner=FnApiRunner", "--direct_num_workers=1"])
+    p = beam.Pipeline(options=options)
+    out = (p
+           | "ArticleFile" >> beam.Create([str(path)])
+           | "ReadArticles" >> beam.FlatMap(read_articles)
+           | "Step" >> step)
+    if collect:
+        _ = decision_lines(out) | "Collect" >> beam.ParDo(CollectLinesFn(collect))
+    started = time.perf_counter()
+    result = p.run()
+    result.wait_until_finish()
+    took = time.perf_counter() - started
+    if collect:
+        counts = {c.key.metric.name: c.committed
+                  for c in result.metrics().query(MetricsFilter())["counters"]}
+        print("    counters: " + ", ".join(
+            f"{k}={counts.get(k, 0)}" for k in ("story_leads", "story_echoes",
+                                                "duplicates_content", "duplicates_near",
+                                                "story_pairs_compared")))
+    return took
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--n", type=int, default=2000, help="articles (default 2000)")
+    parser.add_argument("--seed", type=int, default=3, help="shuffle seed (default 3)")
     parser.add_argument("--similarity", nargs="+", choices=KINDS,
                         default=["multilingual", "lexical"],
-                        help="Similarities to measure, one after the other in this run.")
+                        help="Similarities to measure, one after the other in this run "
+                             "(default both).")
+    parser.add_argument("--assignments", type=Path, default=None,
+                        help="also write every decision of the stage, per similarity, to "
+                             "FILE.<similarity>.json (default: digest only)")
     args = parser.parse_args()
     print(f"command: .venv/bin/python bench/bench_dedup_cost.py --n {args.n} --seed {args.seed} "
           f"--similarity {' '.join(args.similarity)}")
@@ -151,52 +259,56 @@ def main() -> None:
     print(f"articles: {len(articles)}, mean body {chars:.0f} chars, "
           f"{len({a.language for a in articles})} languages")
     for kind in args.similarity:
-        measure(kind, articles)
+        measure(kind, articles, args.assignments)
 
 
-def measure(kind: str, articles: list[Article]) -> None:
+def measure(kind: str, articles: list[Article], assignments: Path | None) -> None:
     """All figures for one similarity, printed under its name."""
     sim = make_similarity(kind)
     print(f"similarity {kind}:")
     sim.sketch("warm", "up the lemmatiser, frequency tables and encoder", "en")
     for lang in sorted({a.language for a in articles}):
         sim.sketch("", "warm up the tables of this language", lang)
+    clear_word_caches()
     started = time.perf_counter()
     for a in articles:
         sim.sketch(a.title, a.body, a.language)
     took = time.perf_counter() - started
     print(f"  sketching alone: {len(articles) / took:.0f} articles/s")
+    clear_word_caches()
     took, linked = pure_floor(sim, articles)
     print(f"  pure-Python floor (sketch + compare + choose parent, no Beam): "
           f"{len(articles) / took:.0f} articles/s ({took:.1f} s, {linked} with a parent)")
 
-    import apache_beam as beam
-    from apache_beam.metrics.metric import MetricsFilter
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    options = PipelineOptions(["--runner=FnApiRunner", "--direct_num_workers=1"])
-    p = beam.Pipeline(options=options)
-    _ = p | beam.Create(articles) | AssignStories(sim)
-    started = time.perf_counter()
-    result = p.run()
-    result.wait_until_finish()
-    took = time.perf_counter() - started
-    counts = {c.key.metric.name: c.committed
-              for c in result.metrics().query(MetricsFilter())["counters"]}
-    print(f"  AssignStories on FnApiRunner, 1 worker: {len(articles) / took:.0f} articles/s "
-          f"({took:.1f} s); counters: " + ", ".join(
-              f"{k}={counts.get(k, 0)}" for k in ("story_leads", "story_echoes",
-                                                  "duplicates_content", "duplicates_near",
-                                                  "story_pairs_compared")))
-    p = beam.Pipeline(options=options)
-    _ = p | beam.Create(articles) | beam.Map(lambda a: None)
-    started = time.perf_counter()
-    p.run().wait_until_finish()
-    print(f"  of which the harness (beam.Create of the articles and a no-op step alone): "
-          f"{time.perf_counter() - started:.1f} s")
+    n = len(articles)
+    with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
+        path = Path(tmp) / "articles.pickles"
+        write_articles(articles, path)
+        harness = run_pipeline(path, beam.Map(lambda a: None))
+        print(f"  harness (ReadArticles and a no-op step, FnApiRunner, 1 worker): {harness:.2f} s")
+        folder = Path(tmp) / "decisions"
+        folder.mkdir()
+        for caches in ("empty", "filled"):
+            if caches == "empty":
+                clear_word_caches()
+            took = run_pipeline(path, AssignStories(sim),
+                                str(folder) if caches == "empty" else None)
+            own = took - harness
+            print(f"  AssignStories, per-word caches {caches}: {took:.2f} s with the harness, "
+                  f"{own:.2f} s its own: {n / own:.0f} articles/s "
+                  f"({n / took:.0f}/s with the harness)")
+            if caches == "empty":
+                lines = sorted(line for f in folder.glob("part-*.jsonl")
+                               for line in f.read_text(encoding="utf-8").splitlines())
+                digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+                print(f"    decisions: {len(lines)}, digest {digest}")
+                if assignments:
+                    target = assignments.with_name(f"{assignments.name}.{kind}.json")
+                    target.write_text(json.dumps([json.loads(x) for x in lines], indent=0))
     total, kept = state_bytes(sim, articles)
     print(f"  keyed state at end of batch: {total} bytes, {total / max(1, kept):.0f} bytes "
           f"per retained article ({kept} retained)")
+
 
 if __name__ == "__main__":
     main()

@@ -39,12 +39,14 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 import re
 import threading
 import unicodedata
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
+from itertools import repeat
 from typing import ClassVar, Protocol
 
 import numpy as np
@@ -70,6 +72,7 @@ _TOKEN = re.compile(r"\w+", re.UNICODE)
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 _CJK_LANGS = {"zh", "ja", "ko"}
 _VOWELS = set("aeiouy")
+_NON_ALNUM = re.compile(r"[^a-z0-9]")
 # Spelling variants that differ between languages' transliterations of the same name.
 _SKELETON_MAP = str.maketrans({"z": "s", "c": "k", "q": "k", "w": "v", "x": "k", "j": "",
                                "h": "", "'": "", "g": "g"})
@@ -134,13 +137,13 @@ def tokenize(text: str) -> list[str]:
     out: list[str] = []
     for tok in _TOKEN.findall(text):
         if _CJK.search(tok):
-            run = [c for c in tok if _CJK.match(c)]
-            rest = "".join(c for c in tok if not _CJK.match(c))
+            run = _CJK.findall(tok)
+            rest = _CJK.sub("", tok)
             if rest:
                 out.append(rest)
             if len(run) == 1:
                 out.append(run[0])
-            out.extend(run[i] + run[i + 1] for i in range(len(run) - 1))
+            out.extend(map(operator.add, run, run[1:]))
         elif tok.isdigit() or len(tok) > 1:
             out.append(tok)
     return out
@@ -187,8 +190,9 @@ def _lemmatizer():
     from simplemma.strategies.dictionaries import DefaultDictionaryFactory
 
     factory = DefaultDictionaryFactory(cache_max_size=len(_lemma_languages()))
+    # No cache of lemmas in simplemma: lemma() caches them already.
     return simplemma.Lemmatizer(
-        lemmatization_strategy=DefaultStrategy(dictionary_factory=factory))
+        cache_max_size=0, lemmatization_strategy=DefaultStrategy(dictionary_factory=factory))
 
 
 @functools.lru_cache(maxsize=200_000)
@@ -205,9 +209,12 @@ def lemma(word: str, language: str) -> str:
 @functools.lru_cache(maxsize=200_000)
 def ascii_form(word: str) -> str:
     """ASCII transliteration (anyascii) of a word, lower case, letters and digits only."""
+    if word.isascii():  # anyascii leaves ASCII as it is
+        low = word.lower()
+        return low if low.isalnum() else _NON_ALNUM.sub("", low)
     from anyascii import anyascii
 
-    return re.sub(r"[^a-z0-9]", "", anyascii(word).lower())
+    return _NON_ALNUM.sub("", anyascii(word).lower())
 
 
 @functools.lru_cache(maxsize=200_000)
@@ -258,15 +265,24 @@ def _fhash(feature: str) -> int:
     return zlib.crc32(feature.encode("utf-8"))
 
 
-def _pack(weights: dict[int, float], limit: int) -> tuple[bytes, bytes]:
+def _pack(weights: dict[int, float], limit: int, damped: bool = False) -> tuple[bytes, bytes]:
     """Top ``limit`` features, L2-normalised, as sorted uint32 ids and uint8 weights.
 
-    The top ones are those of highest weight, ties to the lower id.
+    The top ones are those of highest weight, ties to the lower id. ``damped``: weights
+    are first :func:`log_damped` (features of weight 0 left out).
     """
-    if not weights:
-        return b"", b""
     ids = np.fromiter(weights.keys(), dtype=np.uint32, count=len(weights))
     w = np.fromiter(weights.values(), dtype=np.float64, count=len(weights))
+    return _pack_arrays(ids, w, limit, damped)
+
+
+def _pack_arrays(ids: np.ndarray, w: np.ndarray, limit: int,
+                 damped: bool = False) -> tuple[bytes, bytes]:
+    """:func:`_pack` of distinct feature ids and their weights, given as arrays."""
+    if damped:
+        ids, w = log_damped(ids, w)
+    if not len(ids):
+        return b"", b""
     if len(ids) > limit:
         top = np.lexsort((ids, -w))[:limit]
         ids, w = ids[top], w[top]
@@ -276,9 +292,20 @@ def _pack(weights: dict[int, float], limit: int) -> tuple[bytes, bytes]:
     return ids.tobytes(), np.clip(np.round(w / norm * 255.0), 0, 255).astype(np.uint8).tobytes()
 
 
-def _log_damped(weights: dict[int, float]) -> dict[int, float]:
-    """Positive weights, those above 1 damped to ``1 + log(w)``."""
-    return {k: 1.0 + math.log(v) if v > 1 else v for k, v in weights.items() if v > 0}
+def log_damped(ids: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positive weights, those above 1 damped to ``1 + log(w)``, with their ids.
+
+    The logarithms are Python's (``math.log``, the platform's C library) whatever numpy's
+    own vectorised ``log`` would give on this CPU: a packed weight must not depend on the
+    machine that sketched it.
+    """
+    keep = w > 0
+    ids, w = ids[keep], w[keep]
+    big = w > 1
+    if big.any():
+        logs = np.fromiter(map(math.log, w[big].tolist()), dtype=np.float64)
+        w[big] = 1.0 + logs
+    return ids, w
 
 
 @functools.lru_cache(maxsize=4096)
@@ -298,7 +325,8 @@ def cosine(ids_a: bytes, w_a: bytes, ids_b: bytes, w_b: bytes) -> float:
         return 0.0
     a, b = _weights(ids_a, w_a), _weights(ids_b, w_b)
     # Products of uint8 weights summed as integers: exact, whatever the order.
-    dot = sum(a[k] * b[k] for k in a.keys() & b.keys())
+    common = a.keys() & b.keys()
+    dot = sum(map(operator.mul, map(a.__getitem__, common), map(b.__getitem__, common)))
     return float(min(1.0, max(0.0, dot / 65025.0)))
 
 
@@ -333,14 +361,18 @@ def shingle_hashes(tokens: Sequence[str]) -> np.ndarray:
     (CRC-32 of its UTF-8 bytes, the same on every worker), a bigram combines the hashes
     of its two words in order. Distinct bigrams are counted exactly (by word ids).
     """
-    ids: dict[str, int] = {}
-    seq = [ids.setdefault(t.casefold(), len(ids)) for t in tokens]
-    word_hashes = np.fromiter((zlib.crc32(w.encode("utf-8")) for w in ids), dtype=np.uint32,
-                              count=len(ids))
-    if len(seq) < 2:
+    words = list(map(str.casefold, tokens))
+    distinct = dict.fromkeys(words)  # word ids: the order words first come in
+    word_hashes = np.fromiter(map(zlib.crc32, map(str.encode, distinct)), dtype=np.uint32,
+                              count=len(distinct))
+    if len(words) < 2:
         return word_hashes
-    codes = np.array(seq, dtype=np.int64)
-    first, second = np.divmod(np.unique(codes[:-1] * len(ids) + codes[1:]), len(ids))
+    n = len(distinct)
+    ids = dict(zip(distinct, range(n), strict=True))
+    codes = np.fromiter(map(ids.__getitem__, words), dtype=np.int64, count=len(words))
+    pairs = np.sort(codes[:-1] * n + codes[1:])
+    distinct_pairs = pairs[np.concatenate(([True], pairs[1:] != pairs[:-1]))]
+    first, second = np.divmod(distinct_pairs, n)
     # Mixing the first word (an odd multiplier, then fmix) keeps the pair's order.
     return _fmix32(word_hashes[first] * np.uint32(0x9E3779B1)) ^ word_hashes[second]
 
@@ -370,31 +402,60 @@ def word_shingles(text: str, n: int = 2) -> set[str]:
 
 
 _WORD_CHAR = re.compile(r"\w")
+_WORD_RUN = re.compile(r"\w*")
 
 
 def _joined_tokens(title: str, body: str, part_tokens: list[list[str]]) -> list[str]:
     """``tokenize(f"{title} {body}")``, from the tokens of title, lead and rest if it can.
 
-    Tokens are ``\\w+`` runs, each handled on its own, so the tokens of the joined text
-    are those of its parts when no part changes under NFKC (nothing to normalise across
-    a seam) and the lead ends between words. Otherwise the joined text is tokenised.
+    Tokens come from ``\\w+`` runs, each handled on its own, so the tokens of the joined
+    text are those of its parts when no part changes under NFKC (nothing to normalise across
+    a seam). Where the lead ends inside a word, the lead's last piece of that word and the
+    rest's first piece give way to the tokens of the whole word. Otherwise the joined text
+    is tokenised.
     """
     text = f"{title} {body}"
-    cut_in_word = (_WORD_CHAR.match(body, LEAD_CHARS - 1) is not None
-                   and _WORD_CHAR.match(body, LEAD_CHARS) is not None)
-    if cut_in_word or not all(unicodedata.is_normalized("NFKC", t)
-                              for t in (text, title, body[:LEAD_CHARS], body[LEAD_CHARS:])):
+    start = end = LEAD_CHARS
+    if (_WORD_CHAR.match(body, LEAD_CHARS - 1) is not None
+            and _WORD_CHAR.match(body, LEAD_CHARS) is not None):
+        while start > 0 and _WORD_CHAR.match(body, start - 1) is not None:
+            start -= 1
+        end = _WORD_RUN.match(body, LEAD_CHARS).end()
+    if not all(unicodedata.is_normalized("NFKC", t) for t in (
+            text, title, body[:LEAD_CHARS], body[LEAD_CHARS:], body[start:end])):
         return tokenize(text)
-    return [tok for tokens in part_tokens for tok in tokens]
+    title_tokens, lead_tokens, rest_tokens = part_tokens
+    if start == end:
+        return [*title_tokens, *lead_tokens, *rest_tokens]
+    head, tail = tokenize(body[start:LEAD_CHARS]), tokenize(body[LEAD_CHARS:end])
+    return [*title_tokens, *lead_tokens[:len(lead_tokens) - len(head)],
+            *tokenize(body[start:end]), *rest_tokens[len(tail):]]
 
 
 def jaccard_estimate(a: Sketch, b: Sketch) -> float:
     """Jaccard similarity of the two word-bigram sets, estimated from their MinHashes."""
     if not a.minhash or not b.minhash or not a.shingles or not b.shingles:
         return 0.0
-    ha = np.frombuffer(a.minhash, dtype=np.uint16)
-    hb = np.frombuffer(b.minhash, dtype=np.uint16)
-    return float(np.count_nonzero(ha == hb)) / len(ha)
+    if len(a.minhash) != len(b.minhash):
+        raise ValueError("MinHash signatures of different lengths")
+    # The signatures as two integers: a 16-bit value differs where any bit of their XOR
+    # does, so each value's bits are folded onto its lowest bit, and those are counted.
+    diff = int.from_bytes(a.minhash, "little") ^ int.from_bytes(b.minhash, "little")
+    for shift in (8, 4, 2, 1):
+        diff |= diff >> shift
+    values = len(a.minhash) // 2
+    return (values - (diff & _LOWEST_BITS[values]).bit_count()) / values
+
+
+class _LowestBits(dict):
+    """``values`` → an integer with the lowest bit of each of that many 16-bit values set."""
+
+    def __missing__(self, values: int) -> int:
+        self[values] = int.from_bytes(b"\x01\x00" * values, "little")
+        return self[values]
+
+
+_LOWEST_BITS = _LowestBits()
 
 
 def containment_estimate(a: Sketch, b: Sketch) -> float:
@@ -434,6 +495,7 @@ FEATURES = ("term", "name", "gram", "lead", "number", "length",
 """Inputs of :class:`LexicalModel`, in order (see :meth:`LexicalSimilarity.features`)."""
 
 
+@functools.lru_cache(maxsize=4096)
 def language_pair(a: str, b: str) -> str:
     """Order-free key of a pair's languages (``de-en`` for en/de and de/en)."""
     return "-".join(sorted((a, b)))
@@ -466,17 +528,16 @@ class LexicalModel:
 
     def logit(self, features: Sequence[float], pair: str = "") -> float:
         """The linear score (log-odds) for one pair's features."""
-        z = self.intercept + _offsets(self.pair_offsets).get(pair, 0.0)
+        z = self.intercept + self._offset_of.get(pair, 0.0)
         return z + sum(w * v for w, v in zip(self.weights, features, strict=True))
 
     def probability(self, features: Sequence[float], pair: str = "") -> float:
         """P(same story) for one pair's features; ``pair`` is :func:`language_pair`."""
         return _sigmoid(self.logit(features, pair))
 
-
-@functools.lru_cache(maxsize=16)
-def _offsets(pair_offsets: tuple[tuple[str, float], ...]) -> dict[str, float]:
-    return dict(pair_offsets)
+    @functools.cached_property
+    def _offset_of(self) -> dict[str, float]:
+        return dict(self.pair_offsets)
 
 
 def _sigmoid(z: float) -> float:
@@ -499,27 +560,58 @@ def _char_grams(form: str, n: int = GRAM_N) -> list[str]:
 
 
 @functools.lru_cache(maxsize=200_000)
-def _gram_hashes(form: str) -> tuple[int, ...]:
-    return tuple(_fhash("g:" + g) for g in _char_grams(form))
+def _gram_hashes(word_key: str) -> bytes:
+    """The feature hashes of the character grams of a word key's form (``w:form``), as
+    uint32 bytes."""
+    grams = _char_grams(word_key[2:])
+    return np.fromiter((_fhash("g:" + g) for g in grams), dtype=np.uint32).tobytes()
+
+
+def _gram_weights(words: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Character-gram ids and weights: each rare word (a ``w:`` blocking key, with its
+    weight) gives each of its grams its weight.
+
+    A gram's weights are summed in the order its words first came, then along the word,
+    as adding them one by one would (``np.add.at`` adds in index order): the float sums
+    are part of the sketch.
+    """
+    if not words:
+        return np.zeros(0, dtype=np.uint32), np.zeros(0)
+    chunks = list(map(_gram_hashes, words))
+    sizes = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks)) // 4
+    weights = np.repeat(np.fromiter(words.values(), dtype=np.float64, count=len(words)),
+                        sizes)
+    ids, where = np.unique(np.frombuffer(b"".join(chunks), dtype=np.uint32),
+                           return_inverse=True)
+    sums = np.zeros(len(ids))
+    np.add.at(sums, where, weights)
+    return ids, sums
 
 
 @functools.lru_cache(maxsize=200_000)
-def _token_plan(tok: str, language: str) -> tuple[int | None, float | None, str | None,
-                                                  int | None, str | None]:
+def _token_plan(tok: str, language: str) -> tuple[int, float | None, str | None,
+                                                  int | None, str | None] | None:
     """What one token adds to a sketch, hashed once: ``(feature hash, IDF weight, word
-    blocking key, name hash, name blocking key)``.
+    blocking key, name hash, name blocking key)``, or None when it adds nothing.
 
-    A number has no weight (``None``) and its ``#digits`` hash (``None`` for years and
-    one-digit numbers); a word gets a blocking key (and character grams) when it is rare
+    A number has no weight (``None``) and its ``#digits`` hash; years and one-digit
+    numbers add nothing, nor do words of IDF 0 (their zero weight would only add a term
+    that packing drops). A word gets a blocking key (and character grams) when it is rare
     (IDF ≥ 1) and three letters or more, a name hash and key when it has a skeleton.
     """
-    number, form, w_idf, sk = token_features(tok, language)
+    # token_features's own cache would hold the same tokens a second time.
+    number, form, w_idf, sk = token_features.__wrapped__(tok, language)
     if number:
-        return (_fhash(form) if form else None), None, None, None, None
+        return (_fhash(form), None, None, None, None) if form else None
+    if w_idf == 0.0:  # no name either: a name needs IDF ≥ 0.5
+        return None
     word_key = "w:" + form if w_idf >= 1.0 and len(form) >= 3 else None
     if not sk:
         return _fhash(form), w_idf, word_key, None, None
     return _fhash(form), w_idf, word_key, _fhash("n:" + sk), "n:" + sk
+
+
+_WEIGHT = operator.itemgetter(1)
 
 
 @dataclass(frozen=True)
@@ -539,50 +631,46 @@ class LexicalSimilarity:
         """Sketches one article (title and the first MAX_CHARS of its body)."""
         lang = (language or "und").split("-")[0].lower()
         body = body[:MAX_CHARS]
-        terms: dict[int, float] = {}
-        names: dict[int, float] = {}
-        lead: dict[int, float] = {}
-        keyable: dict[str, float] = {}
-        numbers: set[int] = set()
         parts = ((title, TITLE_BOOST, True), (body[:LEAD_CHARS], LEAD_BOOST, True),
                  (body[LEAD_CHARS:], 1.0, False))
         part_tokens = [tokenize(text) for text, _, _ in parts]
-        words = 0
+        terms: dict[int, float] = {}
+        names: dict[int, float] = {}
+        lead: dict[int, float] = {}
+        # Blocking keys and their weights: rare words (w:) and names (n:).
+        word_keys: dict[str, float] = {}
+        name_keys: dict[str, float] = {}
+        numbers: set[int] = set()
         for (_, boost, is_lead), tokens in zip(parts, part_tokens, strict=True):
-            words += len(tokens)
-            for tok in tokens:
-                h, w_idf, word_key, name_h, name_key = _token_plan(tok, lang)
+            for h, w_idf, word_key, name_h, name_key in filter(
+                    None, map(_token_plan, tokens, repeat(lang))):
                 if w_idf is None:  # a number
-                    if h is not None:
-                        names[h] = names.get(h, 0.0) + boost * 3.0
-                        numbers.add(h)
+                    names[h] = names.get(h, 0.0) + boost * 3.0
+                    numbers.add(h)
                     continue
                 weight = boost * w_idf
                 terms[h] = terms.get(h, 0.0) + weight
                 if is_lead and w_idf >= 1.0:
                     lead[h] = lead.get(h, 0.0) + weight
                 if word_key is not None:
-                    keyable[word_key] = keyable.get(word_key, 0.0) + weight
+                    word_keys[word_key] = word_keys.get(word_key, 0.0) + weight
                 if name_h is not None:
                     names[name_h] = names.get(name_h, 0.0) + weight
-                    keyable[name_key] = keyable.get(name_key, 0.0) + weight * 1.5
-        # Character n-grams of the transliterated lemmas meet where words differ only by
-        # inflection, compounding or a language's spelling (summed per distinct word: the
-        # "w:" keys, in the order the words first came).
-        grams: dict[int, float] = {}
-        for key, weight in keyable.items():
-            if key.startswith("w:"):
-                for g in _gram_hashes(key[2:]):
-                    grams[g] = grams.get(g, 0.0) + weight
-        terms_b, term_w = _pack(_log_damped(terms), MAX_TERMS)
+                    name_keys[name_key] = name_keys.get(name_key, 0.0) + weight * 1.5
+        terms_b, term_w = _pack(terms, MAX_TERMS, damped=True)
         names_b, name_w = _pack(names, MAX_NAMES)
-        grams_b, gram_w = _pack(_log_damped(grams), MAX_GRAMS)
-        lead_top = sorted(lead.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_LEAD]
+        # Character n-grams of the transliterated lemmas meet where words differ only by
+        # inflection, compounding or a language's spelling.
+        grams_b, gram_w = _pack_arrays(*_gram_weights(word_keys), MAX_GRAMS, damped=True)
+        # Highest weight first, ties to the lower id or key (a stable sort by weight of
+        # items sorted by id).
+        lead_top = sorted(sorted(lead.items()), key=_WEIGHT, reverse=True)[:MAX_LEAD]
         lead_b = np.array(sorted(k for k, _ in lead_top), dtype=np.uint32).tobytes()
         num_b = np.array(sorted(numbers)[:MAX_NUMBERS], dtype=np.uint32).tobytes()
-        keys = tuple(k for k, _ in sorted(keyable.items(), key=lambda kv: (-kv[1], kv[0]))
-                     [:NUM_KEYS])
+        keys = tuple(k for k, _ in sorted(sorted([*word_keys.items(), *name_keys.items()]),
+                                          key=_WEIGHT, reverse=True)[:NUM_KEYS])
         shingles = shingle_hashes(_joined_tokens(title, body, part_tokens))
+        words = sum(map(len, part_tokens))
         return Sketch(language=lang, terms=terms_b, term_weights=term_w, names=names_b,
                       name_weights=name_w, minhash=minhash(shingles),
                       shingles=len(shingles), keys=keys, grams=grams_b, gram_weights=gram_w,

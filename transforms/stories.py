@@ -61,6 +61,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import operator
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
@@ -114,6 +115,26 @@ class StoryItem(NamedTuple):
     def order(self) -> tuple[int, str]:
         """Sort key: event time, then id (published_at or fetched_at)."""
         return (self.micros, self.article_id)
+
+
+_SKETCH_VALUES = operator.attrgetter(*(f.name for f in dataclasses.fields(Sketch)))
+
+
+def item_values(item: StoryItem) -> tuple:
+    """``item`` as plain values (strings, numbers, bytes and tuples of them) for a shuffle.
+
+    Beam's default coder writes such tuples itself, where a :class:`StoryItem` (a named
+    tuple holding a dataclass) would be pickled at several times the cost, for each of the
+    copies an article sends under its blocking keys.
+    """
+    return (item.article_id, item.micros, item.content_hash, _SKETCH_VALUES(item.sketch),
+            item.seed_story)
+
+
+def item_from_values(values: tuple) -> StoryItem:
+    """The :class:`StoryItem` that :func:`item_values` gave ``values`` for."""
+    article_id, micros, content_hash, sketch, seed_story = values
+    return StoryItem(article_id, micros, content_hash, Sketch(*sketch), seed_story)
 
 
 class Edge(NamedTuple):
@@ -285,17 +306,18 @@ def duplicate_of(article: Article, kept_id: str, level: str, similarity: float,
 # ------------------------------------------------------------------------- DoFns
 
 class SketchArticleFn(beam.DoFn):
-    """Article → StoryItem (the similarity's sketch plus ordering fields)."""
+    """Article → ``(article_id, item)``: its :class:`StoryItem` (the similarity's sketch
+    plus ordering fields) as :func:`item_values`, keyed for the grouping by id."""
 
     def __init__(self, similarity: StorySimilarity):
         self._sim = similarity
         self.sketch_bytes = Metrics.distribution(NAMESPACE, "story_sketch_bytes")
 
-    def process(self, article: Article) -> Iterator[StoryItem]:
+    def process(self, article: Article) -> Iterator[tuple[str, tuple]]:
         item = make_item(self._sim, article.article_id, article.title, article.body,
                          article.language, event_time(article), article.content_hash)
         self.sketch_bytes.update(item.sketch.nbytes())
-        yield item
+        yield item.article_id, item_values(item)
 
 
 def keep_first(group: Iterable[StoryItem], kept: str | None,
@@ -328,8 +350,8 @@ class KeepFirstInGroupFn(beam.DoFn):
         self._level = level
         self.dropped = Metrics.counter(NAMESPACE, f"duplicates_{level}")
 
-    def process(self, element: tuple[str, Iterable[StoryItem]]) -> Iterator[Any]:
-        _, out = keep_first(element[1], None, self._level)
+    def process(self, element: tuple[str, Iterable[tuple]]) -> Iterator[Any]:
+        _, out = keep_first(map(item_from_values, element[1]), None, self._level)
         self.dropped.inc(sum(isinstance(o, beam.pvalue.TaggedOutput) for o in out))
         yield from out
 
@@ -348,10 +370,10 @@ class KeepFirstItemFn(beam.DoFn):
         self._window = Duration(seconds=window.total_seconds())
         self.dropped = Metrics.counter(NAMESPACE, f"duplicates_{level}")
 
-    def process(self, element: tuple[str, Iterable[StoryItem]], window=beam.DoFn.WindowParam,
+    def process(self, element: tuple[str, Iterable[tuple]], window=beam.DoFn.WindowParam,
                 winner=beam.DoFn.StateParam(WINNER),
                 expire=beam.DoFn.TimerParam(EXPIRE)) -> Iterator[Any]:
-        group = list(element[1])
+        group = [item_from_values(v) for v in element[1]]
         kept, out = keep_first(group, winner.read(), self._level)
         self.dropped.inc(sum(isinstance(o, beam.pvalue.TaggedOutput) for o in out))
         yield from out
@@ -382,14 +404,17 @@ class CompareInGroupFn(beam.DoFn):
         self.compared = Metrics.counter(NAMESPACE, "story_pairs_compared")
         self.group_size = Metrics.distribution(NAMESPACE, "story_key_group_size")
 
-    def process(self, element: tuple[str, Iterable[StoryItem]]) -> Iterator[tuple[str, Edge]]:
-        items = sorted(element[1], key=lambda i: i.order)
-        self.group_size.update(len(items))
+    def process(self, element: tuple[str, Iterable[tuple]]) -> Iterator[tuple[str, tuple]]:
+        values = list(element[1])
+        self.group_size.update(len(values))
+        if len(values) < 2:  # nothing earlier to compare with
+            return
+        items = sorted(map(item_from_values, values), key=lambda i: i.order)
         n = 0
-        for out in matches_in_group(self._sim, [], items, self._threshold,
-                                    self._window_micros, self._max, element[0]):
+        for article_id, edge in matches_in_group(self._sim, [], items, self._threshold,
+                                                 self._window_micros, self._max, element[0]):
             n += 1
-            yield out
+            yield article_id, tuple(edge)  # plain values: not pickled on the way
         self.compared.inc(n)
 
 
@@ -453,17 +478,17 @@ class CompareWithinKeyFn(beam.DoFn):
         self.compared = Metrics.counter(NAMESPACE, "story_pairs_compared")
         self.group_size = Metrics.distribution(NAMESPACE, "story_key_group_size")
 
-    def process(self, element: tuple[str, Iterable[StoryItem]], window=beam.DoFn.WindowParam,
+    def process(self, element: tuple[str, Iterable[tuple]], window=beam.DoFn.WindowParam,
                 recent=beam.DoFn.StateParam(RECENT),
-                expire=beam.DoFn.TimerParam(EXPIRE)) -> Iterator[tuple[str, Edge]]:
+                expire=beam.DoFn.TimerParam(EXPIRE)) -> Iterator[tuple[str, tuple]]:
         earlier: list[StoryItem] = recent.read() or []
-        items = sorted(element[1], key=lambda i: i.order)
+        items = sorted(map(item_from_values, element[1]), key=lambda i: i.order)
         self.group_size.update(len(items))
         n = 0
-        for out in matches_in_group(self._sim, earlier, items, self._threshold,
-                                    self._window_micros, self._max, element[0]):
+        for article_id, edge in matches_in_group(self._sim, earlier, items, self._threshold,
+                                                 self._window_micros, self._max, element[0]):
             n += 1
-            yield out
+            yield article_id, tuple(edge)
         self.compared.inc(n)
         # Blocking keys are not needed once grouped: state keeps the sketch without them.
         pool = sorted(earlier + [i._replace(sketch=dataclasses.replace(i.sketch, keys=()))
@@ -483,25 +508,52 @@ class CompareWithinKeyFn(beam.DoFn):
         return iter(())
 
 
-def drop_written(element: tuple[str, Iterable[StoryItem]]) -> Iterator[Any]:
-    """Grouped by article_id: an article already in the output is not written again.
+def drop_written(element: tuple[str, Iterable[tuple]]) -> Iterator[Any]:
+    """Grouped by article_id (items as :func:`item_values`): an article already in the
+    output is not written again.
 
-    Emits the seed (or the first new item) on the main output and, when a seed exists,
-    one ``(article_id, ('url', article_id, 1.0))`` decision on ``dropped`` for the new ones.
+    Emits the seed (or the first new item) on the main output, keyed by its content hash,
+    and, when a seed exists, one ``(article_id, ('url', article_id, 1.0))`` decision on
+    ``dropped`` for the new ones.
     """
     article_id, group = element
-    items = sorted(group, key=item_order)
-    yield items[0]
-    if items[0].seed_story is not None and any(i.seed_story is None for i in items):
+    # item_order without building the items: (not a seed, micros, article_id)
+    items = sorted(group, key=lambda v: (v[4] is None, v[1], v[0]))
+    yield items[0][2], items[0]
+    if items[0][4] is not None and any(v[4] is None for v in items):
         yield beam.pvalue.TaggedOutput("dropped", (article_id, ("url", article_id, 1.0)))
 
 
-def _first_node(element: tuple[str, dict]) -> Iterator[Node]:
+def _by_block(item: StoryItem) -> Iterator[Any]:
+    """An item under each of its blocking keys (one encoding shared by the copies), and
+    on ``order`` what ChooseParent needs of it: ``(item_order(item), item.seed_story)``."""
+    values = item_values(item)
+    for key in item.sketch.keys:
+        yield key, values
+    yield beam.pvalue.TaggedOutput(
+        "order", (item.article_id, ("item", (item_order(item), item.seed_story))))
+
+
+def tagged_groups(messages: Iterable[tuple[str, Any]], tags: tuple[str, ...]) -> dict:
+    """One key's grouped ``(tag, value)`` messages as ``{tag: [values]}``.
+
+    What a CoGroupByKey gives, from one GroupByKey of messages that their producers
+    tagged themselves (a CoGroupByKey adds a tagging step per input and one to collect).
+    """
+    groups: dict[str, list] = {tag: [] for tag in tags}
+    for tag, value in messages:
+        groups[tag].append(value)
+    return groups
+
+
+def _first_node(element: tuple[str, Iterable[tuple[str, Any]]]) -> Iterator[Node]:
     """ChooseParent: item + its candidate edges → the article's initial node.
 
-    The item comes as ``(item_order(item), item.seed_story)``.
+    The item comes tagged ``item`` as ``(item_order(item), item.seed_story)``, the edges
+    tagged ``edge`` as plain tuples.
     """
-    article_id, groups = element
+    article_id, messages = element
+    groups = tagged_groups(messages, ("item", "edge"))
     first = min(groups["item"], key=lambda order_seed: order_seed[0], default=None)
     if first is None:
         return
@@ -509,7 +561,7 @@ def _first_node(element: tuple[str, dict]) -> Iterator[Node]:
     if seed_story is not None:
         yield Node(article_id, seed_story, True, "seed", None, None)
         return
-    parent = choose_parent(groups["edge"])
+    parent = choose_parent(Edge(*edge) for edge in groups["edge"])
     if parent is None:
         yield Node(article_id, article_id, True, "lead", None, None)
     else:
@@ -658,12 +710,15 @@ class ResolveStories(_PointerRounds):
 
     Each round is one GroupByKey and halves every remaining chain, so ``rounds`` rounds
     resolve chains ``2**rounds`` articles deep; across windows, chains reach back into
-    earlier windows.
+    earlier windows. In a batch, a node leaves the rounds as soon as it is done and no
+    node asks for it (see :func:`_batch_round`).
     """
 
     ROUNDS = RESOLVE_ROUNDS
 
     def expand(self, nodes):
+        if self._windowfn is None:
+            return self._expand_batch(nodes)
         for r in range(self._rounds):
             # One message per done node and two per pending one, grouped in one shuffle:
             # what a CoGroupByKey of info, asks and done nodes would give, for less.
@@ -675,12 +730,56 @@ class ResolveStories(_PointerRounds):
             nodes = self._look_up(groups, f"Jump{r}")
         return nodes
 
+    def _expand_batch(self, nodes):
+        """The rounds of one batch: each a shuffle and one step that jumps and sends the
+        next round's messages, or lets finished nodes out."""
+        messages = nodes | "Messages0" >> beam.FlatMap(_round_messages).with_output_types(
+            tuple[str, Any])
+        finished = []
+        for r in range(self._rounds):
+            out = (messages
+                   | f"JoinPointers{r}" >> beam.GroupByKey()
+                   | f"Jump{r}" >> beam.FlatMap(_batch_round, r == self._rounds - 1)
+                   .with_outputs("finished", main="messages"))
+            finished.append(out.finished)
+            messages = out.messages
+        return finished | "Resolved" >> beam.Flatten()
 
-def _voted(element: tuple[str, dict]) -> Iterator[Node]:
-    """An article's resolved node and its looked-up matches → its node after the vote."""
-    _, groups = element
-    for node in list(groups["node"])[:1]:
-        yield vote_story(node, groups["vote"])
+
+def _batch_round(element: tuple[str, Iterable[tuple[str, tuple]]],
+                 last: bool) -> Iterator[Any]:
+    """One batch round at one key: :func:`_jump`, then each node's next messages.
+
+    A done node whose key no node asks for leaves the rounds (``finished``): a node asks
+    next round only for the pointer of a node that asked this round, so none will ask for
+    it again, and a done node would only be passed on unchanged. After the last round
+    every node is finished.
+    """
+    key, groups = _round_groups(element)
+    for node in _jump((key, groups)):
+        if last or (node.done and node.article_id == key and not groups["ask"]):
+            yield beam.pvalue.TaggedOutput("finished", node)
+        else:
+            yield from _round_messages(node)
+
+
+def _vote_ask(article_edge: tuple[str, tuple]) -> list[tuple[str, tuple[str, tuple]]]:
+    """An echo's candidate edge → an ask for the story of the article it matched."""
+    article_id, (target, _, score, near) = article_edge
+    if near is not None:
+        return []
+    return [(target, ("ask", (article_id, target, False, "vote", score, target, None)))]
+
+
+def _story_messages(node: Node) -> Iterator[Any]:
+    """An article's node → what it answers to the asks for its story (``info``: ``(ptr,
+    done, is a near copy)``) and, on ``node``, itself for the join with its votes."""
+    yield node.article_id, ("info", (node.ptr, node.done, node.level == "near"))
+    yield beam.pvalue.TaggedOutput("node", (node.article_id, ("node", tuple(node))))
+
+
+def _vote_message(vote: Node) -> tuple[str, tuple[str, tuple]]:
+    return vote.article_id, ("vote", tuple(vote))
 
 
 class VoteStories(_PointerRounds):
@@ -693,42 +792,80 @@ class VoteStories(_PointerRounds):
     that article: a pointer-jumping round, remembered across windows in the same way) and
     moves the echo to the story that holds most of its matches (:func:`vote_story`).
     Labels are story leads or seeds, which never move, so no new chains form.
+
+    ``join_last=False`` leaves the last round's join to the caller: the transform then
+    returns two collections of messages keyed by article id, the nodes before that round
+    (tagged ``node``) and its votes (tagged ``vote``), as plain tuples (what
+    :class:`AssignStories` joins with its own decisions by article id).
     """
 
     ROUNDS = VOTE_ROUNDS
 
+    def __init__(self, rounds: int | None = None, windowfn: Any = None,
+                 window: dt.timedelta = DEFAULT_WINDOW, join_last: bool = True):
+        super().__init__(rounds, windowfn, window)
+        self._join_last = join_last
+
     def expand(self, pcolls):
         nodes, edges = pcolls
-        asks = edges | "VoteAsks" >> beam.FlatMap(
-            lambda ae: [] if ae[1].near is not None else
-            [(ae[1].target, Node(ae[0], ae[1].target, False, "vote", ae[1].score,
-                                 ae[1].target))])
+        asks = edges | "VoteAsks" >> beam.FlatMap(_vote_ask)
         for r in range(self._rounds):
-            info = nodes | f"StoryOf{r}" >> beam.Map(
-                lambda n: (n.article_id, (n.ptr, n.done, n.level == "near")))
-            joined = {"info": info, "ask": asks} | f"LookUpStories{r}" >> beam.CoGroupByKey()
-            votes = self._look_up(joined, f"Look{r}")
-            nodes = ({"node": nodes | f"NodeById{r}" >> beam.Map(lambda n: (n.article_id, n)),
-                      "vote": votes | f"VoteById{r}" >> beam.Map(lambda n: (n.article_id, n))}
-                     | f"JoinVotes{r}" >> beam.CoGroupByKey()
+            # Story look-ups: a pointer-jumping round whose asks are the edges.
+            own = nodes | f"StoryOf{r}" >> beam.FlatMap(_story_messages).with_outputs(
+                "node", main="info")
+            groups = ((own.info, asks)
+                      | f"Messages{r}" >> beam.Flatten()
+                      | f"LookUpStories{r}" >> beam.GroupByKey())
+            if self._windowfn is None:
+                votes = groups | f"Look{r}" >> beam.FlatMap(_looked_up)
+            else:
+                votes = (self._look_up(groups | f"Groups{r}" >> beam.Map(_round_groups),
+                                       f"Look{r}")
+                         | f"VoteById{r}" >> beam.Map(_vote_message))
+            if r == self._rounds - 1 and not self._join_last:
+                return own.node, votes
+            nodes = ((own.node, votes)
+                     | f"Votes{r}" >> beam.Flatten()
+                     | f"JoinVotes{r}" >> beam.GroupByKey()
                      | f"Vote{r}" >> beam.FlatMap(_voted))
         return nodes
 
 
-class AssembleStoriesFn(beam.DoFn):
-    """Joins each article with its exact-duplicate decision or its story node."""
+def _looked_up(element: tuple[str, Iterable[tuple[str, tuple]]]) -> Iterator[Any]:
+    """A batch story look-up at one key (:func:`_jump` on :func:`_round_groups`): the
+    votes, keyed by the article that asked."""
+    for vote in _jump(_round_groups(element)):
+        yield _vote_message(vote)
 
-    def __init__(self, drop_echoes: bool, clock=None):
+
+def _voted(element: tuple[str, Iterable[tuple[str, tuple]]]) -> Iterator[Node]:
+    """An article's resolved node and its looked-up matches → its node after the vote."""
+    groups = tagged_groups(element[1], ("node", "vote"))
+    for node in groups["node"][:1]:
+        yield vote_story(Node(*node), [Node(*v) for v in groups["vote"]])
+
+
+class AssembleStoriesFn(beam.DoFn):
+    """Joins each article with its exact-duplicate decision or its story node.
+
+    Input: an article id's grouped messages, tagged ``article``, ``exact`` (a decision),
+    ``node`` (its node as a plain tuple) and, with ``voted``, ``vote`` (the looked-up
+    matches of the last :class:`VoteStories` round, plain tuples too).
+    """
+
+    def __init__(self, drop_echoes: bool, clock=None, voted: bool = False):
         self._drop_echoes = drop_echoes
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self._voted = voted
         self.leads = Metrics.counter(NAMESPACE, "story_leads")
         self.echoes = Metrics.counter(NAMESPACE, "story_echoes")
         self.near = Metrics.counter(NAMESPACE, "duplicates_near")
         self.dropped_echoes = Metrics.counter(NAMESPACE, "duplicates_echo")
         self.unresolved = Metrics.counter(NAMESPACE, "story_chains_unresolved")
 
-    def process(self, element: tuple[str, dict]) -> Iterator[Any]:
-        article_id, groups = element
+    def process(self, element: tuple[str, Iterable[tuple[str, Any]]]) -> Iterator[Any]:
+        article_id, messages = element
+        groups = tagged_groups(messages, ("article", "exact", "node", "vote"))
         articles = sorted(groups["article"], key=lambda a: (to_micros(event_time(a)), a.url))
         if not articles:
             return
@@ -745,6 +882,9 @@ class AssembleStoriesFn(beam.DoFn):
             return
         nodes = list(groups["node"])  # plain tuples on the way (no pickling)
         node = Node(*nodes[0]) if nodes else None
+        if node is not None and self._voted:
+            # The last round of VoteStories, joined here by article id with the rest.
+            node = vote_story(node, [Node(*v) for v in groups["vote"]])
         root = None
         if node is not None and node.parent is not None:
             root = node.ptr
@@ -805,13 +945,14 @@ class ListSeedFilesFn(beam.DoFn):
 
 
 class ReadSeedsFn(beam.DoFn):
-    """Reads one published article file back into seed StoryItems."""
+    """Reads one published article file back into seed StoryItems, as
+    :class:`SketchArticleFn` gives them (keyed :func:`item_values`)."""
 
     def __init__(self, similarity: StorySimilarity):
         self._sim = similarity
         self.seeds = Metrics.counter(NAMESPACE, "story_seeds_read")
 
-    def process(self, path: str) -> Iterator[StoryItem]:
+    def process(self, path: str) -> Iterator[tuple[str, tuple]]:
         import pyarrow.parquet as pq
 
         with FileSystems.open(path) as f:
@@ -819,9 +960,9 @@ class ReadSeedsFn(beam.DoFn):
         for row in table.to_pylist():
             when = row["published_at"] or row["fetched_at"]
             self.seeds.inc()
-            yield make_item(self._sim, row["article_id"], row["title"], row["body"],
-                            row["language"], when, row["content_hash"],
-                            seed_story=row["story_id"] or row["article_id"])
+            yield row["article_id"], item_values(make_item(
+                self._sim, row["article_id"], row["title"], row["body"], row["language"],
+                when, row["content_hash"], seed_story=row["story_id"] or row["article_id"]))
 
 
 def _bounds(pairs: Iterable[tuple[dt.datetime, dt.datetime]]) -> tuple | None:
@@ -899,8 +1040,6 @@ class AssignStories(beam.PTransform):
                      | "ReadSeeds" >> beam.ParDo(ReadSeedsFn(self._sim)))
             items = (items, seeds) | "WithSeeds" >> beam.Flatten()
         by_id = (items
-                 | "KeyById" >> beam.Map(lambda i: (i.article_id, i))
-                 .with_output_types(tuple[str, Any])
                  | "GroupById" >> beam.GroupByKey()
                  | "DropWritten" >> beam.FlatMap(drop_written)
                  .with_outputs("dropped", main="kept"))
@@ -909,16 +1048,15 @@ class AssignStories(beam.PTransform):
             # An article id already decided in an earlier window (an item listed again
             # after its sighting was forgotten) is not written twice.
             earlier = (by_id.kept
-                       | "SingleById" >> beam.Map(lambda i: (i.article_id, [i]))
+                       | "SingleById" >> beam.Map(lambda kv: (kv[1][0], [kv[1]]))
                        .with_output_types(tuple[str, Any])
                        | "KeepFirstById" >> WithMemory(KeepFirstItemFn("url", self._window),
                                                        windowfn, ("dropped",)))
-            id_kept = earlier["main"]
+            id_kept = (earlier["main"]
+                       | "KeyByContent" >> beam.Map(lambda i: (i.content_hash, item_values(i)))
+                       .with_output_types(tuple[str, Any]))
             exact_sets.append(earlier["dropped"])
-        by_content = (id_kept
-                      | "KeyByContent" >> beam.Map(lambda i: (i.content_hash, i))
-                      .with_output_types(tuple[str, Any])
-                      | "GroupByContent" >> beam.GroupByKey())
+        by_content = id_kept | "GroupByContent" >> beam.GroupByKey()
         if self._across:
             by_content = by_content | "KeepFirstByContent" >> WithMemory(
                 KeepFirstItemFn("content", self._window), windowfn, ("dropped",))
@@ -934,31 +1072,39 @@ class AssignStories(beam.PTransform):
         compare_fn = (CompareInGroupFn if once and not self._across else CompareWithinKeyFn)(
             self._sim, self._threshold, self._window, self._max)
         blocks = (kept
-                  | "KeyByBlock" >> beam.FlatMap(lambda i: [(k, i) for k in i.sketch.keys])
-                  .with_output_types(tuple[str, Any])
-                  | "GroupByBlock" >> beam.GroupByKey())
-        edges = blocks | "CompareWithinKey" >> (WithMemory(compare_fn, windowfn)
-                                                if self._across else beam.ParDo(compare_fn))
+                  | "KeyByBlock" >> beam.FlatMap(_by_block)
+                  .with_output_types(tuple[str, Any]).with_outputs("order", main="copies"))
+        edges = (blocks.copies
+                 | "GroupByBlock" >> beam.GroupByKey()
+                 | "CompareWithinKey" >> (WithMemory(compare_fn, windowfn)
+                                          if self._across else beam.ParDo(compare_fn)))
         # ChooseParent needs an item's order and seed story, not its sketch.
-        nodes = ({"item": kept | "ItemsById" >> beam.Map(
-                      lambda i: (i.article_id, (item_order(i), i.seed_story))),
-                  "edge": edges}
-                 | "JoinCandidates" >> beam.CoGroupByKey()
+        nodes = ((blocks.order,
+                  edges | "EdgeMessages" >> beam.Map(lambda e: (e[0], ("edge", e[1]))))
+                 | "Candidates" >> beam.Flatten()
+                 | "JoinCandidates" >> beam.GroupByKey()
                  | "ChooseParent" >> beam.FlatMap(_first_node))
         # Pointers are remembered for two story windows after their poll: a late-polled
         # article can still match one published a whole window before it, and a pointer
         # is a few bytes.
         resolved = nodes | "ResolveStories" >> ResolveStories(self._rounds, windowfn,
                                                               2 * self._window)
+        # Everything decided about an article meets in one GroupByKey by article id, each
+        # message tagged for AssembleStoriesFn.
+        decisions = [
+            articles | "ArticlesById" >> beam.Map(lambda a: (a.article_id, ("article", a))),
+            exact_sets | "ExactDecisions" >> beam.Flatten()
+            | "ExactById" >> beam.Map(lambda d: (d[0], ("exact", d[1])))]
         if self._votes:
-            resolved = (resolved, edges) | "VoteStories" >> VoteStories(
-                self._votes, windowfn, 2 * self._window)
-        exact = exact_sets | "ExactDecisions" >> beam.Flatten()
-        out = ({"article": articles | "ArticlesById" >> beam.Map(lambda a: (a.article_id, a)),
-                "exact": exact,
-                "node": resolved | "NodesById" >> beam.Map(lambda n: (n.article_id, tuple(n)))}
-               | "JoinDecisions" >> beam.CoGroupByKey()
+            decisions.extend((resolved, edges) | "VoteStories" >> VoteStories(
+                self._votes, windowfn, 2 * self._window, join_last=False))
+        else:
+            decisions.append(resolved | "NodesById" >> beam.Map(
+                lambda n: (n.article_id, ("node", tuple(n)))))
+        out = (decisions
+               | "Decisions" >> beam.Flatten()
+               | "JoinDecisions" >> beam.GroupByKey()
                | "AssembleStories" >> beam.ParDo(
-                   AssembleStoriesFn(self._drop_echoes, self._clock))
+                   AssembleStoriesFn(self._drop_echoes, self._clock, bool(self._votes)))
                .with_outputs("duplicates", main="articles"))
         return StoriesOutput(out.articles, out.duplicates)
