@@ -11,24 +11,28 @@ days with a fixed seed, and measures, for each similarity:
   The articles are written to a local file (pickled records) before any timer starts; a
   ``ReadArticles`` step reads them back into the pipeline. The same pipeline with a no-op
   step in place of the stage is the harness (runner start-up, reading and unpickling the
-  articles); the stage's own time is the pipeline's wall clock minus the harness's, and its
-  articles/s are computed on that. The stage run also collects every decision
-  (``story_id``, lead flag, similarity; duplicates and what they copy) into a digest, so
-  that two revisions can be compared on the same input (``--assignments FILE`` writes them
-  out in full);
-* per-word caches (lemmas, transliterations, token plans, character grams): each timed
-  pass starts with them empty, as a fresh worker does (the tables of lemmas and word
+  articles); the stage's own time is the pipeline's wall clock (from ``run()`` to its end)
+  minus the harness's, and its articles/s are computed on that. The first run also
+  collects every decision (``story_id``, lead flag, similarity; duplicates and what they
+  copy) into a digest, so that two revisions can be compared on the same input
+  (``--assignments FILE`` writes them out in full);
+* per-word caches (lemmas, transliterations, token plans, character grams, and
+  simplemma's own cache of lemmas where the lemmatiser keeps one): every timed pass above
+  starts with them empty, as a fresh worker does (the tables of lemmas and word
   frequencies stay loaded: a warm-up sketches one text per language before the timers).
-  The stage is then run once more with the caches as the first run left them (a worker
-  that has met these words before);
+  The stage is then also timed with the caches as its own runs left them, filled by these
+  same articles: an upper bound for a worker that has met these words before;
 * state per retained article: the encoded size of what the stage's keyed state would
   hold at the end of the batch under a repeating trigger (with the default trigger the
   stage keeps no keyed state at all) (each blocking key's pruned list of recent items, plus the
   content-hash winners), divided by the number of articles kept.
 
+The machine is shared: every timed pass runs ``--repeat`` times (default 3) and both the
+best run and the median are printed, with the load average when a similarity starts.
+
 Run::
 
-    .venv/bin/python bench/bench_dedup_cost.py [--n 2000] [--similarity lexical]
+    .venv/bin/python bench/bench_dedup_cost.py [--n 2000] [--similarity lexical] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -39,8 +43,10 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import os
 import pickle
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -158,10 +164,15 @@ def pure_floor(sim: StorySimilarity, articles: list[Article]) -> tuple[float, in
 
 
 def clear_word_caches() -> None:
-    """Empties the per-word caches of :mod:`transforms.similarity` (tables stay loaded)."""
+    """Empties the per-word caches of :mod:`transforms.similarity` (tables stay loaded),
+    and simplemma's own cache of lemmas where the similarity's lemmatiser keeps one."""
     for name, value in vars(similarity).items():
         if hasattr(value, "cache_clear") and name not in TABLES:
             value.cache_clear()
+    lemmatizer = getattr(similarity, "_lemmatizer", None)
+    lemmas = getattr(lemmatizer() if lemmatizer else None, "_cached_lemmatize", None)
+    if hasattr(lemmas, "cache_clear"):
+        lemmas.cache_clear()
 
 
 TABLES = frozenset({"_frequencies", "_lemma_languages", "_lemmatizer", "_permutations",
@@ -248,66 +259,93 @@ def main() -> None:
                         default=["multilingual", "lexical"],
                         help="Similarities to measure, one after the other in this run "
                              "(default both).")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="times each timed pass runs; the best and the median are "
+                             "printed (default 3)")
     parser.add_argument("--assignments", type=Path, default=None,
                         help="also write every decision of the stage, per similarity, to "
                              "FILE.<similarity>.json (default: digest only)")
     args = parser.parse_args()
     print(f"command: .venv/bin/python bench/bench_dedup_cost.py --n {args.n} --seed {args.seed} "
-          f"--similarity {' '.join(args.similarity)}")
+          f"--similarity {' '.join(args.similarity)} --repeat {args.repeat}")
     articles = load(args.n, args.seed)
     chars = sum(len(a.body) for a in articles) / len(articles)
     print(f"articles: {len(articles)}, mean body {chars:.0f} chars, "
           f"{len({a.language for a in articles})} languages")
     for kind in args.similarity:
-        measure(kind, articles, args.assignments)
+        measure(kind, articles, args.assignments, max(1, args.repeat))
 
 
-def measure(kind: str, articles: list[Article], assignments: Path | None) -> None:
-    """All figures for one similarity, printed under its name."""
+def best_and_median(seconds: list[float]) -> tuple[float, float]:
+    """The shortest and the median of the times of one pass."""
+    return min(seconds), statistics.median(seconds)
+
+
+def measure(kind: str, articles: list[Article], assignments: Path | None, repeat: int) -> None:
+    """All figures for one similarity, printed under its name (each pass ``repeat`` times:
+    the machine is shared, so the best run and the median are both printed)."""
     sim = make_similarity(kind)
-    print(f"similarity {kind}:")
+    print(f"similarity {kind}: (load average {os.getloadavg()[0]:.2f})")
     sim.sketch("warm", "up the lemmatiser, frequency tables and encoder", "en")
     for lang in sorted({a.language for a in articles}):
         sim.sketch("", "warm up the tables of this language", lang)
-    clear_word_caches()
-    started = time.perf_counter()
-    for a in articles:
-        sim.sketch(a.title, a.body, a.language)
-    took = time.perf_counter() - started
-    print(f"  sketching alone: {len(articles) / took:.0f} articles/s")
-    clear_word_caches()
-    took, linked = pure_floor(sim, articles)
-    print(f"  pure-Python floor (sketch + compare + choose parent, no Beam): "
-          f"{len(articles) / took:.0f} articles/s ({took:.1f} s, {linked} with a parent)")
-
     n = len(articles)
+    sketching = []
+    for _ in range(repeat):
+        clear_word_caches()
+        started = time.perf_counter()
+        for a in articles:
+            sim.sketch(a.title, a.body, a.language)
+        sketching.append(time.perf_counter() - started)
+    best, median = best_and_median(sketching)
+    print(f"  sketching alone, per-word caches empty: {n / best:.0f} articles/s "
+          f"(median {n / median:.0f}/s)")
+    floor = []
+    for _ in range(repeat):
+        clear_word_caches()
+        took, linked = pure_floor(sim, articles)
+        floor.append(took)
+    best, median = best_and_median(floor)
+    print(f"  pure-Python floor (sketch + compare + choose parent, no Beam), caches empty: "
+          f"{n / best:.0f} articles/s (median {n / median:.0f}/s; {linked} with a parent)")
+
     with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
         path = Path(tmp) / "articles.pickles"
         write_articles(articles, path)
-        harness = run_pipeline(path, beam.Map(lambda a: None))
-        print(f"  harness (ReadArticles and a no-op step, FnApiRunner, 1 worker): {harness:.2f} s")
+        harness = best_and_median([run_pipeline(path, beam.Map(lambda a: None))
+                                   for _ in range(repeat)])
+        print(f"  harness (ReadArticles and a no-op step, FnApiRunner, 1 worker): "
+              f"{harness[0]:.2f} s (median {harness[1]:.2f} s)")
         folder = Path(tmp) / "decisions"
         folder.mkdir()
-        for caches in ("empty", "filled"):
-            if caches == "empty":
-                clear_word_caches()
-            took = run_pipeline(path, AssignStories(sim),
-                                str(folder) if caches == "empty" else None)
-            own = took - harness
-            print(f"  AssignStories, per-word caches {caches}: {took:.2f} s with the harness, "
-                  f"{own:.2f} s its own: {n / own:.0f} articles/s "
-                  f"({n / took:.0f}/s with the harness)")
-            if caches == "empty":
-                lines = sorted(line for f in folder.glob("part-*.jsonl")
-                               for line in f.read_text(encoding="utf-8").splitlines())
-                digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
-                print(f"    decisions: {len(lines)}, digest {digest}")
-                if assignments:
-                    target = assignments.with_name(f"{assignments.name}.{kind}.json")
-                    target.write_text(json.dumps([json.loads(x) for x in lines], indent=0))
+        for caches in ("empty", "filled by these articles"):
+            stage = []
+            for i in range(repeat):
+                if caches == "empty":
+                    clear_word_caches()
+                collect = str(folder) if caches == "empty" and i == 0 else None
+                stage.append(run_pipeline(path, AssignStories(sim), collect))
+                if collect:
+                    print_decisions(folder, kind, assignments)
+            best, median = best_and_median(stage)
+            own = (best - harness[0], median - harness[1])
+            print(f"  AssignStories, per-word caches {caches}: {own[0]:.2f} s its own, "
+                  f"{n / own[0]:.0f} articles/s (median {own[1]:.2f} s, {n / own[1]:.0f}/s); "
+                  f"{best:.2f} s with the harness ({n / best:.0f}/s)")
     total, kept = state_bytes(sim, articles)
     print(f"  keyed state at end of batch: {total} bytes, {total / max(1, kept):.0f} bytes "
           f"per retained article ({kept} retained)")
+
+
+def print_decisions(folder: Path, kind: str, assignments: Path | None) -> None:
+    """The digest of the decisions collected in ``folder`` (and the file, if asked)."""
+    lines = sorted(line for f in folder.glob("part-*.jsonl")
+                   for line in f.read_text(encoding="utf-8").splitlines())
+    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+    print(f"    decisions: {len(lines)}, digest {digest}")
+    if assignments:
+        target = assignments.with_name(f"{assignments.name}.{kind}.json")
+        target.write_text(json.dumps([json.loads(x) for x in lines], indent=0))
 
 
 if __name__ == "__main__":

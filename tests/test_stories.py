@@ -29,14 +29,18 @@ from transforms.stories import (
     AssignStories,
     Edge,
     Node,
+    ResolveStories,
     StoryItem,
     StoryPoolCoder,
     VoteStories,
     choose_parent,
     decide,
     indexed_under,
+    item_from_values,
+    item_values,
     matches_in_group,
     seed_files,
+    tagged_groups,
     vote_story,
 )
 from transforms.text import content_hash
@@ -316,6 +320,57 @@ def test_story_pool_coder_round_trips_compactly():
     assert coder.is_deterministic() and coder.encode(items) == data
     import pickle
     assert len(data) < len(pickle.dumps(items))
+
+
+def test_items_cross_shuffles_as_plain_values():
+    from apache_beam.coders import FastPrimitivesCoder
+
+    it = StoryItem("a", 7, "h", MultilingualSimilarity().sketch(*KURSK["uk"][1:], "uk"), "s")
+    values = item_values(it)
+    coder = FastPrimitivesCoder()
+    assert item_from_values(coder.decode(coder.encode(values))) == it
+    assert tagged_groups([("b", 2), ("a", 1), ("b", 3)], ("a", "b", "c")) == {
+        "a": [1], "b": [2, 3], "c": []}
+
+
+def _jumped(nodes: list[Node], rounds: int) -> list[Node]:
+    """Pointer jumping as synchronous rounds over all nodes at once (what the shuffled
+    rounds must give): a pending node takes its pointer's pointer and done flag, and on
+    its first jump learns whether its parent is a near copy."""
+    state = {n.article_id: n for n in nodes}
+    for _ in range(rounds):
+        before = dict(state)
+        for aid, node in before.items():
+            if node.done:
+                continue
+            target = before.get(node.ptr)
+            ptr, done, near = ((target.ptr, target.done, target.level == "near") if target
+                               else (node.ptr, True, False))
+            state[aid] = node._replace(ptr=ptr, done=done, parent_near=(
+                near if node.parent_near is None else node.parent_near))
+    return sorted(state.values())
+
+
+@pytest.mark.parametrize("rounds", [1, 3, 6])
+def test_batch_pointer_rounds_resolve_as_synchronous_jumps(rounds):
+    # A random forest: deep chains (longer than 2**rounds for few rounds), wide stars,
+    # near copies, seeds, and pointers to an article outside the batch.
+    rng = random.Random(rounds)
+    nodes = []
+    for i in range(300):
+        aid = f"n{i:03d}"
+        if i == 0 or rng.random() < 0.15:
+            nodes.append(Node(aid, aid, True, "lead", None, None))
+        elif rng.random() < 0.05:
+            nodes.append(Node(aid, "written", True, "seed", None, None))
+        else:
+            parent = "gone" if rng.random() < 0.02 else (
+                f"n{i - 1:03d}" if rng.random() < 0.6 else f"n{rng.randrange(i):03d}")
+            level = "near" if rng.random() < 0.3 else "echo"
+            nodes.append(Node(aid, parent, False, level, 0.7, parent))
+    with TestPipeline() as p:
+        resolved = p | beam.Create(nodes) | ResolveStories(rounds)
+        assert_that(resolved, equal_to(_jumped(nodes, rounds)))
 
 
 def test_decide_levels():

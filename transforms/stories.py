@@ -17,7 +17,7 @@ How it scales (every step is keyed; there is no global index):
 1. each article is sketched once (:mod:`transforms.similarity`): a few hundred bytes;
 2. ``ByContent``: grouped by body hash, first wins (the pattern of :mod:`transforms.dedup`);
 3. ``CompareWithinKey``: each sketch is sent under its blocking keys (its rarest names
-   and words, ≤ 8); a stateful DoFn per key compares each article with the earlier ones
+   and words, at most NUM_KEYS); a DoFn per key compares each article with the earlier ones
    of that key within the time window (at most ``max_per_key`` most recent, so a common
    key cannot turn quadratic) and emits candidate parents. Under a trigger that can fire
    a key more than once the DoFns keep keyed state (expiring after the window); with the
@@ -32,10 +32,19 @@ How it scales (every step is keyed; there is no global index):
    (one more join keyed by those articles) and moves to the story holding most of them,
    so that one stray best match does not carry an article, and all that joined it, into
    the wrong story;
-7. ``AssembleStories``: a join by ``article_id`` sets the fields or emits the record.
+7. ``AssembleStories``: a join by ``article_id`` (with the votes of the last vote round)
+   sets the fields or emits the record.
 
 Everything is sorted by ``(published_at or fetched_at, article_id)`` before any decision,
 so the same input gives the same story ids in whatever order the runner delivers it.
+
+What it costs: in the Python SDK harness every element that crosses a GroupByKey is
+encoded and decoded several times, and every step costs something per bundle. So items,
+edges and nodes cross shuffles as plain tuples (Beam's default coder writes them without
+pickling; see :func:`item_values`), joins are one GroupByKey of messages their producers
+tag themselves (:func:`tagged_groups`) rather than a CoGroupByKey (which adds a tagging
+step per input and a collecting one), and the steps on either side of a shuffle do all
+they can in one DoFn.
 
 Continuous pipeline (``across_windows``): the articles come in fixed windows, one per poll
 interval, and an article must still find its original when that came in an earlier
