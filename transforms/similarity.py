@@ -41,6 +41,7 @@ import functools
 import math
 import operator
 import re
+import struct
 import threading
 import unicodedata
 import zlib
@@ -559,12 +560,16 @@ def _char_grams(form: str, n: int = GRAM_N) -> list[str]:
     return [padded[i:i + n] for i in range(len(padded) - n + 1)]
 
 
+_GRAM_CRC = zlib.crc32(b"g:")
+"""CRC-32 of the ``g:`` prefix: a gram's feature hash continues from it."""
+
+
 @functools.lru_cache(maxsize=200_000)
 def _gram_hashes(word_key: str) -> bytes:
-    """The feature hashes of the character grams of a word key's form (``w:form``), as
-    uint32 bytes."""
-    grams = _char_grams(word_key[2:])
-    return np.fromiter((_fhash("g:" + g) for g in grams), dtype=np.uint32).tobytes()
+    """The feature hashes (``_fhash("g:" + gram)``) of the character grams of a word
+    key's form (``w:form``), as uint32 bytes in the machine's order (as numpy's)."""
+    grams = [g.encode("utf-8") for g in _char_grams(word_key[2:])]
+    return struct.pack(f"={len(grams)}I", *map(zlib.crc32, grams, repeat(_GRAM_CRC)))
 
 
 def _gram_weights(words: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
