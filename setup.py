@@ -59,6 +59,8 @@ TEST = [
     "duckdb>=1.1,<2",
     "pandas>=2.2,<3",
     "polars>=1.0,<2",
+    # Property tests: generated hostile bytes and strings thrown at every parser.
+    "hypothesis>=6.100,<7",
     # Beam's --setup_file staging builds the sdist with `python -m build --no-isolation`
     # when `build` is installed, using this environment's setuptools (pyproject needs 68+);
     # `wheel` lets `pip wheel --no-build-isolation` build the wheel the packaging tests check.
