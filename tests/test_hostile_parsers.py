@@ -100,6 +100,57 @@ def test_feed_parsing_never_raises(kind, items, refs, base, mangle):
     assert_storable(_articles_and_errors(parsed))
 
 
+_json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), hostile_text,
+              st.sampled_from(ODD_LINKS), st.sampled_from(ODD_DATES)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                            st.dictionaries(st.sampled_from(["name", "url", "x"]), inner,
+                                            max_size=3)),
+    max_leaves=6)
+_ITEM_KEYS = ["id", "url", "external_url", "title", "content_html", "content_text", "summary",
+              "date_published", "date_modified", "authors", "author", "tags", "language"]
+
+
+@hostile_settings(150)
+@given(top=st.dictionaries(st.sampled_from(["title", "language", "authors", "author",
+                                            "home_page_url"]), _json_values, max_size=4),
+       items=st.one_of(_json_values, st.lists(st.one_of(
+           st.dictionaries(st.sampled_from(_ITEM_KEYS), _json_values, max_size=8),
+           _json_values), max_size=5)))
+def test_json_feeds_with_wrong_types_never_raise(top, items):
+    doc = {**top, "version": "https://jsonfeed.org/version/1.1", "items": items}
+    body = json.dumps(doc).encode()
+    parsed = parse_feed(body, {"content-type": "application/feed+json"}, SPEC, NOW)
+    for entry in parsed.entries:
+        _check_entry(entry)
+    if isinstance(items, list):
+        objects = sum(isinstance(i, dict) for i in items)
+        assert len(parsed.entries) + len(parsed.problems) == objects
+    else:
+        assert parsed.reason == "malformed_feed" and parsed.bozo
+    assert_storable(_articles_and_errors(parsed))
+
+
+@pytest.mark.parametrize("body, content_type", [
+    (b'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title><item><title>x'
+     b"</title><link>https://a.example/1</link><description>" + b"<div>" * 50_000 +
+     b"deep" + b"</div>" * 50_000 + b"</description></item></channel></rss>",
+     "application/rss+xml"),
+    (b'<?xml version="1.0"?><rss version="2.0"><channel>' + b"<x>" * 50_000,
+     "application/rss+xml"),
+    (b'{"version": "https://jsonfeed.org/version/1.1", "items": ' + b"[" * 100_000
+     + b"]" * 100_000 + b"}", "application/feed+json"),
+    (b'{"version": "https://jsonfeed.org/version/1.1", "items": [{"url": ' + b"9" * 5000
+     + b"}]}", "application/feed+json"),
+])
+def test_deeply_nested_feeds_never_raise(body, content_type):
+    parsed = parse_feed(body, {"content-type": content_type}, SPEC, NOW)
+    for entry in parsed.entries:
+        _check_entry(entry)
+    assert parsed.entries or (parsed.bozo and parsed.reason == "malformed_feed")
+    assert_storable(_articles_and_errors(parsed))
+
+
 @hostile_settings(60)
 @given(title=st.sampled_from(["ok &#xD800; still ok", "&#0;&#x110000;&#99999999999999999999;",
                               "&#xDFFF&#xD800;x"]),
