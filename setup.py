@@ -69,6 +69,8 @@ TEST = [
     # The README's reading examples run as tests with each reader.
     *ANALYTICS,
     "polars>=1.0,<2",
+    # Property tests: generated hostile bytes and strings thrown at every parser.
+    "hypothesis>=6.100,<7",
     # Beam's --setup_file staging builds the sdist with `python -m build --no-isolation`
     # when `build` is installed, using this environment's setuptools (pyproject needs 68+);
     # `wheel` lets `pip wheel --no-build-isolation` build the wheel the packaging tests check.

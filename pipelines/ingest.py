@@ -26,6 +26,7 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
+from pipelines.preflight import articles_problem, fail, output_problem
 from schemas import ARTICLE_SCHEMA, DUPLICATE_SCHEMA, ERROR_SCHEMA
 from transforms.backfill import ReadBackfill
 from transforms.classify import DEFAULT_THRESHOLD as DEFAULT_TOPIC_THRESHOLD
@@ -162,7 +163,13 @@ def new_run_id() -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[IngestConfig, PipelineOptions]:
-    """Parses and validates the command line; exits with a clear message on bad input."""
+    """Parses and validates the command line.
+
+    On bad input, prints one line to stderr and raises :class:`UsageError` (exit code 2)
+    before anything is fetched: missing or contradictory options, an ``--output`` that
+    cannot be written, an ``--articles`` file that cannot be read, ``--feeds`` that give
+    no valid feed (see :mod:`pipelines.preflight`).
+    """
     args = list(argv) if argv is not None else sys.argv[1:]
     if "-h" in args or "--help" in args:
         # Beam's own parser only knows -h; list newsbeam's options, then Beam's pointer.
@@ -203,18 +210,26 @@ def parse_args(argv: Sequence[str] | None) -> tuple[IngestConfig, PipelineOption
         errors.append("--per-host-concurrency must be at least 1")
     if opts.per_host_delay < 0 or opts.max_retry_after < 0:
         errors.append("--per-host-delay and --max-retry-after must not be negative")
+    if opts.output and (problem := output_problem(str(opts.output))):
+        errors.append(problem)
+    if opts.articles and (problem := articles_problem(opts.articles)):
+        errors.append(problem)
     subs = Subscriptions()
     try:
         subs = read_sources(opts.feeds)
     except (SourceError, OSError) as e:
         errors.append(str(e))
+    else:
+        if opts.feeds and not subs.feeds:
+            found = "; ".join(f"{where}: {message}" for where, message in subs.problems[:3])
+            errors.append("--feeds gave no valid feed" + (f" ({found})" if found else ""))
     try:
         category_map = load_category_map(opts.category_map)
     except (ValueError, OSError) as e:
         errors.append(f"--category-map: {e}")
         category_map = {}
     if errors:
-        raise SystemExit("newsbeam ingest: " + "; ".join(errors))
+        raise fail("newsbeam ingest: " + "; ".join(errors))
     policy = FetchPolicy(allow_private_network=opts.allow_private_network,
                          user_agent=opts.user_agent or user_agent_for(opts.contact_url),
                          max_bytes=opts.max_page_bytes, total_timeout=opts.timeout,

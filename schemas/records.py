@@ -5,12 +5,18 @@ frozen dataclass whose fields carry their documentation in ``metadata["doc"]``.
 The Arrow schemas are derived from those dataclasses, so a new field is added in one
 place; ``tests/test_schemas.py`` pins the resulting Arrow schemas so that any change
 to the on-disk format is deliberate and comes with a ``SCHEMA_VERSION`` bump.
+
+Every record repairs its strings when it is built (:class:`_Storable`): NUL is removed
+and lone surrogates become U+FFFD, so a string that Arrow or Parquet cannot encode never
+reaches a sink, where it would fail one table's write after another was published.
+Parsers reject what must not be repaired (a URL with such characters) before this point.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +27,39 @@ SCHEMA_VERSION = 1
 """Version of the on-disk schema, written into every row."""
 
 _UTC_TS = pa.timestamp("us", tz="UTC")
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """``text`` without NUL and with lone surrogates replaced by U+FFFD (pairs joined)."""
+    if text.isascii():
+        return text.replace("\x00", "") if "\x00" in text else text
+    if _UNSTORABLE.search(text) is None:
+        return text
+    text = text.replace("\x00", "")
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+class _Storable:
+    """Mixin for record dataclasses: repairs every string (and string list) field."""
+
+    _text_fields: typing.ClassVar[tuple[str, ...]] = ()
+    _list_fields: typing.ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        for name in self._text_fields:
+            value = getattr(self, name)
+            if isinstance(value, str):
+                fixed = storable(value)
+                if fixed is not value:
+                    object.__setattr__(self, name, fixed)
+        for name in self._list_fields:
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)) and any(
+                    isinstance(v, str) and storable(v) is not v for v in value):
+                fixed = [storable(v) if isinstance(v, str) else v for v in value]
+                object.__setattr__(self, name, tuple(fixed) if isinstance(value, tuple)
+                                   else fixed)
 
 
 def _doc(text: str, **kw: typing.Any) -> typing.Any:
@@ -38,7 +77,7 @@ class FeedSpec:
 
 
 @dataclass(frozen=True)
-class Entry:
+class Entry(_Storable):
     """A feed entry (or backfilled article) after normalisation, before the page fetch."""
 
     entry_id: str = _doc("Stable id: hash of the canonical URL.")
@@ -61,7 +100,7 @@ class Entry:
 
 
 @dataclass(frozen=True)
-class Article:
+class Article(_Storable):
     """One normalised article: a row of ``DIR/articles/date=…/topic=…/*.parquet``."""
 
     article_id: str = _doc("Stable id: 16 hex chars of BLAKE2b over the canonical URL.")
@@ -91,7 +130,7 @@ class Article:
 
 
 @dataclass(frozen=True)
-class DuplicateRecord:
+class DuplicateRecord(_Storable):
     """An entry not written to ``articles/`` because an earlier one covers it."""
 
     url: str = _doc("Canonical URL of the dropped entry.")
@@ -107,7 +146,7 @@ class DuplicateRecord:
 
 
 @dataclass(frozen=True)
-class ErrorRecord:
+class ErrorRecord(_Storable):
     """A feed, entry or page that failed; written to ``errors/`` instead of being dropped."""
 
     url: str = _doc("URL (or input location) that failed.")
@@ -121,6 +160,26 @@ class ErrorRecord:
     occurred_at: dt.datetime = _doc("When the failure was recorded, UTC.")
     date: str = _doc("Partition date YYYY-MM-DD (day of failure).")
     schema_version: int = _doc("Version of this schema.")
+
+
+def _string_fields(record_type: type) -> None:
+    """Fills a record class's lists of string and string-list fields from its hints."""
+    hints = typing.get_type_hints(record_type)
+    text, lists = [], []
+    for f in dataclasses.fields(record_type):
+        hint = hints[f.name]
+        args = typing.get_args(hint) if typing.get_origin(hint) in (
+            typing.Union, types.UnionType) else (hint,)
+        if str in args:
+            text.append(f.name)
+        elif any(typing.get_origin(a) in (list, tuple) for a in args):
+            lists.append(f.name)
+    record_type._text_fields = tuple(text)
+    record_type._list_fields = tuple(lists)
+
+
+for _record in (Entry, Article, DuplicateRecord, ErrorRecord):
+    _string_fields(_record)
 
 
 def _arrow_type(hint: typing.Any) -> tuple[pa.DataType, bool]:

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from pipelines.ingest import parse_args
+from pipelines.preflight import UsageError
 
 
 def test_parse_args_reads_sources_and_options(tmp_path):
@@ -40,11 +41,74 @@ def test_bad_arguments_fail_with_a_clear_message(argv, message):
 def test_cli_reports_bad_arguments_without_traceback():
     proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "ingest", "--output", "x"],
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     assert "at least one --feeds" in proc.stderr and "Traceback" not in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "frobnicate"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "unknown command" in proc.stderr
+
+
+def _fails_fast(argv, capsys):
+    with pytest.raises(UsageError) as info:
+        parse_args(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(info.value) in err
+    return str(info.value)
+
+
+def test_unusable_output_fails_before_anything_runs(tmp_path, capsys):
+    feeds = ["--feeds", "https://a.example/rss"]
+    a_file = tmp_path / "out.txt"
+    a_file.write_text("x")
+    assert "is a file, not a folder" in _fails_fast([*feeds, "--output", str(a_file)], capsys)
+    assert "is a file" in _fails_fast([*feeds, "--output", str(a_file / "sub")], capsys)
+    # /sys refuses new files even to root, where permission bits would not.
+    assert "is not writable" in _fails_fast([*feeds, "--output", "/sys/newsbeam-out"], capsys)
+    # Missing folders are fine: they are created when the run writes.
+    config, _ = parse_args([*feeds, "--output", str(tmp_path / "new" / "deeper")])
+    assert config.output.endswith("deeper") and not (tmp_path / "new").exists()
+    # Object stores are left to the runner (no credentials are assumed here).
+    assert parse_args([*feeds, "--output", "gs://bucket/news"])[0].output == "gs://bucket/news"
+
+
+def test_unreadable_articles_fail_before_anything_runs(tmp_path, capsys):
+    out = ["--output", str(tmp_path / "out")]
+    assert "no such file" in _fails_fast(["--articles", str(tmp_path / "no.jsonl"), *out],
+                                         capsys)
+    assert "is not a file" in _fails_fast(["--articles", str(tmp_path), *out], capsys)
+    assert "matches no file" in _fails_fast(["--articles", str(tmp_path / "*.jsonl"), *out],
+                                            capsys)
+    (tmp_path / "a.jsonl").write_text("{}\n")
+    assert parse_args(["--articles", str(tmp_path / "*.jsonl"), *out])[0].articles
+
+
+def test_feeds_without_a_valid_feed_fail_before_anything_runs(tmp_path, capsys):
+    out = ["--output", str(tmp_path / "out")]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("feeds: [unclosed")
+    message = _fails_fast(["--feeds", str(bad), *out], capsys)
+    assert "--feeds gave no valid feed" in message and "invalid YAML" in message
+    empty = tmp_path / "feeds.txt"
+    empty.write_text("# nothing yet\nnot-a-url\n")
+    assert "no valid feed" in _fails_fast(["--feeds", str(empty), *out], capsys)
+    opml = tmp_path / "subs.opml"
+    opml.write_text("not XML")
+    assert "not XML" in _fails_fast(["--feeds", str(opml), *out], capsys)
+    # With one valid feed beside it, the broken file is an error record, not a refusal.
+    config, _ = parse_args(["--feeds", str(bad), "--feeds", "https://a.example/rss", *out])
+    assert [f.url for f in config.subscriptions.feeds] == ["https://a.example/rss"]
+    assert [where for where, _ in config.subscriptions.problems] == [str(bad)]
+
+
+def test_cli_exits_2_with_one_line_before_fetching(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "ingest", "--articles",
+                           str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if not ln.startswith("WARNING")]
+    assert lines == [f"newsbeam ingest: --articles {tmp_path / 'missing.jsonl'}: no such file"]
+    assert not (tmp_path / "o").exists()
 
 
 def test_topic_encoder_option_is_off_by_default_and_reaches_the_config(tmp_path):

@@ -206,3 +206,96 @@ def test_read_feeds_stage_against_the_fault_server():
                           ("404", "fetch_feed", "http_404", 1),
                           ("feed.xml", "fetch_feed", "robots_disallowed", 0),
                           ("500", "fetch_feed", "http_500", 3)]), label="Errors")
+
+
+def _links(body: bytes, headers=None, spec=SPEC, location=None):
+    parsed = parse_feed(body, headers or {}, spec, NOW, location=location)
+    return [e.url for e in parsed.entries], parsed.problems
+
+
+def test_relative_links_are_resolved_against_the_feed_and_xml_base():
+    spec = FeedSpec(url="https://site.example/news/feed.xml")
+    items = (b"<item><title>a</title><link>/p/a.html</link></item>"
+             b"<item><title>b</title><link>b.html</link></item>"
+             b'<item xml:base="https://other.example/x/"><title>c</title>'
+             b"<link>c.html</link></item>")
+    rss_doc = b'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>%s' \
+              b"</channel></rss>" % items
+    assert _links(rss_doc, spec=spec)[0] == ["https://site.example/p/a.html",
+                                             "https://site.example/news/b.html",
+                                             "https://other.example/x/c.html"]
+    # Where the feed was really fetched from (after a redirect) wins over the listed URL,
+    # and a Content-Location header over both (itself resolved against the location).
+    assert _links(rss_doc, spec=spec, location="https://cdn.example/f/feed.xml")[0][1] == \
+        "https://cdn.example/f/b.html"
+    assert _links(rss_doc, {"content-location": "/moved/feed.xml"}, spec=spec)[0][1] == \
+        "https://site.example/moved/b.html"
+    atom = (b'<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom" '
+            b'xml:base="https://base.example/root/"><title>A</title>'
+            b'<entry><id>1</id><title>x</title><link href="../p/x.html"/></entry>'
+            b'<entry xml:base="sub/"><id>2</id><title>y</title><link href="y.html"/></entry>'
+            b"</feed>")
+    assert _links(atom, spec=spec)[0] == ["https://base.example/p/x.html",
+                                          "https://base.example/root/sub/y.html"]
+    rdf = (b'<?xml version="1.0"?><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-'
+           b'ns#" xmlns="http://purl.org/rss/1.0/"><channel><title>R</title></channel>'
+           b"<item><title>r</title><link>r.html</link></item></rdf:RDF>")
+    assert _links(rdf, spec=spec)[0] == ["https://site.example/news/r.html"]
+    json_doc = json.dumps({"version": "https://jsonfeed.org/version/1.1", "items": [
+        {"id": "1", "url": "j.html"}, {"id": "2", "url": "/k.html"},
+        {"id": "3", "url": "javascript:alert(1)"}]}).encode()
+    urls, problems = _links(json_doc, {"content-type": "application/feed+json"}, spec=spec)
+    assert urls == ["https://site.example/news/j.html", "https://site.example/k.html"]
+    assert [p[1] for p in problems] == ["unsupported_scheme"]
+
+
+def test_forbidden_character_references_cost_one_character_not_the_feed():
+    body = (b'<?xml version="1.0"?><rss version="2.0"><channel><title>T &#xD800;</title>'
+            b"<item><title>a &#xD800; b &#0; c &#x110000; d &#99999999999999999999; "
+            b"e &#x1F600;</title><link>https://a.example/1</link></item>"
+            b"<item><title>fine</title><link>https://a.example/2</link></item>"
+            b"</channel></rss>")
+    parsed = parse_feed(body, {}, SPEC, NOW)
+    assert [e.url for e in parsed.entries] == ["https://a.example/1", "https://a.example/2"]
+    assert parsed.entries[0].title == "a \ufffd b \ufffd c \ufffd d \ufffd e \U0001f600"
+    assert parsed.title == "T \ufffd"
+
+
+def test_bad_entries_get_their_own_reasons_and_fields_are_bounded():
+    body = (b'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>'
+            b"<language>a very long free-text language</language>"
+            b"<item><title>no link</title></item>"
+            b"<item><title>port</title><link>http://a.example:99999/x</link></item>"
+            b"<item><title>mail</title><link>mailto:desk@a.example</link></item>"
+            b"<item><title>" + b"long " * 1000 + b"</title><guid>" + b"g" * 5000 +
+            b"</guid><link>https://a.example/ok</link></item></channel></rss>")
+    parsed = parse_feed(body, {}, SPEC, NOW)
+    assert [(p[0], p[1]) for p in parsed.problems] == [
+        (f"{SPEC.url}#entry[0]", "missing_link"), ("http://a.example:99999/x", "bad_url"),
+        ("mailto:desk@a.example", "unsupported_scheme")]
+    (entry,) = parsed.entries
+    assert len(entry.title) == 1000 and entry.guid.startswith("nb:") and len(entry.guid) == 19
+    assert entry.language_hint is None
+
+
+def test_a_feed_the_parser_cannot_read_is_one_malformed_feed():
+    parsed = parse_feed(b"\x00\x01\x02\xff" * 64, {"content-type": "application/xml"}, SPEC,
+                        NOW)
+    assert not parsed.entries and parsed.bozo and parsed.reason == "malformed_feed"
+
+
+def test_watch_polling_survives_a_surrogate_feed(pages_server):
+    from transforms.http import HttpClient
+    from transforms.polling import FeedState, poll_feed
+
+    url = pages_server.add("/feed.xml", b'<?xml version="1.0"?><rss version="2.0"><channel>'
+                           b"<title>T</title><item><title>&#xD800;</title>"
+                           b"<link>/p/1.html</link></item></channel></rss>",
+                           "application/rss+xml")
+    client = HttpClient(FetchPolicy(allow_private_network=True, max_attempts=1))
+    try:
+        result = poll_feed(client, FeedSpec(url=url), FeedState(), NOW)
+    finally:
+        client.close()
+    assert result.status == "fetched" and not result.errors
+    assert [e.url for e in result.entries] == [pages_server.base_url + "/p/1.html"]

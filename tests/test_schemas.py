@@ -41,3 +41,19 @@ def test_every_column_is_documented():
     for schema in (ARTICLE_SCHEMA, DUPLICATE_SCHEMA, ERROR_SCHEMA):
         for f in schema:
             assert f.metadata and f.metadata[b"doc"], f.name
+
+
+def test_records_repair_strings_that_parquet_cannot_store():
+    import datetime as dt
+
+    from schemas import ErrorRecord
+    from schemas.records import storable
+
+    assert storable("a\ud800b\x00c\ud83d\ude00") == "a\ufffdbc\U0001f600"
+    assert storable("plain") == "plain"
+    record = ErrorRecord(url="https://a.example/\udc00", feed_url="", level="entry",
+                         stage="extract", reason="empty_body", message="nul\x00here",
+                         http_status=None, attempts=1,
+                         occurred_at=dt.datetime(2024, 1, 1, tzinfo=dt.UTC), date="2024-01-01",
+                         schema_version=1)
+    assert (record.url, record.message) == ("https://a.example/\ufffd", "nulhere")

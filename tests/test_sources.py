@@ -33,10 +33,31 @@ def test_bad_entries_are_problems_not_crashes(tmp_path):
     assert len(subs.problems) == 4
 
 
-def test_unreadable_sources_fail_early(tmp_path):
+def test_missing_sources_fail_early(tmp_path):
     with pytest.raises(SourceError, match="neither"):
         read_sources([str(tmp_path / "missing.txt")])
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("feeds: [unclosed")
-    with pytest.raises(SourceError, match="invalid YAML"):
-        read_sources([str(bad)])
+
+
+def test_files_that_do_not_parse_are_problems_and_the_others_are_read(tmp_path):
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("feeds: [unclosed")
+    not_xml = tmp_path / "subs.opml"
+    not_xml.write_text("this is not XML at all")
+    html = tmp_path / "page.opml"
+    html.write_text("<html><body>a web page saved as .opml</body></html>")
+    mixed = tmp_path / "feeds.txt"
+    mixed.write_bytes(b"https://a.example/rss\nhttps://b.example/\xff\xfe\n")
+    odd = tmp_path / "odd.yaml"
+    odd.write_text('feeds:\n  - {url: https://c.example/rss, name: {nested: map}}\n'
+                   '  - "https://d.example/\\ud800"\n  - {url: https://e.example/rss, 7: x}\n')
+    subs = read_sources([str(p) for p in (bad_yaml, not_xml, html, mixed, odd)])
+    assert [f.url for f in subs.feeds] == ["https://a.example/rss"]
+    messages = dict(subs.problems)
+    assert messages[str(bad_yaml)].startswith("invalid YAML: ")
+    assert "not XML" in messages[str(not_xml)]
+    assert "root element is <html>" in messages[str(html)]
+    assert messages[f"{mixed}:2"] == "line is not UTF-8"
+    assert messages[f"{odd}#feeds[0]"] == "name must be text"
+    assert "unpaired surrogate" in messages[f"{odd}#feeds[1]"]
+    assert "unknown keys ['7']" in messages[f"{odd}#feeds[2]"]
+    assert all("\n" not in m for m in messages.values())

@@ -37,3 +37,11 @@ def test_stable_id_is_stable_and_separates_parts():
 def test_host_of():
     assert host_of("http://Example.org:8080/x") == "example.org:8080"
     assert host_of("not a url") == ""
+
+
+@pytest.mark.parametrize("bad", ["http://a.example:99999/", "http://a.example:port/",
+                                 "http://[::1/", "https://a.example:-1/"])
+def test_urls_with_bad_ports_or_hosts_are_not_http_urls(bad):
+    assert not is_http_url(bad)
+    with pytest.raises(ValueError):
+        canonical_url(bad)

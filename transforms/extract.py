@@ -26,10 +26,17 @@ from apache_beam.metrics import Metrics
 
 from schemas import SCHEMA_VERSION, Article, Entry
 from transforms.errors import error_record
-from transforms.feeds import NAMESPACE, fetch_outcome, plausible_date, windowed
+from transforms.feeds import (
+    MAX_LIST_ITEMS,
+    MAX_TITLE_CHARS,
+    NAMESPACE,
+    fetch_outcome,
+    plausible_date,
+    windowed,
+)
 from transforms.http import FetchError, FetchPolicy, Response, decode_html
 from transforms.politeness import MAX_QUEUED, InFlight, PoliteFetcher
-from transforms.text import clean_text, content_hash
+from transforms.text import clean_text, content_hash, storable
 
 _LOG = logging.getLogger(__name__)
 PAGE_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"
@@ -49,30 +56,44 @@ class Extracted:
     categories: tuple[str, ...]
 
 
+def _strings(values: Any) -> tuple[str, ...]:
+    if isinstance(values, str):
+        values = [values]
+    if not isinstance(values, (list, tuple)):
+        return ()
+    return tuple(clean_text(v)[:200] for v in values if isinstance(v, str) and v.strip())
+
+
 def extract_page(html: str, url: str) -> Extracted:
-    """Extracts body text and metadata from an HTML page. Never raises on bad HTML."""
+    """Extracts body text and metadata from an HTML page. Never raises on bad HTML.
+
+    Metadata of an unexpected type (trafilatura passes on what the page's JSON-LD
+    says) is treated as absent; text is cleaned (NUL, unpaired surrogates) here.
+    """
     try:
-        doc = trafilatura.bare_extraction(html, url=url, include_comments=False,
+        doc = trafilatura.bare_extraction(storable(html), url=url, include_comments=False,
                                           with_metadata=True, as_dict=True)
+        if doc and not isinstance(doc, dict):
+            doc = doc.as_dict()
     except Exception as e:  # trafilatura/lxml raise many types on hostile markup
         _LOG.info("extraction failed for %s: %s", url, e)
         doc = None
     if not doc:
         return Extracted("", "", (), None, ())
-    if not isinstance(doc, dict):
-        doc = doc.as_dict()
-    author = doc.get("author") or ""
-    authors = tuple(a.strip() for a in author.split(";") if a.strip())
+    author = doc.get("author")
+    authors = _strings(author.split(";") if isinstance(author, str) else author)
     published = None
-    if doc.get("date"):
+    if isinstance(doc.get("date"), str):
         try:
-            published = dt.datetime.fromisoformat(str(doc["date"])).replace(tzinfo=dt.UTC)
+            published = dt.datetime.fromisoformat(doc["date"]).replace(tzinfo=dt.UTC)
         except ValueError:
             published = None
-    cats = tuple(c.strip() for c in (doc.get("categories") or []) if c and c.strip())
-    tags = tuple(t.strip() for t in (doc.get("tags") or []) if t and t.strip())
-    return Extracted(clean_text(doc.get("text") or ""), clean_text(doc.get("title") or ""),
-                     authors, published, cats + tags)
+    text, title = doc.get("text"), doc.get("title")
+    return Extracted(clean_text(text) if isinstance(text, str) else "",
+                     clean_text(title)[:MAX_TITLE_CHARS] if isinstance(title, str) else "",
+                     authors[:MAX_LIST_ITEMS], published,
+                     (_strings(doc.get("categories")) + _strings(doc.get("tags")))[
+                         :MAX_LIST_ITEMS])
 
 
 def choose_body(extracted_body: str, entry: Entry) -> tuple[str, str]:

@@ -28,6 +28,7 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urljoin
 from xml.parsers import expat
 
 import apache_beam as beam
@@ -42,7 +43,7 @@ from transforms.errors import error_record
 from transforms.http import FetchError, FetchPolicy
 from transforms.jsonfeed import JsonFeedError, looks_like_json_feed, parse_json_feed
 from transforms.politeness import MAX_QUEUED, InFlight, PoliteFetcher
-from transforms.text import clean_text, html_to_text
+from transforms.text import clean_text, has_unstorable, html_to_text, storable
 from transforms.urls import canonical_url, is_http_url, stable_id
 
 _LOG = logging.getLogger(__name__)
@@ -172,13 +173,17 @@ def plausible_date(value: dt.datetime | None, reference: dt.datetime) -> dt.date
     """``value`` if it lies between 1995 and ``reference`` + 2 days, else None.
 
     Feeds carry epoch dates (1970), placeholder years and clocks far in the future;
-    such dates would create nonsense partitions, so they count as missing.
+    such dates would create nonsense partitions, so they count as missing. Dates that
+    cannot even be moved to UTC (year 1 with a positive offset) count as missing too.
     """
     if value is None:
         return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    value = value.astimezone(dt.UTC)
+    try:
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        value = value.astimezone(dt.UTC)
+    except (OverflowError, ValueError):
+        return None
     if value < EARLIEST_PLAUSIBLE or value > reference + FUTURE_TOLERANCE:
         return None
     return value
@@ -189,19 +194,98 @@ def _struct_to_dt(value: Any) -> dt.datetime | None:
         return None
     try:
         return dt.datetime.fromtimestamp(calendar.timegm(value), tz=dt.UTC)
-    except (TypeError, ValueError, OverflowError):
+    except (TypeError, ValueError, OverflowError, OSError):
         return None
 
 
+MAX_TITLE_CHARS = 1000
+"""Titles are cut here: a longer one is a feed's mistake (a body in the title element)."""
+MAX_NAME_CHARS = 200
+"""Outlet names, authors and categories are cut here."""
+MAX_LIST_ITEMS = 50
+"""At most this many authors and categories per entry."""
+MAX_GUID_CHARS = 1000
+"""A longer GUID is replaced by ``nb:`` + its hash: still unique, but small as a key."""
+_LANG_CODE = re.compile(r"[a-z]{2,3}")
+
+
+def language_code(value: Any) -> str | None:
+    """The primary ISO 639 subtag of a declared language (``en-GB`` → ``en``), or None
+    when the declaration is not one (a feed's free text, a number, a giant string)."""
+    if not isinstance(value, str):
+        return None
+    code = value.strip().split("-", 1)[0].split("_", 1)[0].lower()
+    return code if _LANG_CODE.fullmatch(code) else None
+
+
+def _names(values: Any, key: str) -> tuple[str, ...]:
+    """Distinct cleaned ``value[key]`` strings of a list of mappings, each cut short."""
+    if not isinstance(values, list):
+        return ()
+    out = dict.fromkeys(
+        clean_text(v[key])[:MAX_NAME_CHARS] for v in values
+        if isinstance(v, Mapping) and isinstance(v.get(key), str) and v[key].strip())
+    return tuple(name for name in out if name)[:MAX_LIST_ITEMS]
+
+
 def _entry_text(entry: Mapping[str, Any]) -> tuple[str, str]:
-    summary = html_to_text(str(entry.get("summary", "") or ""))
-    contents = entry.get("content") or []
+    summary = entry.get("summary")
+    summary = html_to_text(summary) if isinstance(summary, str) else ""
+    contents = entry.get("content")
     content = ""
-    for c in contents:
-        text = html_to_text(str(c.get("value", "") or ""))
+    for c in contents if isinstance(contents, list) else []:
+        value = c.get("value") if isinstance(c, Mapping) else None
+        text = html_to_text(value) if isinstance(value, str) else ""
         if len(text) > len(content):
             content = text
     return summary, content
+
+
+_CHARREF = re.compile(rb"&#([xX][0-9a-fA-F]+|[0-9]+);?")
+
+
+def _xml_char(code: int) -> bool:
+    return (code in (0x9, 0xA, 0xD) or 0x20 <= code <= 0xD7FF or 0xE000 <= code <= 0xFFFD
+            or 0x10000 <= code <= 0x10FFFF)
+
+
+def _fix_charref(match: re.Match) -> bytes:
+    ref = match.group(1)
+    hexadecimal = ref[:1] in (b"x", b"X")
+    digits = ref[1:].lstrip(b"0") if hexadecimal else ref.lstrip(b"0")
+    if len(digits) > 8:  # beyond U+10FFFF whatever the digits are
+        return b"&#xFFFD;"
+    code = int(digits or b"0", 16 if hexadecimal else 10)
+    return match.group(0) if _xml_char(code) else b"&#xFFFD;"
+
+
+def repair_charrefs(body: bytes) -> bytes:
+    """Numeric character references to characters XML forbids become U+FFFD.
+
+    ``&#xD800;`` (a lone surrogate), ``&#0;`` or ``&#x110000;`` make the document
+    ill-formed, and feedparser's fallback parser then raises on them (the surrogate
+    cannot be encoded, the others are out of range), which would lose the whole feed
+    for one character. Only ASCII-compatible encodings are rewritten; UTF-16/32
+    bodies are left as they are.
+    """
+    if b"&#" not in body or body.startswith((b"\xff\xfe", b"\xfe\xff")) \
+            or b"\x00" in body[:4]:
+        return body
+    return _CHARREF.sub(_fix_charref, body)
+
+
+def feed_location(headers: Mapping[str, str], location: str) -> str:
+    """The URL relative links are resolved against: the response's Content-Location
+    (itself resolved against where the feed was fetched) or that location."""
+    declared = headers.get("content-location") or headers.get("Content-Location") or ""
+    if isinstance(declared, str) and declared.strip():
+        try:
+            joined = urljoin(location, declared.strip())
+        except ValueError:
+            joined = ""
+        if is_http_url(joined):
+            return joined
+    return location
 
 
 def _refused(reason: str, message: str) -> ParsedFeed:
@@ -209,12 +293,16 @@ def _refused(reason: str, message: str) -> ParsedFeed:
 
 
 def parse_feed(body: bytes, headers: Mapping[str, str], spec: FeedSpec,
-               fetched_at: dt.datetime) -> ParsedFeed:
+               fetched_at: dt.datetime, location: str | None = None) -> ParsedFeed:
     """Parses feed bytes (RSS, Atom, RDF or JSON Feed) into normalised entries.
 
     Never raises on bad input: a document that yields nothing has ``bozo`` set and a
-    ``reason`` (``malformed_feed``, ``unsafe_xml`` or ``too_large``).
+    ``reason`` (``malformed_feed``, ``unsafe_xml`` or ``too_large``); an entry that
+    cannot be used is a ``problems`` item with its own reason. Relative entry links are
+    resolved against ``xml:base`` (RSS and Atom), then the response's Content-Location,
+    then ``location`` (where the feed was fetched from; default: the feed's URL).
     """
+    base = feed_location(headers, location or spec.url)
     if body[:2] == b"\x1f\x8b":
         try:
             body = _gunzip(body)
@@ -223,13 +311,13 @@ def parse_feed(body: bytes, headers: Mapping[str, str], spec: FeedSpec,
                             f"gzip-compressed feed body: {e}")
     if looks_like_json_feed(body, headers):
         try:
-            doc = parse_json_feed(body)
+            doc = parse_json_feed(body, base)
         except JsonFeedError as e:
             return _refused("malformed_feed", f"JSON Feed: {e}")
         raw_entries: list[Any] = doc.entries
-        title = clean_text(doc.title)
+        title = clean_text(doc.title)[:MAX_TITLE_CHARS]
         result = ParsedFeed(title=title, kind="json")
-        feed_lang = (doc.language or "").split("-")[0].lower() or None
+        feed_lang = language_code(doc.language)
     else:
         problem = unsafe_xml(body)
         if problem:
@@ -238,57 +326,96 @@ def parse_feed(body: bytes, headers: Mapping[str, str], spec: FeedSpec,
             if stripped is None or unsafe_xml(stripped):
                 return _refused("unsafe_xml", f"feed refused before parsing: {problem}")
             body = stripped
-        parsed = feedparser.parse(body, response_headers=dict(headers))
+        response_headers = {str(k).lower(): v for k, v in headers.items()}
+        response_headers["content-location"] = base
+        try:
+            parsed = feedparser.parse(repair_charrefs(body), response_headers=response_headers)
+        except Exception as e:  # noqa: BLE001 - feedparser's fallback parser raises many types
+            _LOG.info("feed %s: parser failed: %r", spec.url, e)
+            return _refused("malformed_feed",
+                            f"feed parser failed: {type(e).__name__}: {str(e)[:300]}")
         feed_meta = parsed.get("feed", {}) or {}
-        title = clean_text(str(feed_meta.get("title", "") or ""))
+        raw_title = feed_meta.get("title")
+        title = clean_text(raw_title)[:MAX_TITLE_CHARS] if isinstance(raw_title, str) else ""
         result = ParsedFeed(title=title, dtd_removed=problem)
         if parsed.get("bozo"):
-            result.bozo = str(parsed.get("bozo_exception", "unknown parse problem"))[:500]
+            result.bozo = storable(
+                str(parsed.get("bozo_exception", "unknown parse problem")))[:500]
         if problem:
             result.reason = "unsafe_xml"
             note = f"unsafe DOCTYPE removed before parsing ({problem})"
             result.bozo = f"{note}; {result.bozo}" if result.bozo else None
             _LOG.info("feed %s: %s", spec.url, note)
-        feed_lang = (str(feed_meta.get("language", "") or "").split("-")[0].lower() or None)
+        feed_lang = language_code(feed_meta.get("language"))
         raw_entries = parsed.get("entries", [])
-    source = spec.name or title or spec.url
+    source = (spec.name or title or spec.url)[:MAX_NAME_CHARS]
     guid_links: dict[str, str] = {}
     for index, raw in enumerate(raw_entries):
-        link = str(raw.get("link", "") or "").strip()
-        if not link:
-            result.problems.append((f"{spec.url}#entry[{index}]", "missing_link",
-                                    "feed entry has no link"))
-            continue
-        if not is_http_url(link):
-            result.problems.append((link[:500], "unsupported_scheme",
-                                    f"entry link is not an http(s) URL: {link[:200]!r}"))
-            continue
-        url = canonical_url(link)
-        summary, content = _entry_text(raw)
-        entry_title = clean_text(str(raw.get("title", "") or ""))
-        guid = str(raw.get("id", "") or "").strip()
-        if not guid:
-            # No GUID: derive one from what identifies the item for this feed.
-            guid = "nb:" + stable_id(spec.url, url)
-        elif guid in guid_links and guid_links[guid] != url:
-            # A GUID reused for a different article: keep both, make the GUID unique.
-            guid = f"{guid}#nb:{stable_id(url)}"
-        guid_links.setdefault(guid, url)
-        published = plausible_date(
-            _struct_to_dt(raw.get("published_parsed") or raw.get("updated_parsed")), fetched_at)
-        authors = tuple(dict.fromkeys(
-            clean_text(str(a.get("name", ""))) for a in (raw.get("authors") or [])
-            if isinstance(a, Mapping) and a.get("name")))
-        categories = tuple(dict.fromkeys(
-            clean_text(str(t.get("term", "")))[:200] for t in (raw.get("tags") or [])
-            if isinstance(t, Mapping) and t.get("term")))
-        result.entries.append(Entry(
-            entry_id=stable_id(url), url=url, link=link, guid=guid, feed_url=spec.url,
-            source=source, title=entry_title, summary=summary, content=content,
-            published_at=published, authors=authors, categories=categories,
-            language_hint=spec.language or feed_lang, topic_hint=spec.topic,
-            fetched_at=fetched_at))
+        where = f"{spec.url}#entry[{index}]"
+        try:
+            outcome = _normalise_entry(raw, where, spec, source, feed_lang, fetched_at,
+                                       guid_links)
+        except Exception as e:  # noqa: BLE001 - one odd entry must not cost the feed
+            _LOG.warning("feed %s: entry %d could not be read: %r", spec.url, index, e)
+            outcome = (where, "bad_entry",
+                       f"entry could not be read: {type(e).__name__}: {str(e)[:300]}")
+        if isinstance(outcome, Entry):
+            result.entries.append(outcome)
+        else:
+            result.problems.append(outcome)
     return result
+
+
+def entry_link_problem(link: str) -> tuple[str, str] | None:
+    """(reason, message) when an entry link cannot be fetched, else None."""
+    if has_unstorable(link):
+        return "bad_url", "entry link holds NUL or an unpaired surrogate"
+    if not is_http_url(link):
+        scheme = link.split(":", 1)[0].lower() if ":" in link else ""
+        if scheme in ("http", "https"):
+            return "bad_url", f"entry link is not a valid http(s) URL: {storable(link)[:200]!r}"
+        return "unsupported_scheme", f"entry link is not an http(s) URL: {link[:200]!r}"
+    return None
+
+
+def _normalise_entry(raw: Mapping[str, Any], where: str, spec: FeedSpec, source: str,
+                     feed_lang: str | None, fetched_at: dt.datetime,
+                     guid_links: dict[str, str]) -> Entry | tuple[str, str, str]:
+    """One parsed entry → an Entry, or a (url, reason, message) problem."""
+    link = raw.get("link")
+    link = link.strip() if isinstance(link, str) else ""
+    if not link:
+        return where, "missing_link", "feed entry has no link"
+    problem = entry_link_problem(link)
+    if problem:
+        return storable(link)[:500], *problem
+    try:
+        url = canonical_url(link)
+    except ValueError as e:
+        return link[:500], "bad_url", str(e)
+    summary, content = _entry_text(raw)
+    raw_title = raw.get("title")
+    entry_title = clean_text(raw_title)[:MAX_TITLE_CHARS] if isinstance(raw_title, str) else ""
+    guid = raw.get("id")
+    guid = storable(guid).strip() if isinstance(guid, str) else ""
+    if len(guid) > MAX_GUID_CHARS:
+        guid = "nb:" + stable_id(guid)
+    if not guid:
+        # No GUID: derive one from what identifies the item for this feed.
+        guid = "nb:" + stable_id(spec.url, url)
+    elif guid in guid_links and guid_links[guid] != url:
+        # A GUID reused for a different article: keep both, make the GUID unique.
+        guid = f"{guid}#nb:{stable_id(url)}"
+    guid_links.setdefault(guid, url)
+    published = plausible_date(
+        _struct_to_dt(raw.get("published_parsed") or raw.get("updated_parsed")), fetched_at)
+    return Entry(
+        entry_id=stable_id(url), url=url, link=link, guid=guid, feed_url=spec.url,
+        source=source, title=entry_title, summary=summary, content=content,
+        published_at=published, authors=_names(raw.get("authors"), "name"),
+        categories=_names(raw.get("tags"), "term"),
+        language_hint=spec.language or feed_lang, topic_hint=spec.topic,
+        fetched_at=fetched_at)
 
 
 def windowed(value: Any, timestamp: Any, window: Any) -> WindowedValue:
@@ -430,5 +557,6 @@ class ReadFeeds(beam.PTransform):
         )
 
 
-__all__ = ["ErrorRecord", "FetchFeedsFn", "ParsedFeed", "ReadFeeds", "fetch_outcome",
-           "parse_feed", "plausible_date", "strip_doctype", "unsafe_xml", "windowed"]
+__all__ = ["ErrorRecord", "FetchFeedsFn", "ParsedFeed", "ReadFeeds", "entry_link_problem",
+           "feed_location", "fetch_outcome", "language_code", "parse_feed", "plausible_date",
+           "repair_charrefs", "strip_doctype", "unsafe_xml", "windowed"]

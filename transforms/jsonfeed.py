@@ -17,6 +17,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urljoin
 
 VERSION_PREFIX = "https://jsonfeed.org/version/"
 JSON_TYPES = ("application/feed+json", "application/json")
@@ -55,11 +56,11 @@ def _date(value: Any) -> dt.datetime | None:
         text = text[:-1] + "+00:00"
     try:
         when = dt.datetime.fromisoformat(text)
-    except ValueError:
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        return when.astimezone(dt.UTC)
+    except (ValueError, OverflowError):  # not a date, or year 1 with a positive offset
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return when.astimezone(dt.UTC)
 
 
 def _text(value: Any) -> str:
@@ -80,8 +81,19 @@ def _authors(item: Mapping[str, Any], top: Mapping[str, Any]) -> list[dict[str, 
     return []
 
 
-def _entry(item: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    link = _text(item.get("url")) or _text(item.get("external_url"))
+def _link(item: Mapping[str, Any], base: str | None) -> str:
+    """The item's URL (else its external URL), resolved against ``base`` when relative."""
+    link = (_text(item.get("url")) or _text(item.get("external_url"))).strip()
+    if link and base:
+        try:
+            return urljoin(base, link)
+        except ValueError:  # an ill-formed IPv6 literal and the like: reported by the caller
+            return link
+    return link
+
+
+def _entry(item: Mapping[str, Any], top: Mapping[str, Any], base: str | None) -> dict[str, Any]:
+    link = _link(item, base)
     item_id = item.get("id")
     content = []
     if _text(item.get("content_html")):
@@ -89,7 +101,9 @@ def _entry(item: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     if _text(item.get("content_text")):
         content.append({"type": "text/plain", "value": item["content_text"]})
     published = _date(item.get("date_published")) or _date(item.get("date_modified"))
-    tags = [{"term": t} for t in item.get("tags") or [] if isinstance(t, str) and t.strip()]
+    tags = item.get("tags")
+    tags = [{"term": t} for t in tags if isinstance(t, str) and t.strip()] \
+        if isinstance(tags, list) else []
     return {
         "link": link,
         # The spec makes id a string, but 1.0 feeds in the wild use numbers.
@@ -105,16 +119,19 @@ def _entry(item: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def parse_json_feed(body: bytes) -> JsonFeed:
+def parse_json_feed(body: bytes, base: str | None = None) -> JsonFeed:
     """Parses a JSON Feed document; raises :class:`JsonFeedError` when it is not one.
 
     Items that are not objects are skipped; items without a URL come back with an
-    empty ``link`` so the caller can report them.
+    empty ``link`` so the caller can report them. Relative item URLs are resolved
+    against ``base`` (where the feed was fetched from). Fields of the wrong JSON type
+    are treated as absent.
     """
     try:
         doc = json.loads(body.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise JsonFeedError(f"not valid JSON: {e}") from e
+    except (ValueError, RecursionError) as e:
+        # ValueError covers bad UTF-8, bad JSON and integers too long to convert.
+        raise JsonFeedError(f"not valid JSON: {str(e)[:300]}") from e
     if not isinstance(doc, Mapping):
         raise JsonFeedError("a JSON Feed is a JSON object")
     version = doc.get("version")
@@ -127,5 +144,5 @@ def parse_json_feed(body: bytes) -> JsonFeed:
         version=version[len(VERSION_PREFIX):],
         title=_text(doc.get("title")),
         language=_text(doc.get("language")) or None,
-        entries=[_entry(item, doc) for item in items if isinstance(item, Mapping)],
+        entries=[_entry(item, doc, base) for item in items if isinstance(item, Mapping)],
     )

@@ -15,7 +15,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from schemas import Article
-from transforms.feeds import NAMESPACE
+from transforms.feeds import NAMESPACE, language_code
 
 MAX_CHARS = 3000
 MIN_CHARS = 20
@@ -36,7 +36,7 @@ def _factory():
 def detect_language(text: str, hint: str | None = None) -> tuple[str, float | None]:
     """Returns (ISO 639-1 code, probability); falls back to ``hint`` or ``und``."""
     sample = text[:MAX_CHARS]
-    fallback = ((hint or "und").lower(), None)
+    fallback = (language_code(hint) or "und", None)
     if sum(ch.isalpha() for ch in sample) < MIN_CHARS:
         return fallback
     from langdetect.lang_detect_exception import LangDetectException
@@ -46,7 +46,7 @@ def detect_language(text: str, hint: str | None = None) -> tuple[str, float | No
         detector = factory.create()
         detector.append(sample)
         best = detector.get_probabilities()[0]
-    except (LangDetectException, IndexError):
+    except (LangDetectException, IndexError, ValueError, ZeroDivisionError):
         return fallback
     lang = best.lang.split("-")[0]
     if best.prob < MIN_PROBABILITY and hint:

@@ -9,8 +9,13 @@
 * any other file: one URL per line, ``#`` starts a comment.
 
 Sources are read when the pipeline is built (they are small), so a typo fails at once
-with a clear message instead of deep inside a running job. Entries that are not valid
-http(s) URLs do not stop the run: they are returned as problems and become error records.
+with a clear message instead of deep inside a running job: a SOURCE that is neither an
+http(s) URL nor a readable file raises :class:`SourceError`. Everything else is a
+problem that becomes an error record (``level=feed``, ``stage=read_sources``,
+``reason=bad_source``) while the other sources are read: an entry that is not a valid
+http(s) URL or has a bad option, a line that is not UTF-8, and a whole file that cannot
+be parsed (YAML that does not parse, an OPML file that is not XML or not OPML). The
+command line then refuses to start when no valid feed is left (``pipelines/ingest.py``).
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import defusedxml.ElementTree as SafeET
 import listparser
 import yaml
 
 from schemas import FeedSpec
+from transforms.text import has_unstorable
 from transforms.urls import is_http_url
 
 _LANG = re.compile(r"^[a-z]{2,3}$")
@@ -48,7 +55,9 @@ class Subscriptions:
     problems: list[tuple[str, str]] = field(default_factory=list)  # (location, message)
 
     def add(self, spec: FeedSpec, location: str) -> None:
-        if not is_http_url(spec.url):
+        if has_unstorable(spec.url):
+            self.problems.append((location, "feed URL holds NUL or an unpaired surrogate"))
+        elif not is_http_url(spec.url):
             self.problems.append((location, f"not an http(s) feed URL: {spec.url[:200]!r}"))
         elif spec.language is not None and not _LANG.match(spec.language):
             self.problems.append((location, f"language must be an ISO 639 code, got "
@@ -62,12 +71,15 @@ class Subscriptions:
 
 def _from_yaml(path: Path, subs: Subscriptions) -> None:
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise SourceError(f"{path}: invalid YAML: {e}") from e
+        doc = yaml.safe_load(path.read_bytes())
+    except (yaml.YAMLError, RecursionError, ValueError) as e:
+        # PyYAML reads the bytes' encoding itself; bad bytes are a YAMLError too.
+        subs.problems.append((str(path), f"invalid YAML: {_first_line(e)}"))
+        return
     items = doc.get("feeds") if isinstance(doc, dict) else doc
     if not isinstance(items, list):
-        raise SourceError(f"{path}: expected a top-level 'feeds:' list")
+        subs.problems.append((str(path), "expected a top-level 'feeds:' list"))
+        return
     for i, item in enumerate(items):
         where = f"{path}#feeds[{i}]"
         if isinstance(item, str):
@@ -75,7 +87,13 @@ def _from_yaml(path: Path, subs: Subscriptions) -> None:
         elif isinstance(item, dict) and isinstance(item.get("url"), str):
             unknown = set(item) - {"url", "name", "topic", "language"}
             if unknown:
-                subs.problems.append((where, f"unknown keys {sorted(unknown)}"))
+                subs.problems.append((where, f"unknown keys {sorted(map(str, unknown))}"))
+                continue
+            wrong = [k for k in ("name", "topic", "language")
+                     if not isinstance(item.get(k), (str, int, float, type(None)))
+                     or isinstance(item.get(k), bool)]
+            if wrong:
+                subs.problems.append((where, f"{', '.join(wrong)} must be text"))
                 continue
             subs.add(FeedSpec(url=item["url"].strip(), name=_opt(item.get("name")),
                               topic=_opt(item.get("topic")),
@@ -84,28 +102,56 @@ def _from_yaml(path: Path, subs: Subscriptions) -> None:
             subs.problems.append((where, "each feed needs a 'url'"))
 
 
+def _first_line(error: Exception) -> str:
+    """An exception's message on one line, cut short."""
+    return (" ".join(str(error).split()) or type(error).__name__)[:300]
+
+
 def _opt(value: object) -> str | None:
     return None if value is None else str(value).strip() or None
 
 
 def _from_opml(path: Path, subs: Subscriptions) -> None:
-    result = listparser.parse(path.read_bytes())
+    data = path.read_bytes()
+    # listparser returns no feeds and no error for a file that is not XML at all, so
+    # the document is checked first (defusedxml: no entity expansion, no DTD fetching).
+    try:
+        root = SafeET.fromstring(data)
+    except Exception as e:  # noqa: BLE001 - ParseError, defusedxml's refusals, bad encodings
+        subs.problems.append((str(path), f"not an OPML file: not XML ({_first_line(e)})"))
+        return
+    tag = root.tag.rsplit("}", 1)[-1].lower() if isinstance(root.tag, str) else ""
+    if tag != "opml":
+        subs.problems.append((str(path), f"not an OPML file: the root element is <{tag}>"))
+        return
+    result = listparser.parse(data)
     if result.bozo and not result.feeds:
-        raise SourceError(f"{path}: not a readable OPML file: {result.bozo_exception}")
+        subs.problems.append((str(path), f"not a readable OPML file: "
+                                         f"{_first_line(result.bozo_exception)}"))
+        return
     for i, feed in enumerate(result.feeds):
         subs.add(FeedSpec(url=str(feed.url).strip(), name=_opt(feed.get("title"))),
                  f"{path}#outline[{i}]")
 
 
 def _from_text(path: Path, subs: Subscriptions) -> None:
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, raw in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError:
+            subs.problems.append((f"{path}:{lineno}", "line is not UTF-8"))
+            continue
         line = line.split("#", 1)[0].strip() if line.lstrip().startswith("#") else line.strip()
         if line:
             subs.add(FeedSpec(url=line), f"{path}:{lineno}")
 
 
 def read_sources(sources: Iterable[str]) -> Subscriptions:
-    """Expands every ``--feeds`` SOURCE into feed specs (deduplicated by URL)."""
+    """Expands every ``--feeds`` SOURCE into feed specs (deduplicated by URL).
+
+    Raises SourceError only for a SOURCE that is neither a URL nor a readable file;
+    everything else that is wrong ends in ``problems``.
+    """
     subs = Subscriptions()
     for source in sources:
         source = source.strip()

@@ -1,5 +1,7 @@
 """Small text helpers shared by several stages."""
 
+# storable is re-exported: parsers repair free text with it before building records.
+
 from __future__ import annotations
 
 import hashlib
@@ -8,7 +10,12 @@ import unicodedata
 
 import lxml.html
 
+from schemas.records import storable
+
 _WS = re.compile(r"[ \t\r\f\v\u00a0]+")
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+"""Characters no record may carry: NUL (C readers of Parquet and CSV exports cut strings
+there) and lone surrogates (not encodable as UTF-8, so Arrow and Parquet refuse them)."""
 _BLANKS = re.compile(r"\n\s*\n+")
 _BLOCK_TAGS = ("p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "tr")
 
@@ -28,9 +35,17 @@ def html_to_text(fragment: str) -> str:
     return clean_text(root.text_content())
 
 
+def has_unstorable(text: str) -> bool:
+    """True when ``text`` holds NUL or a lone surrogate (which :func:`storable` repairs)."""
+    return not text.isascii() and _UNSTORABLE.search(text) is not None or "\x00" in text
+
+
 def clean_text(text: str) -> str:
-    """NFC-normalises, collapses spaces and keeps paragraph breaks as one blank line."""
-    text = unicodedata.normalize("NFC", text).replace("\x00", "")
+    """NFC-normalises, collapses spaces and keeps paragraph breaks as one blank line.
+
+    NUL is removed and lone surrogates are replaced first (:func:`storable`).
+    """
+    text = unicodedata.normalize("NFC", storable(text))
     lines = [_WS.sub(" ", line).strip() for line in text.split("\n")]
     return _BLANKS.sub("\n\n", "\n".join(lines)).strip()
 

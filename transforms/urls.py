@@ -20,9 +20,10 @@ ALLOWED_SCHEMES = ("http", "https")
 
 
 def is_http_url(url: str) -> bool:
-    """True when ``url`` is an absolute http(s) URL with a host."""
+    """True when ``url`` is an absolute http(s) URL with a host (and a valid port)."""
     try:
         parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises ValueError for ports out of range or not numeric
     except ValueError:
         return False
     return parts.scheme.lower() in ALLOWED_SCHEMES and bool(parts.hostname)
