@@ -302,6 +302,15 @@ def windowed(value: Any, timestamp: Any, window: Any) -> WindowedValue:
     return WindowedValue(value, timestamp, (window,))
 
 
+def feed_request(headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The GET arguments of a feed fetch, the same in every mode (batch, streaming,
+    watch); ``headers`` carries the validators of a conditional GET."""
+    args: dict[str, Any] = {"accept": FEED_ACCEPT, "refused_types": FEED_REFUSED_TYPES}
+    if headers:
+        args["headers"] = dict(headers)
+    return args
+
+
 def fetch_outcome(future: Future) -> tuple[Any, FetchError | None]:
     """``(response, None)`` or ``(None, FetchError)``; any other exception is a bug and
     is raised so the bundle fails loudly."""
@@ -354,8 +363,7 @@ class FetchFeedsFn(beam.DoFn):
     def process(self, spec: FeedSpec, timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam) -> Iterator[Any]:
         assert self._fetcher is not None and self._inflight is not None
-        future = self._fetcher.submit(spec.url, accept=FEED_ACCEPT,
-                                      refused_types=FEED_REFUSED_TYPES)
+        future = self._fetcher.submit(spec.url, **feed_request())
         self._inflight.add(future, (spec, self._clock()), timestamp, window)
         for done in self._inflight.ready():
             yield from self._emit(*done)
@@ -430,5 +438,6 @@ class ReadFeeds(beam.PTransform):
         )
 
 
-__all__ = ["ErrorRecord", "FetchFeedsFn", "ParsedFeed", "ReadFeeds", "fetch_outcome",
-           "parse_feed", "plausible_date", "strip_doctype", "unsafe_xml", "windowed"]
+__all__ = ["ErrorRecord", "FetchFeedsFn", "ParsedFeed", "ReadFeeds", "feed_request",
+           "fetch_outcome", "parse_feed", "plausible_date", "strip_doctype", "unsafe_xml",
+           "windowed"]
