@@ -38,12 +38,13 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import apache_beam as beam
 from protego import Protego
 
 from transforms.http import (
@@ -609,3 +610,69 @@ class InFlight:
             out.append(self._done.get())
             self._count -= 1
         return out
+
+
+def fetch_outcome(future: Future) -> tuple[Any, FetchError | None]:
+    """``(response, None)`` or ``(None, FetchError)``; any other exception is a bug and
+    is raised so the bundle fails loudly."""
+    error = future.exception()
+    if error is None:
+        return future.result(), None
+    if isinstance(error, FetchError):
+        return None, error
+    raise error
+
+
+class PoliteFetchFn(beam.DoFn):
+    """The skeleton every fetching DoFn shares (feeds and pages): a :class:`PoliteFetcher`
+    opened in ``setup``, each element's GET queued with :meth:`fetch`, and outcomes handed
+    to :meth:`handle` on the bundle's own thread, in ``process`` as they complete or in
+    ``finish_bundle``. Subclasses define ``handle(payload, response, error, timestamp,
+    window)``, which yields the outputs of one fetch as ``WindowedValue``s (they may be
+    yielded from ``finish_bundle``, where Beam needs their window spelled out).
+    """
+
+    fetcher_name = "fetch"
+
+    def __init__(self, policy: FetchPolicy, threads: int = 16, resolver=None):
+        self._policy = policy
+        self._threads = threads
+        self._resolver = resolver
+        self._fetcher: PoliteFetcher | None = None
+        self._client: HttpClient | None = None
+        self._inflight: InFlight | None = None
+
+    def setup(self) -> None:
+        self._fetcher = PoliteFetcher(self._policy, self._threads, resolver=self._resolver,
+                                      name=self.fetcher_name)
+        # Held here too so that checks of what a DoFn opened can see the client.
+        self._client = self._fetcher.client
+
+    def teardown(self) -> None:
+        if self._fetcher is not None:
+            self._fetcher.close()
+
+    def start_bundle(self) -> None:
+        self._inflight = InFlight(limit=MAX_QUEUED)
+
+    def fetch(self, url: str, payload: Any, timestamp: Any, window: Any,
+              **get_args: Any) -> Iterator[Any]:
+        """Queues a GET of ``url``; yields the outputs of whatever fetches completed."""
+        assert self._fetcher is not None and self._inflight is not None
+        self._inflight.add(self._fetcher.submit(url, **get_args), payload, timestamp, window)
+        yield from self.completed()
+
+    def completed(self) -> Iterator[Any]:
+        """Outputs of the fetches that completed (waiting only if too many are queued)."""
+        assert self._inflight is not None
+        for future, payload, timestamp, window in self._inflight.ready():
+            response, error = fetch_outcome(future)
+            yield from self.handle(  # type: ignore[attr-defined]
+                payload, response, error, timestamp, window)
+
+    def finish_bundle(self) -> Iterator[Any]:
+        assert self._inflight is not None
+        for future, payload, timestamp, window in self._inflight.drain():
+            response, error = fetch_outcome(future)
+            yield from self.handle(  # type: ignore[attr-defined]
+                payload, response, error, timestamp, window)
