@@ -1,8 +1,11 @@
 """Feeds whose items point at hosts that do not resolve (benchmark, not a test).
 
 A loopback server in its own process serves ``--feeds`` RSS feeds of ``--items`` items
-each; every item links to a page on one of ``--hosts`` names under ``.invalid`` (RFC
-2606: they never resolve), so each dead host carries items from several feeds. The real
+each, each feed on a host name of its own (``outletNNN.bench.test``, pinned to 127.0.0.1
+through ``FetchPolicy.host_overrides``, as one outlet per host is the usual case: on one
+shared host the per-host delay alone would space 100 feeds over 100 s). Every item links
+to a page on one of ``--hosts`` names under ``.invalid`` (RFC 2606: they never resolve),
+so each dead host carries items from several feeds. The real
 ``newsbeam ingest`` pipeline (DirectRunner, default politeness: 2 requests in flight and
 1 s between starts per host) reads them all with the machine's own resolver, and the run
 is checked from the Parquet it published: entries read = articles + duplicates + entry
@@ -37,6 +40,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 DOMAIN = "newsbeam-bench.invalid"
+
+
+def outlet(feed: int) -> str:
+    return f"outlet{feed:03d}.bench.test"
 
 
 def feed_xml(base: str, feed: int, items: int, hosts: int) -> bytes:
@@ -92,13 +99,16 @@ def one_run(mode: str, base: str, feeds: int) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         listing = Path(tmp, "feeds.txt")
-        listing.write_text("".join(f"{base}/feeds/{f}.xml\n" for f in range(feeds)))
+        port = base.rsplit(":", 1)[1]
+        listing.write_text("".join(f"http://{outlet(f)}:{port}/feeds/{f}.xml\n"
+                                   for f in range(feeds)))
         out = str(Path(tmp, "out"))
-        config, options = parse_args(["--feeds", str(listing), "--output", out,
-                                      "--allow-private-network"])
+        config, options = parse_args(["--feeds", str(listing), "--output", out])
+        policy = config.policy.replace(
+            host_overrides=tuple((outlet(f), "127.0.0.1") for f in range(feeds)))
         if mode == "no-breaker":
-            config = dataclasses.replace(config, policy=config.policy.replace(
-                breaker_failures=0))
+            policy = policy.replace(breaker_failures=0)
+        config = dataclasses.replace(config, policy=policy)
         started = time.monotonic()
         pipeline = beam.Pipeline(options=options)
         build(pipeline, config)
