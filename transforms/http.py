@@ -59,8 +59,9 @@ class FetchPolicy:
 
     ``per_host_delay`` is the least time between the starts of two requests to one host
     (raised to the host's robots.txt ``Crawl-delay``, at most ``max_crawl_delay``);
-    ``per_host_concurrency`` caps requests in flight to one host. Both are enforced by
-    :class:`transforms.politeness.PoliteFetcher`, per fetcher instance.
+    ``per_host_concurrency`` caps requests in flight to one host. Both, and the circuit
+    breaker (``breaker_*``), are enforced by :class:`transforms.politeness.PoliteFetcher`,
+    shared by the fetchers of one worker process.
     """
 
     connect_timeout: float = 5.0
