@@ -15,12 +15,19 @@ so a never-ending local pipeline would never show a single article. Instead, eac
 2. sorts the entries against ``DIR/_state/seen.json``: re-listed by the same feed →
    ``unchanged`` (counted, nothing written); already brought by another feed → a
    duplicate record; otherwise new;
-3. writes a journal of the cycle (``DIR/_state/journal-<run_id>.json``), then runs the
+3. writes a journal of the cycle (``DIR/_state/journal-<run_id>.json``: the entries, the
+   feed states to adopt and the feed errors behind any backoff), then runs the
    batch pipeline (``pipelines.ingest.build``) over the new entries: pages fetched,
    language, topic, dedup, and the Parquet tables published at the end of the cycle;
 4. reads back what the cycle published and folds it into the state files; an entry whose
    fate was not published stays unseen and its feed's validators are not kept, so the
-   next cycle fetches it again. After a crash the next start does this from the journal.
+   next cycle fetches it again. After a crash the next start does this from the journal,
+   and publishes the journaled feed errors the cycle had not published (exactly once), so
+   a feed never backs off without an error row saying why.
+
+Feeds are polled through the same :class:`~transforms.politeness.PoliteFetcher` as the
+batch stages: robots.txt, per-host concurrency and spacing, ``Retry-After`` and the
+per-host circuit breaker.
 
 A page that failed for a reason that may pass (timeout, connection error, DNS, robots.txt
 unreachable, HTTP 408/425/429/5xx) is tried again in the next cycles: its error record is
@@ -39,16 +46,19 @@ and the journal makes the next start account for whatever was published.
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import datetime as dt
 import logging
+import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
@@ -57,9 +67,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.ingest import IngestConfig, build, counters, new_run_id, parse_args
 from pipelines.summary import Summary, cleanup_staging, run_files, summarize
-from schemas import DuplicateRecord, Entry, ErrorRecord
+from schemas import ERROR_SCHEMA, DuplicateRecord, Entry, ErrorRecord, FeedSpec
 from transforms.dedup import duplicate_record, entry_order
-from transforms.http import TRANSIENT_STATUSES, HttpClient
+from transforms.feeds import fetch_outcome
+from transforms.http import HOST_DOWN_REASONS, TRANSIENT_STATUSES
+from transforms.politeness import PoliteFetcher
 from transforms.polling import (
     DEFAULT_BACKOFF,
     DEFAULT_FORGET_AFTER,
@@ -67,10 +79,13 @@ from transforms.polling import (
     FeedState,
     PollResult,
     classify,
+    is_due,
     kept_keys,
     listing_keys,
-    poll_feed,
+    poll_outcome,
+    poll_request,
 )
+from transforms.sinks import COMPRESSION, date_partition, to_rows
 from transforms.sources import Subscriptions
 from transforms.state import StateStore, read_json, write_json_atomic
 
@@ -79,7 +94,7 @@ _LOG = logging.getLogger(__name__)
 DEFAULT_PAGE_ATTEMPTS = 3
 """Cycles in which a page that failed transiently is tried before its error stands."""
 TRANSIENT_PAGE_REASONS = frozenset(
-    {"timeout", "connection_error", "dns_error", "robots_unreachable"}
+    {"timeout", "connection_error", "robots_unreachable"} | HOST_DOWN_REASONS
     | {f"http_{status}" for status in TRANSIENT_STATUSES})
 """Error reasons of the page stage that may pass by the next cycle."""
 RETRIES_FILE = "retries.json"
@@ -322,11 +337,63 @@ def _fold(store: StateStore, root: str, run_id: str, journal: dict[str, Any],
     return accounted, len(journal["entries"]) - accounted, again
 
 
+def error_to_json(error: ErrorRecord) -> dict[str, Any]:
+    """An error record as journal JSON (times as ISO 8601)."""
+    obj = dataclasses.asdict(error)
+    obj["occurred_at"] = error.occurred_at.isoformat()
+    return obj
+
+
+def error_from_json(obj: dict[str, Any]) -> ErrorRecord:
+    """The inverse of :func:`error_to_json`."""
+    return ErrorRecord(**dict(obj, occurred_at=dt.datetime.fromisoformat(obj["occurred_at"])))
+
+
+def publish_journaled_errors(root: str, run_id: str, journal: dict[str, Any]) -> int:
+    """Publishes the feed errors a journal names that its run did not; returns how many.
+
+    A cycle journals its feed failures with the feed states that make those feeds back
+    off. If the cycle dies before its pipeline publishes the errors table, the next start
+    adopts the backoff from the journal, so it must also write the error rows, or no row
+    would ever say why the feed is skipped. Rows the run did publish are matched one for
+    one (url, feed, level, stage, reason), so running this again writes nothing twice.
+    """
+    journaled = [error_from_json(obj) for obj in journal.get("feed_errors", [])]
+    if not journaled:
+        return 0
+    published: collections.Counter = collections.Counter()
+    for path in run_files(root, "errors", run_id):
+        t = pq.read_table(path, columns=["url", "feed_url", "level", "stage", "reason"])
+        published.update(zip(*(t.column(c).to_pylist() for c in t.column_names),
+                             strict=True))
+    missing: dict[str, list[ErrorRecord]] = collections.defaultdict(list)
+    for error in journaled:
+        key = (error.url, error.feed_url, error.level, error.stage, error.reason)
+        if published[key] > 0:
+            published[key] -= 1
+        else:
+            missing[date_partition(error)].append(error)
+    staging = Path(root, "_staging", run_id)
+    for seq, (partition, rows) in enumerate(sorted(missing.items())):
+        folder = Path(root, "errors", partition)
+        folder.mkdir(parents=True, exist_ok=True)
+        staging.mkdir(parents=True, exist_ok=True)
+        staged = staging / f"recovered-{seq:05d}.parquet"
+        pq.write_table(to_rows(rows, ERROR_SCHEMA), staged, compression=COMPRESSION)
+        # The rename is the publish step, as in the pipeline's sink.
+        os.replace(staged, folder / f"part-{run_id}-recovered-{seq:05d}.parquet")
+    return sum(len(rows) for rows in missing.values())
+
+
 def recover(store: StateStore, root: str, forget_after: dt.timedelta,
             page_attempts: int = DEFAULT_PAGE_ATTEMPTS) -> int:
     """Folds in the journals of cycles interrupted earlier; returns how many."""
     journals = store.journals()
     for run_id, journal in journals:
+        written = publish_journaled_errors(root, run_id, journal)
+        if written:
+            _LOG.warning("interrupted cycle %s: published its %d feed error(s)", run_id,
+                         written)
         accounted, lost = fold_journal(store, root, run_id, journal, forget_after,
                                        page_attempts)
         cleanup_staging(root, run_id)
@@ -335,20 +402,32 @@ def recover(store: StateStore, root: str, forget_after: dt.timedelta,
     return len(journals)
 
 
-def poll_all(client: HttpClient, config: WatchConfig, states: dict[str, dict],
+def poll_all(fetcher: PoliteFetcher, config: WatchConfig, states: dict[str, dict],
              now: dt.datetime) -> list[PollResult]:
-    """Polls every feed (those that are due) in parallel; results in subscription order."""
-    feeds = config.ingest.subscriptions.feeds
+    """Polls every feed that is due; results in subscription order.
 
-    def one(spec):
-        return poll_feed(client, spec, FeedState.from_json(states.get(spec.url)), now,
-                         config.backoff, config.max_backoff)
+    Every GET is queued on ``fetcher`` at once, so feeds are fetched in parallel under
+    the same robots.txt, per-host limits and circuit breaker as the batch stages; each
+    response is parsed here as it is handed back.
+    """
+    results: list[PollResult | None] = []
+    waiting: list[tuple[int, FeedSpec, FeedState, Future]] = []
+    for spec in config.ingest.subscriptions.feeds:
+        state = FeedState.from_json(states.get(spec.url))
+        if not is_due(state, now.timestamp()):
+            results.append(PollResult(spec, "backing_off", state))
+            continue
+        future = fetcher.submit(spec.url, **poll_request(state))
+        waiting.append((len(results), spec, state, future))
+        results.append(None)
+    for index, spec, state, future in waiting:
+        response, error = fetch_outcome(future)
+        results[index] = poll_outcome(spec, state, now, response, error, config.backoff,
+                                      config.max_backoff)
+    return [r for r in results if r is not None]
 
-    with ThreadPoolExecutor(max(1, min(8, len(feeds))), thread_name_prefix="poll") as pool:
-        return list(pool.map(one, feeds))
 
-
-def run_cycle(number: int, config: WatchConfig, store: StateStore, client: HttpClient,
+def run_cycle(number: int, config: WatchConfig, store: StateStore, fetcher: PoliteFetcher,
               clock: Callable[[], dt.datetime], first: bool) -> CycleReport:
     """One poll cycle: poll, sort, journal, run the batch pipeline, fold in the outcome."""
     started = clock()
@@ -356,7 +435,7 @@ def run_cycle(number: int, config: WatchConfig, store: StateStore, client: HttpC
     report = CycleReport(number, None, started)
     root = config.ingest.output
     seen = store.load_seen()
-    results = poll_all(client, config, store.load_feeds(), started)
+    results = poll_all(fetcher, config, store.load_feeds(), started)
     entries = sorted((e for r in results for e in r.entries), key=entry_order)
     errors = [err for r in results for err in r.errors]
     for r in results:
@@ -387,6 +466,9 @@ def run_cycle(number: int, config: WatchConfig, store: StateStore, client: HttpC
         "entries": [[e.feed_url, e.entry_id, e.url, e.guid, kept_keys(e)[1][2:]]
                     for e in carried],
         "touched": touched,
+        # Feed failures travel with the backoff they cause: recovery publishes them if
+        # the pipeline did not (see publish_journaled_errors).
+        "feed_errors": [error_to_json(e) for e in errors if e.level == "feed"],
     }
     if not new and not duplicates and not errors and not problems:
         # Nothing to publish (every feed answered 304, or listed only known items).
@@ -448,14 +530,15 @@ def watch(config: WatchConfig, clock: Callable[[], dt.datetime] | None = None,
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, on_signal)
-    client = HttpClient(config.ingest.policy)
+    fetcher = PoliteFetcher(config.ingest.policy, threads=config.ingest.fetch_threads,
+                            name="poll-feed")
     try:
         number = 0
         while not stop.is_set():
             number += 1
             t0 = time.monotonic()
             try:
-                cycle = run_cycle(number, config, store, client, clock, first=number == 1)
+                cycle = run_cycle(number, config, store, fetcher, clock, first=number == 1)
             except Exception as e:
                 # Libraries may wrap the KeyboardInterrupt of an abandon request in their
                 # own errors (langdetect does while loading profiles): still an abandon.
@@ -470,7 +553,7 @@ def watch(config: WatchConfig, clock: Callable[[], dt.datetime] | None = None,
                 break
             stop.wait(max(0.0, config.poll_interval - (time.monotonic() - t0)))
     finally:
-        client.close()
+        fetcher.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return report

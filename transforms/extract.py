@@ -30,12 +30,11 @@ from transforms.feeds import (
     MAX_LIST_ITEMS,
     MAX_TITLE_CHARS,
     NAMESPACE,
-    fetch_outcome,
     plausible_date,
     windowed,
 )
 from transforms.http import FetchError, FetchPolicy, Response, decode_html
-from transforms.politeness import MAX_QUEUED, InFlight, PoliteFetcher
+from transforms.politeness import PoliteFetchFn
 from transforms.text import clean_text, content_hash, storable
 
 _LOG = logging.getLogger(__name__)
@@ -129,26 +128,24 @@ def build_article(entry: Entry, extracted: Extracted | None,
         story_similarity=None, date=date, schema_version=SCHEMA_VERSION)
 
 
-class FetchPagesFn(beam.DoFn):
+class FetchPagesFn(PoliteFetchFn):
     """Fetches entries' pages concurrently and extracts each one.
 
-    Beam hands a DoFn one element at a time, so each entry is queued on a
-    :class:`PoliteFetcher` (at most ``per_host_concurrency`` requests and
-    ``per_host_delay`` seconds between starts per host, robots.txt honoured, ``threads``
-    requests in flight in all) and its page is extracted when the fetch completes: in
-    ``process`` for later elements, or in ``finish_bundle``. Extraction runs on the
-    bundle thread, where Beam's metrics and outputs live. Every entry ends as exactly
-    one article or one error record.
+    Beam hands a DoFn one element at a time, so each entry is queued on the worker's
+    :class:`~transforms.politeness.PoliteFetcher` (at most ``per_host_concurrency``
+    requests and ``per_host_delay`` seconds between starts per host, robots.txt and the
+    circuit breaker honoured, ``threads`` requests in flight in all; the skeleton is
+    :class:`~transforms.politeness.PoliteFetchFn`, shared with the feed stage) and its
+    page is extracted when the fetch completes. Extraction runs on the bundle thread,
+    where Beam's metrics and outputs live. Every entry ends as exactly one article or
+    one error record.
     """
 
+    fetcher_name = "fetch-page"
+
     def __init__(self, policy: FetchPolicy, threads: int = 16, clock=None, resolver=None):
-        self._policy = policy
-        self._threads = threads
+        super().__init__(policy, threads, resolver)
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
-        self._resolver = resolver
-        self._fetcher: PoliteFetcher | None = None
-        self._client = None
-        self._inflight: InFlight | None = None
         self.pages_ok = Metrics.counter(NAMESPACE, "pages_fetched")
         self.pages_failed = Metrics.counter(NAMESPACE, "pages_failed")
         self.fallbacks = Metrics.counter(NAMESPACE, "bodies_from_feed")
@@ -156,37 +153,18 @@ class FetchPagesFn(beam.DoFn):
         self.body_chars = Metrics.distribution(NAMESPACE, "body_chars")
         self.latency = Metrics.distribution(NAMESPACE, "page_fetch_ms")
 
-    def setup(self) -> None:
-        self._fetcher = PoliteFetcher(self._policy, self._threads, resolver=self._resolver,
-                                      name="fetch-page")
-        # Held here too so that checks of what a DoFn opened can see the client.
-        self._client = self._fetcher.client
-
-    def teardown(self) -> None:
-        if self._fetcher is not None:
-            self._fetcher.close()
-
-    def start_bundle(self) -> None:
-        self._inflight = InFlight(limit=MAX_QUEUED)
-
     def process(self, entry: Entry, timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam) -> Iterator[Any]:
-        assert self._fetcher is not None and self._inflight is not None
         if entry.body:  # backfilled articles need no fetch
             yield from self._emit(entry, None, None, self._clock(), timestamp, window)
+            yield from self.completed()
         else:
-            future = self._fetcher.submit(entry.url, accept=PAGE_ACCEPT,
-                                          allowed_types=PAGE_TYPES, sniff_binary=True)
-            self._inflight.add(future, entry, timestamp, window)
-        for future, queued, ts, win in self._inflight.ready():
-            response, error = fetch_outcome(future)
-            yield from self._emit(queued, response, error, self._clock(), ts, win)
+            yield from self.fetch(entry.url, entry, timestamp, window, accept=PAGE_ACCEPT,
+                                  allowed_types=PAGE_TYPES, sniff_binary=True)
 
-    def finish_bundle(self) -> Iterator[Any]:
-        assert self._inflight is not None
-        for future, queued, ts, win in self._inflight.drain():
-            response, error = fetch_outcome(future)
-            yield from self._emit(queued, response, error, self._clock(), ts, win)
+    def handle(self, entry: Entry, response: Response | None, error: FetchError | None,
+               timestamp: Any, window: Any) -> Iterator[Any]:
+        yield from self._emit(entry, response, error, self._clock(), timestamp, window)
 
     def _emit(self, entry: Entry, response: Response | None, error: FetchError | None,
               fetched_at: dt.datetime, timestamp: Any, window: Any) -> Iterator[Any]:

@@ -25,7 +25,6 @@ import logging
 import re
 import zlib
 from collections.abc import Iterator, Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
@@ -40,9 +39,9 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from schemas import Entry, ErrorRecord, FeedSpec
 from transforms.errors import error_record
-from transforms.http import FetchError, FetchPolicy
+from transforms.http import FetchError, FetchPolicy, Response
 from transforms.jsonfeed import JsonFeedError, looks_like_json_feed, parse_json_feed
-from transforms.politeness import MAX_QUEUED, InFlight, PoliteFetcher
+from transforms.politeness import PoliteFetchFn, fetch_outcome
 from transforms.text import clean_text, has_unstorable, html_to_text, storable
 from transforms.urls import canonical_url, is_http_url, stable_id
 
@@ -429,33 +428,28 @@ def windowed(value: Any, timestamp: Any, window: Any) -> WindowedValue:
     return WindowedValue(value, timestamp, (window,))
 
 
-def fetch_outcome(future: Future) -> tuple[Any, FetchError | None]:
-    """``(response, None)`` or ``(None, FetchError)``; any other exception is a bug and
-    is raised so the bundle fails loudly."""
-    error = future.exception()
-    if error is None:
-        return future.result(), None
-    if isinstance(error, FetchError):
-        return None, error
-    raise error
+def feed_request(headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The GET arguments of a feed fetch, the same in every mode (batch, streaming,
+    watch); ``headers`` carries the validators of a conditional GET."""
+    args: dict[str, Any] = {"accept": FEED_ACCEPT, "refused_types": FEED_REFUSED_TYPES}
+    if headers:
+        args["headers"] = dict(headers)
+    return args
 
 
-class FetchFeedsFn(beam.DoFn):
+class FetchFeedsFn(PoliteFetchFn):
     """Fetches and parses feeds, many at once; entries on the main output, errors tagged.
 
-    Each element is queued on a :class:`PoliteFetcher` (per-host limits, robots.txt)
-    and handled when its fetch completes, in ``process`` for later elements or in
-    ``finish_bundle``. Parsing runs on the bundle thread.
+    Each element is queued on the worker's :class:`PoliteFetcher` (per-host limits,
+    robots.txt, circuit breaker; see :class:`~transforms.politeness.PoliteFetchFn`) and
+    handled when its fetch completes. Parsing runs on the bundle thread.
     """
 
+    fetcher_name = "fetch-feed"
+
     def __init__(self, policy: FetchPolicy, clock=None, threads: int = 16, resolver=None):
-        self._policy = policy
+        super().__init__(policy, threads, resolver)
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
-        self._threads = threads
-        self._resolver = resolver
-        self._fetcher: PoliteFetcher | None = None
-        self._client = None
-        self._inflight: InFlight | None = None
         self.feeds_ok = Metrics.counter(NAMESPACE, "feeds_fetched")
         self.feeds_failed = Metrics.counter(NAMESPACE, "feeds_failed")
         self.feeds_bozo = Metrics.counter(NAMESPACE, "feeds_ill_formed")
@@ -465,41 +459,18 @@ class FetchFeedsFn(beam.DoFn):
         self.entry_errors = Metrics.counter(NAMESPACE, "entries_rejected")
         self.latency = Metrics.distribution(NAMESPACE, "feed_fetch_ms")
 
-    def setup(self) -> None:
-        self._fetcher = PoliteFetcher(self._policy, self._threads, resolver=self._resolver,
-                                      name="fetch-feed")
-        # Held here too so that checks of what a DoFn opened can see the client.
-        self._client = self._fetcher.client
-
-    def teardown(self) -> None:
-        if self._fetcher is not None:
-            self._fetcher.close()
-
-    def start_bundle(self) -> None:
-        self._inflight = InFlight(limit=MAX_QUEUED)
-
     def process(self, spec: FeedSpec, timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam) -> Iterator[Any]:
-        assert self._fetcher is not None and self._inflight is not None
-        future = self._fetcher.submit(spec.url, accept=FEED_ACCEPT,
-                                      refused_types=FEED_REFUSED_TYPES)
-        self._inflight.add(future, (spec, self._clock()), timestamp, window)
-        for done in self._inflight.ready():
-            yield from self._emit(*done)
-
-    def finish_bundle(self) -> Iterator[Any]:
-        assert self._inflight is not None
-        for done in self._inflight.drain():
-            yield from self._emit(*done)
+        yield from self.fetch(spec.url, (spec, self._clock()), timestamp, window,
+                              **feed_request())
 
     def _fail(self, reason: str) -> None:
         self.feeds_failed.inc()
         Metrics.counter(NAMESPACE, f"feed_error_{reason}").inc()
 
-    def _emit(self, future: Future, payload: tuple[FeedSpec, dt.datetime], timestamp: Any,
-              window: Any) -> Iterator[Any]:
+    def handle(self, payload: tuple[FeedSpec, dt.datetime], response: Response | None,
+               error: FetchError | None, timestamp: Any, window: Any) -> Iterator[Any]:
         spec, fetched_at = payload
-        response, error = fetch_outcome(future)
         if error is not None:
             self._fail(error.reason)
             yield pvalue.TaggedOutput("errors", windowed(error_record(
@@ -558,5 +529,5 @@ class ReadFeeds(beam.PTransform):
 
 
 __all__ = ["ErrorRecord", "FetchFeedsFn", "ParsedFeed", "ReadFeeds", "entry_link_problem",
-           "feed_location", "fetch_outcome", "language_code", "parse_feed", "plausible_date",
-           "repair_charrefs", "strip_doctype", "unsafe_xml", "windowed"]
+           "feed_location", "feed_request", "fetch_outcome", "language_code", "parse_feed",
+           "plausible_date", "repair_charrefs", "strip_doctype", "unsafe_xml", "windowed"]

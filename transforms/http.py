@@ -11,7 +11,9 @@ Built on ``urllib3`` so that every byte is under our control:
 * connect, read and total deadlines apply to each attempt;
 * transient failures (connection errors, timeouts, 429, 5xx) are retried by ``tenacity``
   with exponential backoff and jitter, honouring ``Retry-After`` up to a cap; permanent
-  ones (404, 410, refusals) are not;
+  ones (404, 410, refusals, a name that does not exist) are not;
+* a failed connect says why: ``dns_error``, ``connection_refused``, ``host_unreachable``
+  (urllib3 reports a refusal as a connect timeout otherwise);
 * a body is read with ``read1`` so that a server trickling one byte at a time still meets
   the total deadline (a plain ``read(n)`` would wait for all ``n`` bytes).
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import email.utils
+import errno
 import ipaddress
 import random
 import re
@@ -56,8 +59,9 @@ class FetchPolicy:
 
     ``per_host_delay`` is the least time between the starts of two requests to one host
     (raised to the host's robots.txt ``Crawl-delay``, at most ``max_crawl_delay``);
-    ``per_host_concurrency`` caps requests in flight to one host. Both are enforced by
-    :class:`transforms.politeness.PoliteFetcher`, per fetcher instance.
+    ``per_host_concurrency`` caps requests in flight to one host. Both, and the circuit
+    breaker (``breaker_*``), are enforced by :class:`transforms.politeness.PoliteFetcher`,
+    shared by the fetchers of one worker process.
     """
 
     connect_timeout: float = 5.0
@@ -75,6 +79,14 @@ class FetchPolicy:
     per_host_delay: float = 1.0
     max_crawl_delay: float = 30.0
     respect_robots: bool = True
+    breaker_failures: int = 1
+    """Requests in a row failing with a host-level reason (``HOST_DOWN_REASONS``: the name
+    does not resolve, the connection is refused or unreachable), each after its own
+    retries, that open a host's circuit breaker; 0 turns the breaker off."""
+    breaker_cooldown: float = 60.0
+    """Seconds an open breaker fails a host's requests at once before one probe request is
+    let through; doubles after every failed probe, up to ``breaker_max_cooldown``."""
+    breaker_max_cooldown: float = 900.0
     host_overrides: tuple[tuple[str, str], ...] = ()
     """``(hostname, address)`` pairs pinned by the operator, like curl's ``--resolve``:
     these names skip DNS and the private-network check (every other name and every
@@ -319,9 +331,9 @@ class HttpClient:
             try:
                 addresses = self._resolve(host, port)
             except (OSError, UnicodeError) as e:
-                raise FetchError(url, "dns_error", f"{host}: {e}", transient=True) from e
+                raise dns_failure(url, host, e) from e
             if not addresses:
-                raise FetchError(url, "dns_error", f"{host} did not resolve", transient=True)
+                raise FetchError(url, "dns_error", f"{host} did not resolve")
             if not policy.allow_private_network:
                 blocked = [a for a in addresses if not address_is_public(a)]
                 if blocked:
@@ -349,6 +361,9 @@ class HttpClient:
             resp = pool.urlopen("GET", path, headers=headers, redirect=False, retries=False,
                                 preload_content=False, decode_content=False, timeout=timeout,
                                 assert_same_host=False)
+        except urllib3.exceptions.NewConnectionError as e:
+            # urllib3 files refusals under ConnectTimeoutError: tell them apart first.
+            raise connection_failure(url, e) from e
         except urllib3.exceptions.ConnectTimeoutError as e:
             raise FetchError(url, "timeout", f"connect timeout: {e}", transient=True) from e
         except urllib3.exceptions.ReadTimeoutError as e:
@@ -432,6 +447,40 @@ class HttpClient:
             raise FetchError(url, "connection_error", f"connection broken mid-body: {e}",
                              status=resp.status, transient=True) from e
         return b"".join(chunks)
+
+
+PERMANENT_DNS_ERRORS = frozenset(
+    code for code in (getattr(socket, "EAI_NONAME", None), getattr(socket, "EAI_NODATA", None),
+                      getattr(socket, "EAI_FAIL", None)) if code is not None)
+"""``getaddrinfo`` answers that will not change on a retry seconds later: the name does
+not exist (NXDOMAIN), has no address, or the resolver refused it for good. A timed-out
+or temporary failure (``EAI_AGAIN``) is retried."""
+HOST_DOWN_REASONS = frozenset({"dns_error", "connection_refused", "host_unreachable"})
+"""Failures that say the host itself cannot be reached, whatever the URL: what trips the
+per-host circuit breaker of :mod:`transforms.politeness`."""
+
+
+def dns_failure(url: str, host: str, error: BaseException) -> FetchError:
+    """A ``dns_error``: permanent for NXDOMAIN-like answers and bad names, else transient."""
+    if isinstance(error, UnicodeError):
+        return FetchError(url, "dns_error", f"{host}: not a valid host name ({error})")
+    if isinstance(error, socket.gaierror) and error.errno in PERMANENT_DNS_ERRORS:
+        return FetchError(url, "dns_error", f"{host} does not resolve: {error.strerror}")
+    return FetchError(url, "dns_error", f"{host}: {error}", transient=True)
+
+
+def connection_failure(url: str, error: BaseException) -> FetchError:
+    """A failed connect: ``connection_refused``, ``host_unreachable`` or ``connection_error``.
+
+    All are transient for one request (a server restarting refuses for a moment); the
+    per-host breaker is what stops a dead host from costing every queued URL its retries.
+    """
+    cause = error.__cause__ or error.__context__
+    if isinstance(cause, ConnectionRefusedError):
+        return FetchError(url, "connection_refused", str(error), transient=True)
+    if isinstance(cause, OSError) and cause.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return FetchError(url, "host_unreachable", str(error), transient=True)
+    return FetchError(url, "connection_error", str(error), transient=True)
 
 
 @dataclass(frozen=True)

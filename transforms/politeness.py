@@ -7,10 +7,17 @@ seconds (or the host's robots.txt ``Crawl-delay``, capped) between two starts. B
 a thread never waits for a busy host while another host has work, one slow or
 rate-limited host cannot stall the rest.
 
-The limits hold per fetcher, that is per DoFn instance: a runner that executes several
-bundles of the same stage at once in one worker process (or many worker processes) may
-reach a host from each of them. The feed and page stages are usually one instance per
-worker thread; divide the settings accordingly when a site's limit must hold cluster-wide.
+Every feed and page fetch of every mode goes through this class: the batch feed stage
+(``FetchFeedsFn``), the page stage (``FetchPagesFn``), the streaming poller
+(``PollFeedFn``) and ``newsbeam watch``'s poller. The limits and the circuit breaker are
+shared by all fetchers of one worker process (one :class:`HostLimiter` and one
+:class:`HostBreaker` per setting); many worker processes each keep their own, so divide
+the settings accordingly when a site's limit must hold cluster-wide.
+
+A host that cannot be reached at all (its name does not resolve, it refuses or cannot
+route connections) opens its :class:`HostBreaker`: its queued requests then fail at once,
+each with its own error, instead of each waiting for a slot, the spacing and its retries;
+after a cool-down one probe request finds out whether the host is back.
 
 What the limiter counts is the entry's host; a redirect to another host is followed in
 the same slot, and robots.txt is checked for the URL the feed gave, not for every hop.
@@ -31,15 +38,23 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import apache_beam as beam
 from protego import Protego
 
-from transforms.http import PRODUCT_TOKEN, FetchError, FetchPolicy, HttpClient, Response
+from transforms.http import (
+    HOST_DOWN_REASONS,
+    PRODUCT_TOKEN,
+    FetchError,
+    FetchPolicy,
+    HttpClient,
+    Response,
+)
 from transforms.urls import host_of, is_http_url
 
 _LOG = logging.getLogger(__name__)
@@ -72,6 +87,130 @@ def shared_limiter(max_concurrent: int, min_delay: float) -> HostLimiter:
         if limiter is None:
             limiter = _SHARED_LIMITERS[key] = HostLimiter(max_concurrent, min_delay)
         return limiter
+
+
+_SHARED_BREAKERS: dict[tuple[int, float, float], HostBreaker] = {}
+
+
+def shared_breaker(failures: int, cooldown: float, max_cooldown: float) -> HostBreaker:
+    """One circuit breaker per worker process and setting, like :func:`shared_limiter`:
+    a host found dead by the feed stage is dead for the page stage too."""
+    key = (failures, cooldown, max_cooldown)
+    with _SHARED_LOCK:
+        breaker = _SHARED_BREAKERS.get(key)
+        if breaker is None:
+            breaker = _SHARED_BREAKERS[key] = HostBreaker(failures, cooldown, max_cooldown)
+        return breaker
+
+
+@dataclass
+class _Trip:
+    """Why and since when one host's breaker counts failures or is open."""
+
+    reason: str
+    message: str
+    failures: int = 0
+    opened_at: float | None = None
+    cooldown: float = 0.0
+    probing: bool = False
+
+
+class HostBreaker:
+    """A circuit breaker per host: closed, open (fail at once) or half-open (one probe).
+
+    ``failures`` requests in a row that end in a host-level failure (the name does not
+    resolve, the connection is refused or the host is unreachable; see
+    :data:`~transforms.http.HOST_DOWN_REASONS`) open the host's breaker. While it is open,
+    every request for that host fails at once, without a connection, a retry or a
+    per-host slot, with the reason that opened it. After ``cooldown`` seconds one request
+    goes through as a probe (the others wait in their queue): if the host answers at all
+    (any HTTP status) the breaker closes, otherwise it opens again for twice as long, up
+    to ``max_cooldown``. Thread-safe.
+    """
+
+    CLOSED, OPEN, PROBE, WAIT = "closed", "open", "probe", "wait"
+
+    def __init__(self, failures: int = 1, cooldown: float = 60.0, max_cooldown: float = 900.0,
+                 clock: Callable[[], float] = time.monotonic):
+        if failures < 1:
+            raise ValueError("failures must be at least 1")
+        self.failures = failures
+        self.cooldown = cooldown
+        self.max_cooldown = max(cooldown, max_cooldown)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._trips: dict[str, _Trip] = {}
+        self.refused = 0
+        """Requests failed at once by an open breaker (for benchmarks and tests)."""
+
+    def admit(self, host: str) -> str:
+        """``closed``: go; ``open``: fail now; ``probe``: go as the one probe (call
+        :meth:`cancel_probe` if it cannot start after all); ``wait``: a probe is out."""
+        with self._lock:
+            trip = self._trips.get(host)
+            if trip is None or trip.opened_at is None:
+                return self.CLOSED
+            if trip.probing:
+                return self.WAIT
+            if self._clock() - trip.opened_at < trip.cooldown:
+                return self.OPEN
+            trip.probing = True
+            return self.PROBE
+
+    def cancel_probe(self, host: str) -> None:
+        """Gives back a probe that :meth:`admit` granted but that did not start."""
+        with self._lock:
+            trip = self._trips.get(host)
+            if trip is not None:
+                trip.probing = False
+
+    def retry_in(self, host: str) -> float:
+        """Seconds until an open breaker lets a probe through (0 when not open)."""
+        with self._lock:
+            trip = self._trips.get(host)
+            if trip is None or trip.opened_at is None:
+                return 0.0
+            return max(0.0, trip.opened_at + trip.cooldown - self._clock())
+
+    def refusal(self, host: str, url: str) -> FetchError:
+        """The error for a request that an open breaker does not send."""
+        with self._lock:
+            trip = self._trips.get(host) or _Trip("host_unreachable", "host is down")
+            self.refused += 1
+        return FetchError(url, trip.reason,
+                          f"not tried: {trip.message} (host {host} failed {trip.failures} "
+                          f"time(s) in a row; its requests fail at once for "
+                          f"{trip.cooldown:g} s before one is tried again)",
+                          attempts=0, transient=True)
+
+    def record(self, host: str, reason: str | None, message: str = "") -> None:
+        """The outcome of a request that went out: ``reason`` None for any HTTP answer."""
+        with self._lock:
+            trip = self._trips.get(host)
+            if reason not in HOST_DOWN_REASONS:
+                # The host answered (even a 404 or a 503 proves it is there), or failed
+                # in a way that says nothing about the host as a whole (a read timeout).
+                self._trips.pop(host, None)
+                return
+            if trip is None:
+                trip = self._trips[host] = _Trip(reason, message)
+            trip.reason, trip.message = reason, message
+            trip.failures += 1
+            if trip.probing or trip.opened_at is None and trip.failures >= self.failures:
+                trip.cooldown = (self.cooldown if trip.opened_at is None
+                                 else min(self.max_cooldown, trip.cooldown * 2))
+                trip.opened_at = self._clock()
+                trip.probing = False
+
+    def state(self, host: str) -> str:
+        """``closed``, ``open`` or ``half-open`` (cool-down over, or a probe out)."""
+        with self._lock:
+            trip = self._trips.get(host)
+            if trip is None or trip.opened_at is None:
+                return "closed"
+            if trip.probing or self._clock() - trip.opened_at >= trip.cooldown:
+                return "half-open"
+            return "open"
 
 
 class HostLimiter:
@@ -143,6 +282,10 @@ class _Task:
     fn: Callable[..., Any]
     args: tuple
     future: Future
+    label: str = ""
+    refusal: BaseException | None = None
+    """Set when an open breaker fails the task without running it (no slot taken)."""
+    probe: bool = False
 
 
 class HostScheduler:
@@ -153,10 +296,12 @@ class HostScheduler:
     without holding a thread.
     """
 
-    def __init__(self, limiter: HostLimiter, threads: int = 16, name: str = "fetch"):
+    def __init__(self, limiter: HostLimiter, threads: int = 16, name: str = "fetch",
+                 breaker: HostBreaker | None = None):
         if threads < 1:
             raise ValueError("threads must be at least 1")
         self.limiter = limiter
+        self.breaker = breaker
         self._cond = threading.Condition()
         self._queues: collections.OrderedDict[str, collections.deque[_Task]] = (
             collections.OrderedDict())
@@ -167,14 +312,15 @@ class HostScheduler:
         for t in self._threads:
             t.start()
 
-    def submit(self, host: str, fn: Callable[..., Any], *args: Any) -> Future:
-        """Queues ``fn(*args)`` under ``host``; returns its future."""
+    def submit(self, host: str, fn: Callable[..., Any], *args: Any, label: str = "") -> Future:
+        """Queues ``fn(*args)`` under ``host``; returns its future. ``label`` (the URL)
+        names the task in the error of an open breaker."""
         future: Future = Future()
         with self._cond:
             if self._closed:
                 raise RuntimeError("scheduler is shut down")
             self._queues.setdefault(host, collections.deque()).append(
-                _Task(host, fn, args, future))
+                _Task(host, fn, args, future, label))
             self._queued += 1
             self._cond.notify()
         return future
@@ -203,20 +349,37 @@ class HostScheduler:
         """True once :meth:`shutdown` was called."""
         return self._closed
 
+    def _pop(self, host: str) -> _Task:
+        queue = self._queues[host]
+        task = queue.popleft()
+        self._queued -= 1
+        if queue:
+            self._queues.move_to_end(host)  # round robin over hosts
+        else:
+            del self._queues[host]
+        return task
+
     def _pick(self) -> tuple[_Task | None, float | None]:
-        """The next runnable task (slot taken), else how long until one may be."""
+        """The next runnable task (slot taken, or refused by the breaker), else how long
+        until one may be."""
         soonest = math.inf
         for host in list(self._queues):
+            verdict = self.breaker.admit(host) if self.breaker else HostBreaker.CLOSED
+            if verdict == HostBreaker.OPEN:
+                # A dead host's queue drains at once, without slots or spacing.
+                task = self._pop(host)
+                task.refusal = self.breaker.refusal(host, task.label)  # type: ignore[union-attr]
+                return task, None
+            if verdict == HostBreaker.WAIT:
+                soonest = min(soonest, FULL_HOST_RECHECK)
+                continue
             wait = self.limiter.try_acquire(host)
             if wait == 0:
-                queue = self._queues[host]
-                task = queue.popleft()
-                self._queued -= 1
-                if queue:
-                    self._queues.move_to_end(host)  # round robin over hosts
-                else:
-                    del self._queues[host]
+                task = self._pop(host)
+                task.probe = verdict == HostBreaker.PROBE
                 return task, None
+            if verdict == HostBreaker.PROBE:
+                self.breaker.cancel_probe(host)  # type: ignore[union-attr]
             soonest = min(soonest, wait)
         # A full host may be released by another scheduler sharing the limiter, which does
         # not notify this one: look again shortly instead of sleeping until our own release.
@@ -232,12 +395,18 @@ class HostScheduler:
                     if task is not None:
                         break
                     self._cond.wait(wait)
+            if task.refusal is not None:
+                if task.future.set_running_or_notify_cancel():
+                    task.future.set_exception(task.refusal)
+                continue
             try:
                 if task.future.set_running_or_notify_cancel():
                     try:
                         task.future.set_result(task.fn(*task.args))
                     except BaseException as e:  # noqa: BLE001 - handed to the future's owner
                         task.future.set_exception(e)
+                elif task.probe:
+                    self.breaker.cancel_probe(task.host)  # type: ignore[union-attr]
             finally:
                 with self._cond:
                     self.limiter.release(task.host)
@@ -259,7 +428,10 @@ class RobotsCache:
     Following RFC 9309: a 4xx answer (no robots.txt) allows everything; a 5xx, 429 or
     network failure after retries disallows everything for that host, since the site
     may be in trouble; other refusals of the robots.txt itself (too large, a redirect
-    off to a blocked address) count as no rules.
+    off to a blocked address) count as no rules. A host that cannot be reached at all
+    (its name does not resolve, connections are refused) is not a verdict to remember
+    for a day: that failure is raised as the request's own, uncached, and the circuit
+    breaker decides when the host is tried again.
     """
 
     def __init__(self, client: HttpClient, token: str = PRODUCT_TOKEN,
@@ -314,6 +486,8 @@ class RobotsCache:
             response = self._client.get(key + "/robots.txt", accept="text/plain, */*;q=0.5",
                                         max_bytes=ROBOTS_MAX_BYTES)
         except FetchError as e:
+            if e.reason in HOST_DOWN_REASONS:
+                raise
             unreachable = e.transient or e.status == 429 or (e.status or 0) >= 500
             if unreachable:
                 return RobotsVerdict(False, None, f"robots.txt unreachable ({e.reason})")
@@ -342,20 +516,44 @@ class PoliteFetcher:
                         if clock is time.monotonic
                         else HostLimiter(policy.per_host_concurrency, policy.per_host_delay,
                                          clock))
+        self.breaker: HostBreaker | None = None
+        if policy.breaker_failures > 0:
+            self.breaker = (
+                shared_breaker(policy.breaker_failures, policy.breaker_cooldown,
+                               policy.breaker_max_cooldown)
+                if clock is time.monotonic
+                else HostBreaker(policy.breaker_failures, policy.breaker_cooldown,
+                                 policy.breaker_max_cooldown, clock))
         self.robots = RobotsCache(self.client, clock=clock)
-        self.scheduler = HostScheduler(self.limiter, threads, name)
+        self.scheduler = HostScheduler(self.limiter, threads, name, self.breaker)
 
     def submit(self, url: str, **get_args: Any) -> Future:
         """Queues a GET; the future gives a :class:`Response` or raises FetchError."""
-        return self.scheduler.submit(host_of(url), self._fetch, url, get_args)
+        return self.scheduler.submit(host_of(url), self._fetch, url, get_args, label=url)
 
     def fetch(self, url: str, **get_args: Any) -> Response:
         """Synchronous :meth:`submit`."""
         return self.submit(url, **get_args).result()
 
     def _fetch(self, url: str, get_args: dict[str, Any]) -> Response:
+        outcome: str | None = None
+        message = ""
+        try:
+            return self._fetch_politely(url, get_args)
+        except FetchError as e:
+            outcome, message = e.reason, e.message
+            raise
+        finally:
+            if self.breaker is not None:
+                self.breaker.record(host_of(url), outcome, message)
+
+    def _fetch_politely(self, url: str, get_args: dict[str, Any]) -> Response:
         if self.policy.respect_robots and is_http_url(url):
-            verdict = self.robots.check(url)
+            try:
+                verdict = self.robots.check(url)
+            except FetchError as e:  # the host cannot be reached: the page's own failure
+                raise FetchError(url, e.reason, f"{e.message} (fetching robots.txt)",
+                                 e.status, e.attempts, e.transient, e.retry_after) from e
             if verdict.crawl_delay:
                 self.limiter.set_delay(host_of(url),
                                        min(verdict.crawl_delay, self.policy.max_crawl_delay))
@@ -412,3 +610,69 @@ class InFlight:
             out.append(self._done.get())
             self._count -= 1
         return out
+
+
+def fetch_outcome(future: Future) -> tuple[Any, FetchError | None]:
+    """``(response, None)`` or ``(None, FetchError)``; any other exception is a bug and
+    is raised so the bundle fails loudly."""
+    error = future.exception()
+    if error is None:
+        return future.result(), None
+    if isinstance(error, FetchError):
+        return None, error
+    raise error
+
+
+class PoliteFetchFn(beam.DoFn):
+    """The skeleton every fetching DoFn shares (feeds and pages): a :class:`PoliteFetcher`
+    opened in ``setup``, each element's GET queued with :meth:`fetch`, and outcomes handed
+    to :meth:`handle` on the bundle's own thread, in ``process`` as they complete or in
+    ``finish_bundle``. Subclasses define ``handle(payload, response, error, timestamp,
+    window)``, which yields the outputs of one fetch as ``WindowedValue``s (they may be
+    yielded from ``finish_bundle``, where Beam needs their window spelled out).
+    """
+
+    fetcher_name = "fetch"
+
+    def __init__(self, policy: FetchPolicy, threads: int = 16, resolver=None):
+        self._policy = policy
+        self._threads = threads
+        self._resolver = resolver
+        self._fetcher: PoliteFetcher | None = None
+        self._client: HttpClient | None = None
+        self._inflight: InFlight | None = None
+
+    def setup(self) -> None:
+        self._fetcher = PoliteFetcher(self._policy, self._threads, resolver=self._resolver,
+                                      name=self.fetcher_name)
+        # Held here too so that checks of what a DoFn opened can see the client.
+        self._client = self._fetcher.client
+
+    def teardown(self) -> None:
+        if self._fetcher is not None:
+            self._fetcher.close()
+
+    def start_bundle(self) -> None:
+        self._inflight = InFlight(limit=MAX_QUEUED)
+
+    def fetch(self, url: str, payload: Any, timestamp: Any, window: Any,
+              **get_args: Any) -> Iterator[Any]:
+        """Queues a GET of ``url``; yields the outputs of whatever fetches completed."""
+        assert self._fetcher is not None and self._inflight is not None
+        self._inflight.add(self._fetcher.submit(url, **get_args), payload, timestamp, window)
+        yield from self.completed()
+
+    def completed(self) -> Iterator[Any]:
+        """Outputs of the fetches that completed (waiting only if too many are queued)."""
+        assert self._inflight is not None
+        for future, payload, timestamp, window in self._inflight.ready():
+            response, error = fetch_outcome(future)
+            yield from self.handle(  # type: ignore[attr-defined]
+                payload, response, error, timestamp, window)
+
+    def finish_bundle(self) -> Iterator[Any]:
+        assert self._inflight is not None
+        for future, payload, timestamp, window in self._inflight.drain():
+            response, error = fetch_outcome(future)
+            yield from self.handle(  # type: ignore[attr-defined]
+                payload, response, error, timestamp, window)

@@ -36,8 +36,9 @@ from apache_beam.utils.timestamp import Timestamp
 from schemas import Entry, ErrorRecord, FeedSpec
 from transforms.dedup import duplicate_record, guid_key
 from transforms.errors import error_record
-from transforms.feeds import FEED_ACCEPT, NAMESPACE, parse_feed
-from transforms.http import FetchError, FetchPolicy, HttpClient
+from transforms.feeds import NAMESPACE, feed_request, parse_feed
+from transforms.http import FetchError, FetchPolicy, Response
+from transforms.politeness import PoliteFetcher
 
 DEFAULT_BACKOFF = 60.0
 """Seconds before a feed that failed once is polled again (doubles per failure)."""
@@ -124,18 +125,41 @@ def after_failure(state: FeedState, retry_after: float | None, now: float,
                                last_status="failed", last_polled_at=now)
 
 
-def poll_feed(client: HttpClient, spec: FeedSpec, state: FeedState, now: dt.datetime,
+def poll_request(state: FeedState) -> dict[str, Any]:
+    """The GET arguments of one poll: the batch feed request, made conditional."""
+    return feed_request(conditional_headers(state))
+
+
+def poll_feed(fetcher: PoliteFetcher, spec: FeedSpec, state: FeedState, now: dt.datetime,
               base: float = DEFAULT_BACKOFF, cap: float = DEFAULT_MAX_BACKOFF) -> PollResult:
-    """Polls one feed if it is due: conditional GET, parse, and the feed's next state."""
-    t = now.timestamp()
-    if not is_due(state, t):
+    """Polls one feed if it is due: conditional GET, parse, and the feed's next state.
+
+    The GET goes through ``fetcher`` (robots.txt, per-host limits, circuit breaker),
+    like every other fetch; this call waits for it.
+    """
+    if not is_due(state, now.timestamp()):
         return PollResult(spec, "backing_off", state)
     try:
-        response = client.get(spec.url, accept=FEED_ACCEPT, headers=conditional_headers(state))
+        response = fetcher.fetch(spec.url, **poll_request(state))
     except FetchError as e:
-        return PollResult(spec, "failed", after_failure(state, e.retry_after, t, base, cap),
-                          errors=[error_record(e.url, spec.url, "feed", "fetch_feed", e.reason,
-                                               e.message, e.status, e.attempts, now)])
+        return poll_outcome(spec, state, now, None, e, base, cap)
+    return poll_outcome(spec, state, now, response, None, base, cap)
+
+
+def poll_outcome(spec: FeedSpec, state: FeedState, now: dt.datetime, response: Response | None,
+                 error: FetchError | None, base: float = DEFAULT_BACKOFF,
+                 cap: float = DEFAULT_MAX_BACKOFF) -> PollResult:
+    """What one poll's response (or failure) means: entries, errors and the next state.
+
+    Failures map to the same error records as in the batch feed stage.
+    """
+    t = now.timestamp()
+    if error is not None:
+        return PollResult(spec, "failed", after_failure(state, error.retry_after, t, base, cap),
+                          errors=[error_record(error.url, spec.url, "feed", "fetch_feed",
+                                               error.reason, error.message, error.status,
+                                               error.attempts, now)])
+    assert response is not None
     if response.status == 304:
         return PollResult(spec, "not_modified",
                           after_response(state, 304, response.headers, t))
@@ -143,7 +167,7 @@ def poll_feed(client: HttpClient, spec: FeedSpec, state: FeedState, now: dt.date
     if not parsed.entries and parsed.bozo:
         # Keep the old validators: the next poll must fetch the (hopefully fixed) feed.
         return PollResult(spec, "failed", after_failure(state, None, t, base, cap), errors=[
-            error_record(spec.url, spec.url, "feed", "parse_feed", "malformed_feed",
+            error_record(spec.url, spec.url, "feed", "parse_feed", parsed.reason,
                          f"feed could not be parsed: {parsed.bozo}", response.status,
                          response.attempts, now)])
     problems = [error_record(url, spec.url, "entry", "parse_feed", reason, message, None, 1, now)
@@ -195,36 +219,45 @@ class PollFeedFn(beam.DoFn):
     Input ``(feed_url, FeedSpec)`` once per impulse. The poll time is the element's
     timestamp (the impulse's), not the wall clock, so backoff is decided in event time and
     a test can drive it with ``TestStream``. Entries go to the main output stamped with
-    the poll time; errors are tagged ``errors``.
+    the poll time; errors are tagged ``errors``. Feeds are fetched by a
+    :class:`~transforms.politeness.PoliteFetcher`, as in the batch feed stage: robots.txt,
+    the per-host limits shared with the page stage, ``Retry-After`` and the breaker.
     """
 
     FEED = ReadModifyWriteStateSpec("feed_state", PickleCoder())
 
     def __init__(self, policy: FetchPolicy, base: float = DEFAULT_BACKOFF,
-                 cap: float = DEFAULT_MAX_BACKOFF):
+                 cap: float = DEFAULT_MAX_BACKOFF, resolver=None):
         self._policy = policy
         self._base = base
         self._cap = cap
-        self._client: HttpClient | None = None
+        self._resolver = resolver
+        self._fetcher: PoliteFetcher | None = None
+        self._client = None
         self.polled = Metrics.counter(NAMESPACE, "feeds_fetched")
         self.not_modified = Metrics.counter(NAMESPACE, "feeds_not_modified")
         self.failed = Metrics.counter(NAMESPACE, "feeds_failed")
         self.backing_off = Metrics.counter(NAMESPACE, "feeds_backing_off")
 
     def setup(self) -> None:
-        self._client = HttpClient(self._policy)
+        # One request at a time per instance: the host limits it shares with the page
+        # stage of this process are what spread the polls out.
+        self._fetcher = PoliteFetcher(self._policy, threads=2, resolver=self._resolver,
+                                      name="poll-feed")
+        # Held here too so that checks of what a DoFn opened can see the client.
+        self._client = self._fetcher.client
 
     def teardown(self) -> None:
-        if self._client is not None:
-            self._client.close()
+        if self._fetcher is not None:
+            self._fetcher.close()
 
     def process(self, element: tuple[str, FeedSpec], timestamp=beam.DoFn.TimestampParam,
                 feed_state=beam.DoFn.StateParam(FEED)) -> Iterator[Any]:
-        assert self._client is not None
+        assert self._fetcher is not None
         _, spec = element
         state = feed_state.read() or FeedState()
         now = Timestamp.of(timestamp).to_utc_datetime(has_tz=True)
-        result = poll_feed(self._client, spec, state, now, self._base, self._cap)
+        result = poll_feed(self._fetcher, spec, state, now, self._base, self._cap)
         feed_state.write(result.state)
         {"fetched": self.polled, "not_modified": self.not_modified, "failed": self.failed,
          "backing_off": self.backing_off}[result.status].inc()
