@@ -115,13 +115,16 @@ class OutputLease:
     """The writer lease of one output folder; a context manager.
 
     ``clock`` gives POSIX seconds (tests inject one); ``sleep`` waits between tries;
-    ``heartbeat=False`` leaves renewal to the caller (:meth:`renew`).
+    ``heartbeat=False`` leaves renewal to the caller (:meth:`renew`); ``reentrant=False``
+    makes a second lease of this process on the same folder compete like another
+    process's would (tests).
     """
 
     def __init__(self, root: str, run_id: str, wait: float = 0.0,
                  lease_seconds: float = DEFAULT_LEASE_SECONDS, command: str = "",
                  clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep, heartbeat: bool = True):
+                 sleep: Callable[[float], None] = time.sleep, heartbeat: bool = True,
+                 reentrant: bool = True):
         if lease_seconds <= 0:
             raise ValueError("the lease time must be positive")
         self.root = root.rstrip("/")
@@ -141,6 +144,7 @@ class OutputLease:
         self._thread: threading.Thread | None = None
         self.held = False
         self._outer: OutputLease | None = None
+        self._reentrant = reentrant
 
     # -- file access ---------------------------------------------------------------------
 
@@ -262,7 +266,7 @@ class OutputLease:
     def acquire(self) -> OutputLease:
         """Takes the lease, waiting up to ``wait`` seconds; raises :class:`LeaseBusy`."""
         with _HELD_LOCK:
-            outer = _HELD.get(self.root)
+            outer = _HELD.get(self.root) if self._reentrant else None
             if outer is not None and outer.held:
                 self._outer = outer
                 self.lost = outer.lost
@@ -279,8 +283,9 @@ class OutputLease:
                 raise LeaseBusy(f"{self.root} is being written by {holder.describe(now)}; "
                                 f"{hint}")
             self._sleep(min(max(0.05, self.lease_seconds / 10), 1.0, deadline - now))
-        with _HELD_LOCK:
-            _HELD[self.root] = self
+        if self._reentrant:
+            with _HELD_LOCK:
+                _HELD[self.root] = self
         if self._heartbeat:
             self._thread = threading.Thread(target=self._beat, name="newsbeam-lease",
                                             daemon=True)

@@ -255,7 +255,7 @@ class Published:
         if table == "duplicates":
             # An article read again is reported by the story stage as a duplicate
             # of itself: its fate (the article, from the same feed) is already published.
-            for i, (feed, _url, aid, level, kept) in enumerate(zip(*cols, strict=True)):
+            for i, (feed, _url, aid, _level, kept) in enumerate(zip(*cols, strict=True)):
                 if aid == kept and (aid, feed) in self.article_feeds:
                     out[i] = True
         return out
@@ -313,9 +313,11 @@ def plan(root: str, run_id: str, lists: list[dict]) -> list[dict]:
     return files
 
 
-def _roll_forward(root: str, intent: dict) -> RunManifest:
+def _roll_forward(root: str, intent: dict, pause: Any = None) -> RunManifest:
     made: set[str] = set()
     for f in intent["files"]:
+        if pause:
+            pause("rename")
         final = _join(root, f["final"])
         folder = final.rsplit("/", 1)[0]
         if folder not in made:
@@ -332,7 +334,11 @@ def _roll_forward(root: str, intent: dict) -> RunManifest:
     manifest = {"run_id": intent["run_id"], "kind": intent.get("kind", "run"),
                 "committed_at": dt.datetime.now(dt.UTC).isoformat(),
                 "tables": tables, "skipped": intent.get("skipped", {})}
+    if pause:
+        pause("before_commit")
     write_json(manifest_path(root, intent["run_id"]), manifest)  # the commit point
+    if pause:
+        pause("after_commit")
     _delete([intent_path(root, intent["run_id"])])
     _remove_tree(staging_folder(root, intent["run_id"]))
     return RunManifest.from_json(manifest)
@@ -371,7 +377,7 @@ def publish_run(root: str, run_id: str, skip_published: bool = True,
     write_json(intent_path(root, run_id), intent)
     if pause:
         pause("after_intent")
-    return _roll_forward(root, intent)
+    return _roll_forward(root, intent, pause)
 
 
 @dataclass
