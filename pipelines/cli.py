@@ -43,10 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command == "ingest":
-        from pipelines.ingest import run
+        from pipelines.ingest import main as ingest_main
 
-        _, summary = run(rest)
-        return 0 if summary.balanced else 1
+        return ingest_main(rest)
     if command == "watch":
         from pipelines.watch import main as watch_main
 

@@ -29,6 +29,13 @@ How one partition is swapped, and what a concurrent reader sees:
 5. The old generation is deleted. A small manifest beside the staged folder lets the next
    run finish or undo a compaction that was interrupted at any point.
 
+Compaction is a writer like a run: it holds the output folder's writer lease
+(:mod:`transforms.lease`; another writer waits or refuses), finishes any interrupted
+publish first (:func:`transforms.publish.recover`), merges only files that a commit
+manifest names, and commits its new files with a manifest of its own
+(``DIR/_runs/compact-<token>.json``) just before the swap, so readers that follow the
+manifests (:func:`transforms.publish.committed_files`) see the same rows before and after.
+
 Only local file systems are supported: object stores have no atomic folder exchange.
 """
 
@@ -53,6 +60,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from transforms.lease import EXIT_BUSY, LeaseBusy, OutputLease
+from transforms.publish import committed_files
+from transforms.publish import recover as recover_publish
+from transforms.publish import write_json as write_manifest
 
 _LOG = logging.getLogger(__name__)
 
@@ -305,10 +317,15 @@ def _schema_of(paths: list[str]) -> pa.Schema:
 
 
 def compact_partition(root: str, table: str, partition: str, target: int,
-                      token: str) -> PartitionResult:
-    """Compacts one partition folder; verifies before swapping; never loses a row."""
+                      token: str, committed: set[str] | None = None) -> PartitionResult:
+    """Compacts one partition folder; verifies before swapping; never loses a row.
+
+    ``committed``: names (``table/partition/file``) that commit manifests name; only
+    those are merged (others are carried over as they are). None merges every file.
+    """
     live = os.path.join(root, table, *partition.split("/"))
-    inputs = data_files(live)
+    inputs = [(n, size) for n, size in data_files(live)
+              if committed is None or f"{table}/{partition}/{n}" in committed]
     before = sum(s for _, s in inputs)
     groups = plan_groups(inputs, target)
     result = PartitionResult(table, partition, len(inputs), len(inputs), 0, before, before,
@@ -327,8 +344,10 @@ def compact_partition(root: str, table: str, partition: str, target: int,
     try:
         schema = _schema_of(list(paths.values()))
         source = Digest()
+        out_rows = []
         for name, group in zip(outputs, groups, strict=True):
-            _stream_group([paths[n] for n in group], os.path.join(staged, name), schema, source)
+            out_rows.append(_stream_group([paths[n] for n in group],
+                                          os.path.join(staged, name), schema, source))
         check = Digest()
         for name in outputs:
             check.update(pq.read_table(os.path.join(staged, name)))
@@ -344,6 +363,18 @@ def compact_partition(root: str, table: str, partition: str, target: int,
     for name, _ in data_files(live):
         if name not in paths:
             os.link(os.path.join(live, name), os.path.join(staged, name))
+    if committed is not None:
+        # Committed before the swap: a reader following the manifests that lists the
+        # folder after the swap finds the new files named; one that read the manifests
+        # before this write sees the set change and reads again.
+        tables: dict[str, list] = {t: [] for t in TABLES}
+        tables[table] = [[f"{table}/{partition}/{name}", n]
+                         for name, n in zip(outputs, out_rows, strict=True)]
+        write_manifest(os.path.join(root, "_runs", f"compact-{token}.json"),
+                       {"run_id": f"compact-{token}", "kind": "compact", "tables": tables,
+                        "skipped": {}, "replaces": [f"{table}/{partition}/{n}"
+                                                    for n, _ in inputs],
+                        "committed_at": dt.datetime.now(dt.UTC).isoformat()})
     result.atomic = _swap_folders(staged, live)
     _fsync_dir(os.path.dirname(live))
     _finish(work, live, staged, manifest)
@@ -438,23 +469,35 @@ def _lock(root: str) -> Iterator[None]:
 
 def compact(root: str, dates: Sequence[str] | None = None,
             target: int = DEFAULT_TARGET_BYTES,
-            tables: Sequence[str] = TABLES) -> CompactReport:
-    """Compacts every partition of ``tables`` under ``root`` (only ``dates`` if given)."""
+            tables: Sequence[str] = TABLES, lock_wait: float = 0.0) -> CompactReport:
+    """Compacts every partition of ``tables`` under ``root`` (only ``dates`` if given).
+
+    Holds the writer lease of ``root`` throughout (:class:`LeaseBusy` if another writer
+    holds it for longer than ``lock_wait`` seconds).
+    """
     if "://" in root:
         raise CompactError(f"{root}: compaction needs a local folder (object stores have "
                            "no atomic folder exchange)")
     if not os.path.isdir(root):
         raise CompactError(f"{root}: no such folder")
     report = CompactReport()
-    with _lock(root):
+    token0 = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    with OutputLease(root, f"compact-{token0}", wait=lock_wait, command="newsbeam compact"), \
+            _lock(root):
+        published = recover_publish(root)
+        if published:
+            _LOG.warning("%s", published.render())
         recovered = recover(root)
         if recovered:
             _LOG.warning("finished %d interrupted compaction(s) first", recovered)
         for table in tables:
+            committed = {os.path.relpath(p, root).replace(os.sep, "/")
+                         for p in committed_files(root, table)}
             for partition in partitions(root, table, dates):
                 token = (dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-"
                          + uuid.uuid4().hex[:6])
-                report.results.append(compact_partition(root, table, partition, target, token))
+                report.results.append(compact_partition(root, table, partition, target, token,
+                                                        committed))
     with contextlib.suppress(OSError):
         os.rmdir(os.path.join(root, WORK_DIR))  # only if nothing is left in it
     return report
@@ -474,6 +517,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              f"Default: {DEFAULT_TARGET_BYTES} (128 MiB).")
     parser.add_argument("--table", action="append", choices=TABLES, default=[],
                         help="Only this table; repeatable. Default: all three.")
+    parser.add_argument("--lock-wait", dest="lock_wait", type=float, default=0.0,
+                        help="Seconds to wait for a run that holds the folder before giving "
+                             f"up (exit code {EXIT_BUSY}). Default: 0.")
     args = parser.parse_args(argv)
     bad = [d for d in args.date if not _DATE.match(d)]
     if bad:
@@ -490,7 +536,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         report = compact(args.dir, args.date or None, args.target_bytes,
-                         args.table or TABLES)
+                         args.table or TABLES, args.lock_wait)
+    except LeaseBusy as e:
+        print(f"newsbeam compact: {e}", file=sys.stderr)
+        return EXIT_BUSY
     except CompactError as e:
         print(f"newsbeam compact: {e}", file=sys.stderr)
         return 2

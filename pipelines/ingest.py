@@ -306,12 +306,17 @@ def build(pipeline: beam.Pipeline, config: IngestConfig, clock=None,
     errors = error_sets | "AllErrors" >> beam.Flatten()
     out = config.output
     written = {
+        # A bounded run is published as one unit by the launcher once the pipeline has
+        # finished (run()); the unbounded pipeline commits window by window.
         "articles": articles | "WriteArticles" >> WriteParquetTable(
-            out, "articles", ARTICLE_SCHEMA, article_partition, config.run_id),
+            out, "articles", ARTICLE_SCHEMA, article_partition, config.run_id,
+            publish=across_windows),
         "duplicates": duplicates | "WriteDuplicates" >> WriteParquetTable(
-            out, "duplicates", DUPLICATE_SCHEMA, date_partition, config.run_id),
+            out, "duplicates", DUPLICATE_SCHEMA, date_partition, config.run_id,
+            publish=across_windows),
         "errors": errors | "WriteErrors" >> WriteParquetTable(
-            out, "errors", ERROR_SCHEMA, date_partition, config.run_id),
+            out, "errors", ERROR_SCHEMA, date_partition, config.run_id,
+            publish=across_windows),
     }
     return {"articles": articles, "duplicates": duplicates, "errors": errors,
             "written": written}
@@ -327,31 +332,90 @@ def counters(result) -> dict[str, int]:
     return out
 
 
-def run(argv: Sequence[str] | None = None, clock=None, quiet: bool = False):
-    """Parses ``argv``, runs the pipeline to completion and prints a summary."""
-    from pipelines.summary import cleanup_staging, summarize
+def local_runner(options: PipelineOptions) -> PipelineOptions:
+    """Runs a bounded pipeline on the FnApiRunner when no runner (or the DirectRunner) is
+    named.
+
+    Beam's DirectRunner first tries Prism: it starts a gRPC worker-pool server for a
+    loopback environment, then fails to fetch the Prism binary (offline) and falls back
+    to the FnApiRunner, leaving that server and its polling threads to be torn down by
+    the garbage collector. When they are still alive as the interpreter exits, a gRPC
+    thread can wake up during finalisation inside C++ code and the process aborts with
+    ``terminate called without an active exception`` (exit 134) after the run has
+    finished. The FnApiRunner is what ran the pipeline anyway; naming it starts no server.
+    """
+    std = options.view_as(StandardOptions)
+    if std.runner in (None, "DirectRunner", "SwitchingDirectRunner"):
+        std.runner = "FnApiRunner"
+    return options
+
+
+def run(argv: Sequence[str] | None = None, clock=None, quiet: bool = False,
+        pause=None):
+    """Parses ``argv``, runs the pipeline to completion, publishes it and prints a summary.
+
+    The whole run holds the output folder's writer lease (:mod:`transforms.lease`): a
+    second writer waits ``--lock-wait`` seconds, then gets :class:`LeaseBusy`. Before the
+    pipeline starts, what dead runs left is recovered (:func:`transforms.publish.recover`);
+    after it ends, the run is published as one unit with a commit manifest. ``pause``
+    (fault injection) is called with a step name between the steps of the publish.
+    """
+    from pipelines.summary import summarize
+    from transforms.lease import OutputLease, WriterOptions
+    from transforms.publish import TABLES, publish_run, recover
 
     config, options = parse_args(argv)
-    if options.view_as(StandardOptions).streaming:
-        # Continuous ingestion: the unbounded pipeline, or locally the watch loop.
-        from pipelines.streaming import run_continuous
+    writer = options.view_as(WriterOptions)
+    with OutputLease(config.output, config.run_id, wait=writer.lock_wait,
+                     lease_seconds=writer.lock_lease, command="newsbeam ingest") as lease:
+        if options.view_as(StandardOptions).streaming:
+            # Continuous ingestion: the unbounded pipeline, or locally the watch loop.
+            from pipelines.streaming import run_continuous
 
-        return run_continuous(config, options, clock, quiet)
-    pipeline = beam.Pipeline(options=options)
-    build(pipeline, config, clock)
-    result = pipeline.run()
-    result.wait_until_finish()
-    cleanup_staging(config.output, config.run_id)
-    summary = summarize(config.output, config.run_id, counters(result))
+            return run_continuous(config, options, clock, quiet)
+        recovered = recover(config.output)
+        if recovered and not quiet:
+            print(f"newsbeam: {config.output}: {recovered.render()}", file=sys.stderr)
+        pipeline = beam.Pipeline(options=local_runner(options))
+        build(pipeline, config, clock)
+        result = pipeline.run()
+        result.wait_until_finish()
+        if pause:
+            pause("before_publish")
+        if lease.lost.is_set():
+            raise LeaseLost(f"{config.output}: run {config.run_id} lost its writer lease "
+                            "(its heartbeat stopped for longer than --lock-lease); nothing "
+                            "was published, the next run starts afresh")
+        manifest = publish_run(config.output, config.run_id, skip_published=True,
+                               pause=pause)
+    counts = counters(result)
+    for table in TABLES:
+        counts[f"rows_written_{table}"] = manifest.rows(table)
+    summary = summarize(config.output, config.run_id, counts)
     if not quiet:
         print(summary.render(), file=sys.stdout)
     return result, summary
 
 
+class LeaseLost(RuntimeError):
+    """The run's writer lease was taken over before it could publish."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """``newsbeam ingest``: 0 when the accounting balances, 1 when it does not,
+    :data:`~transforms.lease.EXIT_BUSY` when another run holds the output folder."""
+    from transforms.lease import EXIT_BUSY, LeaseBusy
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    run(argv)
-    return 0
+    try:
+        _, summary = run(argv)
+    except LeaseBusy as e:
+        print(f"newsbeam ingest: {e}", file=sys.stderr)
+        return EXIT_BUSY
+    except LeaseLost as e:
+        print(f"newsbeam ingest: {e}", file=sys.stderr)
+        return EXIT_BUSY
+    return 0 if summary is None or getattr(summary, "balanced", True) else 1
 
 
 if __name__ == "__main__":

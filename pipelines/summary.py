@@ -2,7 +2,9 @@
 
 Reading the output back (rather than trusting in-flight counts) is what proves that
 rows written equal rows readable. The summary also checks the accounting rule: every
-entry read ends as exactly one written article, duplicate or entry-level error.
+entry read ends as exactly one written article, duplicate or entry-level error, or was
+already published by an earlier run (a re-run over the same inputs writes nothing again;
+the run's commit manifest counts what it skipped).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
+
+from transforms.publish import RunManifest, read_manifest
 
 
 @dataclass
@@ -23,6 +27,7 @@ class Summary:
     duplicates: int = 0
     entry_errors: int = 0
     feed_errors: int = 0
+    already_published: int = 0
     by_partition: collections.Counter = field(default_factory=collections.Counter)
     by_language: collections.Counter = field(default_factory=collections.Counter)
     story_sizes: collections.Counter = field(default_factory=collections.Counter)
@@ -36,14 +41,18 @@ class Summary:
 
     @property
     def balanced(self) -> bool:
-        """True when entries read = articles + duplicates + entry errors."""
-        return self.entries_read == self.articles + self.duplicates + self.entry_errors
+        """True when entries read = articles + duplicates + entry errors + entries whose
+        fate an earlier run already published."""
+        return self.entries_read == (self.articles + self.duplicates + self.entry_errors
+                                     + self.already_published)
 
     def render(self) -> str:
         lines = [f"newsbeam run {self.run_id}"]
         lines.append(f"  entries read {self.entries_read}: {self.articles} articles written, "
-                     f"{self.duplicates} duplicates, {self.entry_errors} entry errors "
-                     f"[{'accounting OK' if self.balanced else 'ACCOUNTING MISMATCH'}]")
+                     f"{self.duplicates} duplicates, {self.entry_errors} entry errors"
+                     + (f", {self.already_published} already published"
+                        if self.already_published else "")
+                     + f" [{'accounting OK' if self.balanced else 'ACCOUNTING MISMATCH'}]")
         lines.append(f"  feed errors: {self.feed_errors}")
         lines.append("  articles by date/topic:")
         for part, n in sorted(self.by_partition.items()):
@@ -63,7 +72,11 @@ class Summary:
 
 
 def run_files(root: str, table: str, run_id: str) -> list[str]:
-    """Published files of ``table`` written by ``run_id``."""
+    """Published files of ``table`` written by ``run_id``: those its commit manifest
+    names, or (the unbounded pipeline, committed window by window) its file names."""
+    manifest = read_manifest(root, run_id)
+    if manifest is not None:
+        return sorted(RunManifest.from_json(manifest).paths(root, table))
     pattern = FileSystems.join(root, table, "**", f"part-{run_id}-*.parquet")
     return sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
 
@@ -81,6 +94,9 @@ def _partition_of(root: str, table: str, path: str) -> str:
 def summarize(root: str, run_id: str, counters: dict[str, int]) -> Summary:
     """Builds the run summary from the run's published files."""
     s = Summary(run_id=run_id, counters=dict(counters))
+    manifest = read_manifest(root, run_id)
+    if manifest is not None:
+        s.already_published = RunManifest.from_json(manifest).skipped_entries
     for path in run_files(root, "articles", run_id):
         t = _read(path, ["language", "story_id"])
         s.articles += t.num_rows

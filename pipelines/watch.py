@@ -65,12 +65,21 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.ingest import IngestConfig, build, counters, new_run_id, parse_args
+from pipelines.ingest import (
+    IngestConfig,
+    LeaseLost,
+    build,
+    counters,
+    local_runner,
+    new_run_id,
+    parse_args,
+)
 from pipelines.summary import Summary, cleanup_staging, run_files, summarize
 from schemas import ERROR_SCHEMA, DuplicateRecord, Entry, ErrorRecord, FeedSpec
 from transforms.dedup import duplicate_record, entry_order
 from transforms.feeds import fetch_outcome
 from transforms.http import HOST_DOWN_REASONS, TRANSIENT_STATUSES
+from transforms.lease import EXIT_BUSY, LeaseBusy, OutputLease, WriterOptions
 from transforms.politeness import PoliteFetcher
 from transforms.polling import (
     DEFAULT_BACKOFF,
@@ -85,6 +94,8 @@ from transforms.polling import (
     poll_outcome,
     poll_request,
 )
+from transforms.publish import publish_run
+from transforms.publish import recover as recover_publish
 from transforms.sinks import COMPRESSION, date_partition, to_rows
 from transforms.sources import Subscriptions
 from transforms.state import StateStore, read_json, write_json_atomic
@@ -428,7 +439,8 @@ def poll_all(fetcher: PoliteFetcher, config: WatchConfig, states: dict[str, dict
 
 
 def run_cycle(number: int, config: WatchConfig, store: StateStore, fetcher: PoliteFetcher,
-              clock: Callable[[], dt.datetime], first: bool) -> CycleReport:
+              clock: Callable[[], dt.datetime], first: bool,
+              lease: OutputLease | None = None) -> CycleReport:
     """One poll cycle: poll, sort, journal, run the batch pipeline, fold in the outcome."""
     started = clock()
     t0 = time.monotonic()
@@ -480,10 +492,16 @@ def run_cycle(number: int, config: WatchConfig, store: StateStore, fetcher: Poli
     cycle_config = dataclasses.replace(
         config.ingest, run_id=run_id,
         subscriptions=Subscriptions(feeds=[], problems=list(problems)))
-    pipeline = beam.Pipeline(options=config.options)
+    pipeline = beam.Pipeline(options=local_runner(config.options))
     build(pipeline, cycle_config, None, feed_stage=CycleInput(new, errors, duplicates))
     result = pipeline.run()
     result.wait_until_finish()
+    if lease is not None and lease.lost.is_set():
+        raise LeaseLost(f"{root}: watch lost its writer lease (heartbeat stopped for longer "
+                        "than --lock-lease); cycle not published, the next start recovers it")
+    # Each failed cycle publishes its page errors again on purpose (see the module
+    # docstring), so cycles do not skip rows an earlier cycle published.
+    publish_run(root, run_id, skip_published=False)
     cleanup_staging(root, run_id)
     report.page_retries = _fold(store, root, run_id, journal, config.forget_after,
                                 config.page_attempts)[2]
@@ -503,13 +521,27 @@ def watch(config: WatchConfig, clock: Callable[[], dt.datetime] | None = None,
 
     ``on_cycle`` is called after each cycle (tests change the served feeds there).
     SIGINT/SIGTERM set ``stop`` when this runs in the main thread; a second signal
-    abandons the running cycle.
+    abandons the running cycle. The output folder's writer lease is held throughout
+    (:class:`LeaseBusy` if another run holds it past ``--lock-wait``).
     """
+    root = config.ingest.output
+    writer = config.options.view_as(WriterOptions)
+    with OutputLease(root, "watch-" + new_run_id(), wait=writer.lock_wait,
+                     lease_seconds=writer.lock_lease, command="newsbeam watch") as lease:
+        return _watch(config, clock, stop, out, on_cycle, lease)
+
+
+def _watch(config: WatchConfig, clock: Callable[[], dt.datetime] | None,
+           stop: threading.Event | None, out, on_cycle: Callable[[CycleReport], None] | None,
+           lease: OutputLease) -> WatchReport:
     clock = clock or (lambda: dt.datetime.now(dt.UTC))
     stop = stop or threading.Event()
     root = config.ingest.output
     store = StateStore(root)
     report = WatchReport()
+    published = recover_publish(root)
+    if published:
+        print(f"{root}: {published.render()}", file=out, flush=True)
     report.recovered = recover(store, root, config.forget_after, config.page_attempts)
     if report.recovered:
         print(f"recovered {report.recovered} interrupted cycle(s) from {store.dir}",
@@ -538,7 +570,8 @@ def watch(config: WatchConfig, clock: Callable[[], dt.datetime] | None = None,
             number += 1
             t0 = time.monotonic()
             try:
-                cycle = run_cycle(number, config, store, fetcher, clock, first=number == 1)
+                cycle = run_cycle(number, config, store, fetcher, clock, first=number == 1,
+                                  lease=lease)
             except Exception as e:
                 # Libraries may wrap the KeyboardInterrupt of an abandon request in their
                 # own errors (langdetect does while loading profiles): still an abandon.
@@ -568,6 +601,9 @@ def main(argv: Sequence[str] | None = None) -> int:
           flush=True)
     try:
         report = watch(config)
+    except (LeaseBusy, LeaseLost) as e:
+        print(f"newsbeam watch: {e}", file=sys.stderr)
+        return EXIT_BUSY
     except KeyboardInterrupt:
         print("abandoned the running cycle; the next start accounts for what it published",
               flush=True)

@@ -9,14 +9,24 @@ which follows the commit protocol of Beam's own file sinks:
    ``DIR/_staging/<run_id>/`` and emits a small descriptor per file;
 2. only descriptors of committed bundles reach the finalize step (a retried bundle's
    files are orphans that are never published);
-3. one finalize step per window creates the partition folders and renames each staged
-   file to a deterministic, non-colliding name
+3. one finalize step per window either
+   * (``publish=False``, batch runs) writes the list of those files to
+     ``DIR/_staging/<run_id>/<table>-<window>.staged.json``; the launching process then
+     publishes all tables of the run as one unit once the pipeline has finished
+     (:func:`transforms.publish.publish_run`: intent log, renames, commit manifest); or
+   * (``publish=True``, the unbounded pipeline, which never finishes) creates the
+     partition folders, renames each staged file to its final name and writes the
+     window's commit manifest ``DIR/_runs/<run_id>-<window>-<table>.json``.
+
+   Final names are deterministic and never collide:
    ``DIR/<table>/date=YYYY-MM-DD[/topic=SLUG]/part-<run_id>-<window>-<NNNNN>.parquet``.
 
 Readers of ``DIR/<table>/`` never see a partly written file: staging lives outside the
-table folders and the rename is the publish step. (Spark and pyarrow skip ``_``-prefixed
-names, but a DuckDB glob over ``DIR/**`` does not: read ``DIR/articles/**``.) All paths
-go through ``apache_beam.io.filesystems``, so ``gs://`` and ``s3://`` work as outputs.
+table folders and the rename is the publish step; readers that need whole runs read the
+files commit manifests name (:func:`transforms.publish.committed_files`). (Spark and
+pyarrow skip ``_``-prefixed names, but a DuckDB glob over ``DIR/**`` does not: read
+``DIR/articles/**``.) All paths go through ``apache_beam.io.filesystems``, so ``gs://``
+and ``s3://`` work as outputs.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.feeds import NAMESPACE
+from transforms.publish import RUNS_DIR, STAGED_SUFFIX, write_json
 from transforms.topics import TOPIC_SLUGS
 
 COMPRESSION = "zstd"
@@ -141,8 +152,29 @@ class _StageRowsFn(beam.DoFn):
         return StagedFile(partition, path, len(records))
 
 
+class _ListStagedFn(beam.DoFn):
+    """Writes the list of one window's committed staging files for the launcher to publish."""
+
+    def __init__(self, root: str, table: str, run_id: str):
+        self._root = root
+        self._table = table
+        self._run_id = run_id
+
+    def process(self, element: tuple[str, list[StagedFile]],
+                window=beam.DoFn.WindowParam) -> Iterator[StagedFile]:
+        token = window_token(window)
+        staged = sorted(element[1], key=lambda s: (s.partition, s.path))
+        path = FileSystems.join(self._root, "_staging", self._run_id,
+                                f"{self._table}-{token}{STAGED_SUFFIX}")
+        # A retried step writes the same list again (the bundles behind it are committed).
+        write_json(path, {"table": self._table, "window": token, "files": [
+            {"partition": s.partition, "path": s.path, "rows": s.rows} for s in staged]})
+        yield from staged
+
+
 class _PublishFn(beam.DoFn):
-    """Renames the committed staging files of one window into their partitions."""
+    """Renames the committed staging files of one window into their partitions and
+    commits them with the window's manifest."""
 
     def __init__(self, root: str, table: str, run_id: str):
         self._root = root
@@ -155,6 +187,7 @@ class _PublishFn(beam.DoFn):
                 window=beam.DoFn.WindowParam) -> Iterator[PublishedFile]:
         token = window_token(window)
         made: set[str] = set()
+        published = []
         for seq, staged in enumerate(sorted(element[1], key=lambda s: (s.partition, s.path))):
             folder = FileSystems.join(self._root, self._table, *staged.partition.split("/"))
             if folder not in made:
@@ -167,25 +200,38 @@ class _PublishFn(beam.DoFn):
                         if not FileSystems.exists(folder):  # lost a race: fine if it exists
                             raise
                 made.add(folder)
-            final = FileSystems.join(folder, f"part-{self._run_id}-{token}-{seq:05d}.parquet")
+            name = f"part-{self._run_id}-{token}-{seq:05d}.parquet"
+            final = FileSystems.join(folder, name)
+            published.append(PublishedFile(self._table, staged.partition, final, staged.rows))
             if FileSystems.exists(final):
                 # A retried publish step: the rename already happened.
                 if not FileSystems.exists(staged.path):
-                    yield PublishedFile(self._table, staged.partition, final, staged.rows)
                     continue
                 FileSystems.delete([final])
             FileSystems.rename([staged.path], [final])
             self._rows.inc(staged.rows)
             self._files.inc()
-            yield PublishedFile(self._table, staged.partition, final, staged.rows)
+        run = f"{self._run_id}-{token}-{self._table}"
+        tables: dict[str, list] = {t: [] for t in ("articles", "duplicates", "errors")}
+        tables[self._table] = [["/".join([self._table, p.partition, p.path.rsplit("/", 1)[-1]]),
+                                p.rows] for p in published]
+        write_json(FileSystems.join(self._root, RUNS_DIR, f"{run}.json"),
+                   {"run_id": run, "kind": "window", "tables": tables, "skipped": {},
+                    "committed_at": dt.datetime.now(dt.UTC).isoformat()})
+        yield from published
 
 
 class WriteParquetTable(beam.PTransform):
-    """Writes records to ``root/table/<partition>/part-*.parquet``; returns PublishedFiles."""
+    """Writes records to ``root/table/<partition>/part-*.parquet``.
+
+    ``publish=True`` publishes and commits each window inside the pipeline and returns
+    PublishedFiles; ``publish=False`` stops at the staged lists and returns StagedFiles
+    (the launcher publishes the run: :func:`transforms.publish.publish_run`).
+    """
 
     def __init__(self, root: str, table: str, schema: pa.Schema,
                  partition_fn: Callable[[Any], str], run_id: str,
-                 rows_per_file: int = 200_000):
+                 rows_per_file: int = 200_000, publish: bool = True):
         super().__init__()
         self._root = root
         self._table = table
@@ -193,6 +239,7 @@ class WriteParquetTable(beam.PTransform):
         self._partition_fn = partition_fn
         self._run_id = run_id
         self._rows_per_file = rows_per_file
+        self._publish = publish
 
     def expand(self, records):
         return (
@@ -203,5 +250,7 @@ class WriteParquetTable(beam.PTransform):
             | "OneKeyPerWindow" >> beam.Map(lambda s, t=self._table: (t, s))
             .with_output_types(tuple[str, Any])
             | "CollectStaged" >> beam.GroupByKey()
-            | "Publish" >> beam.ParDo(_PublishFn(self._root, self._table, self._run_id))
+            | ("Publish" if self._publish else "ListStaged") >> beam.ParDo(
+                (_PublishFn if self._publish else _ListStagedFn)(
+                    self._root, self._table, self._run_id))
         )
