@@ -285,17 +285,18 @@ def test_a_feed_the_parser_cannot_read_is_one_malformed_feed():
 
 
 def test_watch_polling_survives_a_surrogate_feed(pages_server):
-    from transforms.http import HttpClient
+    from transforms.politeness import PoliteFetcher
     from transforms.polling import FeedState, poll_feed
 
     url = pages_server.add("/feed.xml", b'<?xml version="1.0"?><rss version="2.0"><channel>'
                            b"<title>T</title><item><title>&#xD800;</title>"
                            b"<link>/p/1.html</link></item></channel></rss>",
                            "application/rss+xml")
-    client = HttpClient(FetchPolicy(allow_private_network=True, max_attempts=1))
+    fetcher = PoliteFetcher(FetchPolicy(allow_private_network=True, max_attempts=1,
+                                        respect_robots=False), threads=1)
     try:
-        result = poll_feed(client, FeedSpec(url=url), FeedState(), NOW)
+        result = poll_feed(fetcher, FeedSpec(url=url), FeedState(), NOW)
     finally:
-        client.close()
+        fetcher.close()
     assert result.status == "fetched" and not result.errors
     assert [e.url for e in result.entries] == [pages_server.base_url + "/p/1.html"]
