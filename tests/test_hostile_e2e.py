@@ -204,6 +204,7 @@ def test_hostile_corpus_runs_to_the_end_and_accounts_for_every_entry(pages_serve
     entries = len(expected) + len(backfill_expected)
     # Accounting, from the files read back.
     assert len(articles) + len(duplicates) + len(entry_errors) == entries
+    assert (entries, len(articles), len(entry_errors)) == (27, 13, 14)
     assert not duplicates
     written = {a["url"] for a in articles}
     feed_articles = {k for k, v in expected.items() if v == "article"}
