@@ -66,7 +66,9 @@ def test_json_feed_11_is_parsed():
     assert first.language_hint == "en" and first.source == "Harbour Ledger"
     assert second.guid == "3" and second.authors == ("Desk",)  # feed-level authors inherited
     assert second.published_at == dt.datetime(2024, 11, 20, 10, 0, tzinfo=dt.UTC)
-    assert [p[1] for p in parsed.problems] == ["missing_link"]
+    assert [p[1:] for p in parsed.problems] == [
+        ("missing_link", "feed entry has no link"),
+        ("bad_entry", "item is a JSON string, not an object")]
 
 
 def test_json_feed_10_is_parsed():

@@ -41,7 +41,12 @@ from apache_beam.utils.windowed_value import WindowedValue
 from schemas import Entry, ErrorRecord, FeedSpec
 from transforms.errors import error_record
 from transforms.http import FetchError, FetchPolicy
-from transforms.jsonfeed import JsonFeedError, looks_like_json_feed, parse_json_feed
+from transforms.jsonfeed import (
+    InvalidItem,
+    JsonFeedError,
+    looks_like_json_feed,
+    parse_json_feed,
+)
 from transforms.politeness import MAX_QUEUED, InFlight, PoliteFetcher
 from transforms.text import clean_text, has_unstorable, html_to_text, storable
 from transforms.urls import canonical_url, is_http_url, stable_id
@@ -382,6 +387,8 @@ def _normalise_entry(raw: Mapping[str, Any], where: str, spec: FeedSpec, source:
                      feed_lang: str | None, fetched_at: dt.datetime,
                      guid_links: dict[str, str]) -> Entry | tuple[str, str, str]:
     """One parsed entry → an Entry, or a (url, reason, message) problem."""
+    if isinstance(raw, InvalidItem):  # a JSON Feed item that is not an object
+        return where, "bad_entry", raw.reason
     link = raw.get("link")
     link = link.strip() if isinstance(link, str) else ""
     if not link:
