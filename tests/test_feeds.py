@@ -301,3 +301,13 @@ def test_watch_polling_survives_a_surrogate_feed(pages_server):
         client.close()
     assert result.status == "fetched" and not result.errors
     assert [e.url for e in result.entries] == [pages_server.base_url + "/p/1.html"]
+
+
+def test_resolving_links_leaves_charset_detection_alone():
+    # No headers and no declared encoding: UTF-8, as feedparser reads it without headers.
+    body = ('<rss version="2.0"><channel><title>Café</title><item><title>Crème</title>'
+            "<link>/p/a.html</link></item></channel></rss>").encode()
+    parsed = parse_feed(body, {}, FeedSpec(url="https://site.example/feed"), NOW)
+    assert parsed.title == "Café" and parsed.entries[0].title == "Crème"
+    assert parsed.entries[0].url == "https://site.example/p/a.html"
+    assert not parsed.bozo
