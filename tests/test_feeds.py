@@ -66,7 +66,9 @@ def test_json_feed_11_is_parsed():
     assert first.language_hint == "en" and first.source == "Harbour Ledger"
     assert second.guid == "3" and second.authors == ("Desk",)  # feed-level authors inherited
     assert second.published_at == dt.datetime(2024, 11, 20, 10, 0, tzinfo=dt.UTC)
-    assert [p[1] for p in parsed.problems] == ["missing_link"]
+    assert [p[1:] for p in parsed.problems] == [
+        ("missing_link", "feed entry has no link"),
+        ("bad_entry", "item is a JSON string, not an object")]
 
 
 def test_json_feed_10_is_parsed():
@@ -300,3 +302,13 @@ def test_watch_polling_survives_a_surrogate_feed(pages_server):
         fetcher.close()
     assert result.status == "fetched" and not result.errors
     assert [e.url for e in result.entries] == [pages_server.base_url + "/p/1.html"]
+
+
+def test_resolving_links_leaves_charset_detection_alone():
+    # No headers and no declared encoding: UTF-8, as feedparser reads it without headers.
+    body = ('<rss version="2.0"><channel><title>Café</title><item><title>Crème</title>'
+            "<link>/p/a.html</link></item></channel></rss>").encode()
+    parsed = parse_feed(body, {}, FeedSpec(url="https://site.example/feed"), NOW)
+    assert parsed.title == "Café" and parsed.entries[0].title == "Crème"
+    assert parsed.entries[0].url == "https://site.example/p/a.html"
+    assert not parsed.bozo

@@ -122,7 +122,7 @@ def _build_corpus(server, tmp: Path) -> tuple[Path, dict, dict]:
         "</rdf:RDF>").encode())
     expected[page["comet"]] = expected[page["tram"]] = "article"
     # 5. JSON Feed: a relative URL, an escaped lone surrogate, a bad scheme, no URL,
-    #    a port out of range, and fields of the wrong type.
+    #    a port out of range, fields of the wrong type, an item that is not an object.
     json_url = feed("/f/json/feed.json", json.dumps({
         "version": "https://jsonfeed.org/version/1.1", "title": "JSON \ud800",
         "items": [
@@ -132,11 +132,13 @@ def _build_corpus(server, tmp: Path) -> tuple[Path, dict, dict]:
             {"id": "3", "title": "No URL at all"},
             {"id": "4", "url": "http://a.example:99999/x", "title": "Bad port"},
             {"id": 5.5, "url": pages["museum"], "date_published": "9999-12-31T23:59:59-14:00"},
+            ["an", "array", "is", "not", "an", "item"],
         ]}).encode("utf-8"), "application/feed+json")
     expected[page["vineyard"]] = expected[page["museum"]] = "article"
     expected["javascript:alert(1)"] = "unsupported_scheme"
     expected[f"{json_url}#entry[2]"] = "missing_link"
     expected["http://a.example:99999/x"] = "bad_url"
+    expected[f"{json_url}#entry[5]"] = "bad_entry"
     # 6. Whole feeds that are not feeds: garbage, and binary with NULs.
     garbage = feed("/f/garbage.xml", b"this is { not <a feed", "text/xml")
     binary = feed("/f/binary.xml", b"\x00\x01\x02\xff" * 64, "application/xml")
@@ -204,6 +206,7 @@ def test_hostile_corpus_runs_to_the_end_and_accounts_for_every_entry(pages_serve
     entries = len(expected) + len(backfill_expected)
     # Accounting, from the files read back.
     assert len(articles) + len(duplicates) + len(entry_errors) == entries
+    assert (entries, len(articles), len(entry_errors)) == (28, 13, 15)
     assert not duplicates
     written = {a["url"] for a in articles}
     feed_articles = {k for k, v in expected.items() if v == "article"}

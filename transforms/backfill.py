@@ -49,8 +49,8 @@ from transforms.urls import canonical_url, host_of, stable_id
 MAX_LINE_BYTES = 16 * 1024 * 1024
 """A longer line is refused before it is parsed."""
 MAX_TEXT_CHARS = 1_000_000
-"""A longer ``text`` is refused: about 150,000 words, far beyond any news article, and
-most likely a whole site or a file pasted into one field."""
+"""A longer ``text`` is refused: far beyond a news article, it is most likely a whole
+site or a file pasted into one field."""
 MAX_URL_CHARS = 4096
 OPTIONAL_FIELDS = ("title", "published", "source", "language")
 

@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import calendar
+import contextlib
 import datetime as dt
 import logging
 import re
@@ -40,7 +41,12 @@ from apache_beam.utils.windowed_value import WindowedValue
 from schemas import Entry, ErrorRecord, FeedSpec
 from transforms.errors import error_record
 from transforms.http import FetchError, FetchPolicy, Response
-from transforms.jsonfeed import JsonFeedError, looks_like_json_feed, parse_json_feed
+from transforms.jsonfeed import (
+    InvalidItem,
+    JsonFeedError,
+    looks_like_json_feed,
+    parse_json_feed,
+)
 from transforms.politeness import PoliteFetchFn, fetch_outcome
 from transforms.text import clean_text, has_unstorable, html_to_text, storable
 from transforms.urls import canonical_url, is_http_url, stable_id
@@ -298,8 +304,9 @@ def parse_feed(body: bytes, headers: Mapping[str, str], spec: FeedSpec,
     Never raises on bad input: a document that yields nothing has ``bozo`` set and a
     ``reason`` (``malformed_feed``, ``unsafe_xml`` or ``too_large``); an entry that
     cannot be used is a ``problems`` item with its own reason. Relative entry links are
-    resolved against ``xml:base`` (RSS and Atom), then the response's Content-Location,
-    then ``location`` (where the feed was fetched from; default: the feed's URL).
+    resolved against ``xml:base`` (RSS, Atom, RDF: feedparser applies it), then the
+    response's Content-Location, then ``location`` (where the feed was fetched from;
+    default: the feed's URL).
     """
     base = feed_location(headers, location or spec.url)
     if body[:2] == b"\x1f\x8b":
@@ -325,10 +332,11 @@ def parse_feed(body: bytes, headers: Mapping[str, str], spec: FeedSpec,
             if stripped is None or unsafe_xml(stripped):
                 return _refused("unsafe_xml", f"feed refused before parsing: {problem}")
             body = stripped
-        response_headers = {str(k).lower(): v for k, v in headers.items()}
-        response_headers["content-location"] = base
+        # The headers go to feedparser as they came: a header added here (even one naming
+        # the base URL) would change how it picks a charset when the server sent none.
+        # Links that are still relative after xml:base are resolved against ``base`` below.
         try:
-            parsed = feedparser.parse(repair_charrefs(body), response_headers=response_headers)
+            parsed = feedparser.parse(repair_charrefs(body), response_headers=dict(headers))
         except Exception as e:  # noqa: BLE001 - feedparser's fallback parser raises many types
             _LOG.info("feed %s: parser failed: %r", spec.url, e)
             return _refused("malformed_feed",
@@ -353,7 +361,7 @@ def parse_feed(body: bytes, headers: Mapping[str, str], spec: FeedSpec,
         where = f"{spec.url}#entry[{index}]"
         try:
             outcome = _normalise_entry(raw, where, spec, source, feed_lang, fetched_at,
-                                       guid_links)
+                                       guid_links, base)
         except Exception as e:  # noqa: BLE001 - one odd entry must not cost the feed
             _LOG.warning("feed %s: entry %d could not be read: %r", spec.url, index, e)
             outcome = (where, "bad_entry",
@@ -379,12 +387,18 @@ def entry_link_problem(link: str) -> tuple[str, str] | None:
 
 def _normalise_entry(raw: Mapping[str, Any], where: str, spec: FeedSpec, source: str,
                      feed_lang: str | None, fetched_at: dt.datetime,
-                     guid_links: dict[str, str]) -> Entry | tuple[str, str, str]:
-    """One parsed entry → an Entry, or a (url, reason, message) problem."""
+                     guid_links: dict[str, str], base: str) -> Entry | tuple[str, str, str]:
+    """One parsed entry → an Entry, or a (url, reason, message) problem; a relative link
+    (after feedparser applied ``xml:base``) is resolved against ``base``."""
+    if isinstance(raw, InvalidItem):  # a JSON Feed item that is not an object
+        return where, "bad_entry", raw.reason
     link = raw.get("link")
     link = link.strip() if isinstance(link, str) else ""
     if not link:
         return where, "missing_link", "feed entry has no link"
+    # An ill-formed host such as "http://[::1" makes urljoin raise: reported just below.
+    with contextlib.suppress(ValueError):
+        link = urljoin(base, link)
     problem = entry_link_problem(link)
     if problem:
         return storable(link)[:500], *problem

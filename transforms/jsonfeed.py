@@ -27,6 +27,14 @@ class JsonFeedError(ValueError):
     """The document claims to be (or is served as) a JSON Feed but is not a valid one."""
 
 
+class InvalidItem(dict):
+    """Stands for an item that is not a JSON object; ``reason`` says what it was."""
+
+    def __init__(self, reason: str):
+        super().__init__()
+        self.reason = reason
+
+
 @dataclass
 class JsonFeed:
     """A JSON Feed reduced to what the pipeline needs, entries in feedparser's shape."""
@@ -61,6 +69,11 @@ def _date(value: Any) -> dt.datetime | None:
         return when.astimezone(dt.UTC)
     except (ValueError, OverflowError):  # not a date, or year 1 with a positive offset
         return None
+
+
+def _kind(value: Any) -> str:
+    return {str: "string", list: "array", bool: "boolean", int: "number", float: "number",
+            type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def _text(value: Any) -> str:
@@ -122,10 +135,10 @@ def _entry(item: Mapping[str, Any], top: Mapping[str, Any], base: str | None) ->
 def parse_json_feed(body: bytes, base: str | None = None) -> JsonFeed:
     """Parses a JSON Feed document; raises :class:`JsonFeedError` when it is not one.
 
-    Items that are not objects are skipped; items without a URL come back with an
-    empty ``link`` so the caller can report them. Relative item URLs are resolved
-    against ``base`` (where the feed was fetched from). Fields of the wrong JSON type
-    are treated as absent.
+    Items without a URL come back with an empty ``link``, and items that are not
+    objects as :class:`InvalidItem`, so that the caller reports each of them. Relative
+    item URLs are resolved against ``base`` (where the feed was fetched from). Fields of
+    the wrong JSON type are treated as absent.
     """
     try:
         doc = json.loads(body.decode("utf-8-sig"))
@@ -144,5 +157,7 @@ def parse_json_feed(body: bytes, base: str | None = None) -> JsonFeed:
         version=version[len(VERSION_PREFIX):],
         title=_text(doc.get("title")),
         language=_text(doc.get("language")) or None,
-        entries=[_entry(item, doc, base) for item in items if isinstance(item, Mapping)],
+        entries=[_entry(item, doc, base) if isinstance(item, Mapping)
+                 else InvalidItem(f"item is a JSON {_kind(item)}, not an object")
+                 for item in items],
     )

@@ -1,7 +1,5 @@
 """Small text helpers shared by several stages."""
 
-# storable is re-exported: parsers repair free text with it before building records.
-
 from __future__ import annotations
 
 import hashlib
@@ -13,9 +11,6 @@ import lxml.html
 from schemas.records import storable
 
 _WS = re.compile(r"[ \t\r\f\v\u00a0]+")
-_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
-"""Characters no record may carry: NUL (C readers of Parquet and CSV exports cut strings
-there) and lone surrogates (not encodable as UTF-8, so Arrow and Parquet refuse them)."""
 _BLANKS = re.compile(r"\n\s*\n+")
 _BLOCK_TAGS = ("p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "tr")
 
@@ -24,6 +19,7 @@ def html_to_text(fragment: str) -> str:
     """Plain text of an HTML fragment, with block elements separated by blank lines."""
     if not fragment or "<" not in fragment:
         return clean_text(fragment or "")
+    fragment = storable(fragment)  # lxml refuses NUL and surrogates outright
     try:
         root = lxml.html.fragment_fromstring(fragment, create_parent="div")
     except Exception:  # lxml raises several types on hostile markup
@@ -36,8 +32,9 @@ def html_to_text(fragment: str) -> str:
 
 
 def has_unstorable(text: str) -> bool:
-    """True when ``text`` holds NUL or a lone surrogate (which :func:`storable` repairs)."""
-    return not text.isascii() and _UNSTORABLE.search(text) is not None or "\x00" in text
+    """True when ``text`` holds NUL (C readers of Parquet and CSV exports cut strings there)
+    or a lone surrogate (not encodable as UTF-8, so Arrow and Parquet refuse it)."""
+    return storable(text) is not text
 
 
 def clean_text(text: str) -> str:
