@@ -29,13 +29,13 @@ Feeds are polled through the same :class:`~transforms.politeness.PoliteFetcher` 
 batch stages: robots.txt, per-host concurrency and spacing, ``Retry-After`` and the
 per-host circuit breaker.
 
-A page that failed for a reason that may pass (timeout, connection error, DNS, robots.txt
-unreachable, HTTP 408/425/429/5xx) is tried again in the next cycles: its error record is
-published as usual (one per failed cycle, so every cycle's accounting balances), but the
-entry stays unseen and its feed is fetched in full, until it succeeds or has failed in
-``--page-attempts`` cycles (default 3); then its last error stands. A permanent failure
-(404, refused content type, no body, ...) is final at once. The count of failed cycles per
-entry is kept in ``DIR/_state/retries.json``.
+A page that failed for a reason that may pass (timeout, connection error, DNS, a refused
+or unreachable host, robots.txt unreachable, HTTP 408/425/429/5xx) is tried again in the
+next cycles: its error record is published as usual (one per failed cycle, so every
+cycle's accounting balances), but the entry stays unseen and its feed is fetched in full,
+until it succeeds or has failed in ``--page-attempts`` cycles (default 3); then its last
+error stands. A permanent failure (404, refused content type, no body, ...) is final at
+once. The count of failed cycles per entry is kept in ``DIR/_state/retries.json``.
 
 A cycle where every feed answers 304 runs no pipeline at all. One progress line is
 printed per cycle. The first Ctrl-C (or SIGTERM) lets the running cycle finish and

@@ -202,6 +202,21 @@ def test_an_unresolvable_host_fails_its_queue_fast_and_is_used_again_once_back(s
         fetcher.close()
 
 
+def test_a_redirect_to_a_dead_host_does_not_open_the_breaker_of_the_host_that_answered(
+        server):
+    fetcher = PoliteFetcher(loopback_policy(), threads=2, resolver=Resolver(),
+                            clock=FakeClock(), sleep=RecordingSleep())
+    live = f"127.0.0.1:{server.port}"
+    server.redirects["away"] = "http://moved.invalid/news/1"
+    try:
+        e = fetcher.submit(f"http://{live}/redirect/away").exception(timeout=10)
+        assert (e.reason, e.failed_host) == ("dns_error", "moved.invalid")
+        assert fetcher.breaker.state(live) == "closed"
+        assert fetcher.fetch(f"http://{live}/article/1").status == 200
+    finally:
+        fetcher.close()
+
+
 def test_a_host_refusing_connections_fails_its_queue_fast():
     port = closed_port()
     sleep = RecordingSleep()

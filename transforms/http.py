@@ -123,7 +123,8 @@ class FetchError(Exception):
     """A fetch that failed; ``reason`` is a short slug such as ``http_404`` or ``timeout``."""
 
     def __init__(self, url: str, reason: str, message: str, status: int | None = None,
-                 attempts: int = 1, transient: bool = False, retry_after: float | None = None):
+                 attempts: int = 1, transient: bool = False, retry_after: float | None = None,
+                 failed_host: str | None = None):
         super().__init__(f"{reason}: {message} ({url})")
         self.url = url
         self.reason = reason
@@ -132,6 +133,9 @@ class FetchError(Exception):
         self.attempts = attempts
         self.transient = transient
         self.retry_after = retry_after
+        self.failed_host = failed_host
+        """``host[:port]`` that could not be resolved or reached (for ``HOST_DOWN_REASONS``;
+        a redirect hop's host when the hop failed, not the URL's)."""
 
 
 def address_is_public(address: str) -> bool:
@@ -324,6 +328,7 @@ class HttpClient:
             raise FetchError(url, "unsupported_scheme",
                              f"refusing {current[:200]!r}: only http(s) URLs with a host")
         host = hostname.lower()
+        host_port = host if parts.port is None else f"{host}:{parts.port}"
         pinned = self._pinned.get(host)
         if pinned is not None:
             addresses = [pinned]
@@ -331,9 +336,10 @@ class HttpClient:
             try:
                 addresses = self._resolve(host, port)
             except (OSError, UnicodeError) as e:
-                raise dns_failure(url, host, e) from e
+                raise dns_failure(url, host, e, host_port) from e
             if not addresses:
-                raise FetchError(url, "dns_error", f"{host} did not resolve")
+                raise FetchError(url, "dns_error", f"{host} did not resolve",
+                                 failed_host=host_port)
             if not policy.allow_private_network:
                 blocked = [a for a in addresses if not address_is_public(a)]
                 if blocked:
@@ -343,9 +349,8 @@ class HttpClient:
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
-        host_header = host if parts.port is None else f"{host}:{parts.port}"
         headers = {
-            "Host": host_header,
+            "Host": host_port,
             "User-Agent": policy.user_agent,
             "Accept": accept,
             "Accept-Encoding": "gzip, deflate",
@@ -363,7 +368,7 @@ class HttpClient:
                                 assert_same_host=False)
         except urllib3.exceptions.NewConnectionError as e:
             # urllib3 files refusals under ConnectTimeoutError: tell them apart first.
-            raise connection_failure(url, e) from e
+            raise connection_failure(url, e, host_port) from e
         except urllib3.exceptions.ConnectTimeoutError as e:
             raise FetchError(url, "timeout", f"connect timeout: {e}", transient=True) from e
         except urllib3.exceptions.ReadTimeoutError as e:
@@ -460,27 +465,34 @@ HOST_DOWN_REASONS = frozenset({"dns_error", "connection_refused", "host_unreacha
 per-host circuit breaker of :mod:`transforms.politeness`."""
 
 
-def dns_failure(url: str, host: str, error: BaseException) -> FetchError:
+def dns_failure(url: str, host: str, error: BaseException,
+                failed_host: str | None = None) -> FetchError:
     """A ``dns_error``: permanent for NXDOMAIN-like answers and bad names, else transient."""
+    failed_host = failed_host or host
     if isinstance(error, UnicodeError):
-        return FetchError(url, "dns_error", f"{host}: not a valid host name ({error})")
+        return FetchError(url, "dns_error", f"{host}: not a valid host name ({error})",
+                          failed_host=failed_host)
     if isinstance(error, socket.gaierror) and error.errno in PERMANENT_DNS_ERRORS:
-        return FetchError(url, "dns_error", f"{host} does not resolve: {error.strerror}")
-    return FetchError(url, "dns_error", f"{host}: {error}", transient=True)
+        return FetchError(url, "dns_error", f"{host} does not resolve: {error.strerror}",
+                          failed_host=failed_host)
+    return FetchError(url, "dns_error", f"{host}: {error}", transient=True,
+                      failed_host=failed_host)
 
 
-def connection_failure(url: str, error: BaseException) -> FetchError:
+def connection_failure(url: str, error: BaseException,
+                       failed_host: str | None = None) -> FetchError:
     """A failed connect: ``connection_refused``, ``host_unreachable`` or ``connection_error``.
 
     All are transient for one request (a server restarting refuses for a moment); the
     per-host breaker is what stops a dead host from costing every queued URL its retries.
     """
     cause = error.__cause__ or error.__context__
+    reason = "connection_error"
     if isinstance(cause, ConnectionRefusedError):
-        return FetchError(url, "connection_refused", str(error), transient=True)
-    if isinstance(cause, OSError) and cause.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
-        return FetchError(url, "host_unreachable", str(error), transient=True)
-    return FetchError(url, "connection_error", str(error), transient=True)
+        reason = "connection_refused"
+    elif isinstance(cause, OSError) and cause.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        reason = "host_unreachable"
+    return FetchError(url, reason, str(error), transient=True, failed_host=failed_host)
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,7 @@ class HostBreaker:
                           f"not tried: {trip.message} (host {host} failed {trip.failures} "
                           f"time(s) in a row; its requests fail at once for "
                           f"{trip.cooldown:g} s before one is tried again)",
-                          attempts=0, transient=True)
+                          attempts=0, transient=True, failed_host=host)
 
     def record(self, host: str, reason: str | None, message: str = "") -> None:
         """The outcome of a request that went out: ``reason`` None for any HTTP answer."""
@@ -486,7 +486,7 @@ class RobotsCache:
             response = self._client.get(key + "/robots.txt", accept="text/plain, */*;q=0.5",
                                         max_bytes=ROBOTS_MAX_BYTES)
         except FetchError as e:
-            if e.reason in HOST_DOWN_REASONS:
+            if e.reason in HOST_DOWN_REASONS and e.failed_host == host_of(key):
                 raise
             unreachable = e.transient or e.status == 429 or (e.status or 0) >= 500
             if unreachable:
@@ -536,16 +536,19 @@ class PoliteFetcher:
         return self.submit(url, **get_args).result()
 
     def _fetch(self, url: str, get_args: dict[str, Any]) -> Response:
+        host = host_of(url)
         outcome: str | None = None
         message = ""
         try:
             return self._fetch_politely(url, get_args)
         except FetchError as e:
-            outcome, message = e.reason, e.message
+            # A redirect to a dead host says nothing against the host that answered it.
+            if e.failed_host in (None, host):
+                outcome, message = e.reason, e.message
             raise
         finally:
             if self.breaker is not None:
-                self.breaker.record(host_of(url), outcome, message)
+                self.breaker.record(host, outcome, message)
 
     def _fetch_politely(self, url: str, get_args: dict[str, Any]) -> Response:
         if self.policy.respect_robots and is_http_url(url):
@@ -553,7 +556,8 @@ class PoliteFetcher:
                 verdict = self.robots.check(url)
             except FetchError as e:  # the host cannot be reached: the page's own failure
                 raise FetchError(url, e.reason, f"{e.message} (fetching robots.txt)",
-                                 e.status, e.attempts, e.transient, e.retry_after) from e
+                                 e.status, e.attempts, e.transient, e.retry_after,
+                                 e.failed_host) from e
             if verdict.crawl_delay:
                 self.limiter.set_delay(host_of(url),
                                        min(verdict.crawl_delay, self.policy.max_crawl_delay))
