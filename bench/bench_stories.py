@@ -1,7 +1,7 @@
-"""Story-similarity quality on the shared stories-dev corpus (benchmark, not a test).
+"""Story-similarity quality on the shared stories-dev corpus and the same-domain week corpus.
 
-Reads ``../shared/corpora/stories-dev/`` (outside the repository; exits with a message
-when it is missing) and prints:
+``pairs`` and ``headlines`` read ``../shared/corpora/stories-dev/`` (outside the
+repository; they exit with a message when it is missing). It prints:
 
 1. ``pairs``: on article-pairs-dev.csv (1,221 human-rated pairs), the Pearson correlation
    of the similarity with ``Overall`` and the same-story F1 (gold: Overall <= 1.5), for
@@ -30,15 +30,17 @@ when it is missing) and prints:
 3. ``week``: the same-domain corpus of ``tests/fixtures/stories/`` (written for this
    project: one week of war news from one region in en/uk/ru/de plus a second domain, with
    gold event labels) run in ONE batch through ``newsbeam ingest --articles`` (the backfill
-   path, the real stage with its language and topic steps), then read back from the Parquet
-   written: BCubed precision/recall/F1 over every article of the set, the articles of other
-   events that share the seed story's ``story_id``, and every wrong merge and split. An
-   article dropped as a near or exact copy counts as a member of the story of the article it
-   copies (the corpus holds no copies, so such a drop is scored as the merge it is); an
-   echo sent to ``duplicates/`` likewise. ``--seeds`` adds the two real seed articles from
-   ``../shared/seeds/`` as members of the seed event and says whether they join the seed
-   story and whether anything foreign does. Needs nothing outside the repository otherwise.
-   (This file is a benchmark: it holds all its sub-commands, so it runs over 600 lines.)
+   path: the real stage after the language and topic steps), then read back from the
+   Parquet: BCubed precision/recall/F1 over every article of the set, the articles of other
+   events that share a ``story_id`` with an article of the seed story, same-event pairs
+   joined (same language and across languages), and every wrong merge and split. An article
+   dropped as a near or exact copy (or an echo sent to ``duplicates/``) counts as a member
+   of the story of the article it copies: the corpus holds no copies, so a drop joins two
+   articles and is scored like any other join, right or wrong. ``--seeds [DIR]`` adds the
+   two real seed articles (``../shared/seeds/``, or DIR) as members of the seed event and
+   says whether they join the seed story and whether anything foreign does. Without
+   ``--seeds`` it needs nothing outside the repository. (A benchmark holding all its
+   sub-commands, so over 600 lines.)
 
 Run::
 
@@ -46,7 +48,7 @@ Run::
     .venv/bin/python bench/bench_stories.py headlines [--half dev|test] [--limit N] [--oracle]
                                                    [--threshold T]
     .venv/bin/python bench/bench_stories.py week [--set dev|test] [--similarity lexical]
-                                              [--seeds] [--threshold T]
+                                              [--seeds [DIR]] [--threshold T]
 """
 
 from __future__ import annotations
@@ -461,15 +463,18 @@ WEEK_FETCHED = dt.datetime(2024, 12, 1, tzinfo=dt.UTC)
 """Fixed fetch time for the week runs (the corpus's weeks end in late November 2024)."""
 
 
-def week_rows(name: str, seeds: bool) -> list[dict]:
+def week_rows(name: str, seeds: Path | None) -> list[dict]:
     """The set's lines, plus the two real seed articles as seed-event members if asked."""
     import json
 
     rows = [json.loads(line) for line in
             (WEEK / f"{name}.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
     if seeds:
-        need(SEEDS)
-        for day, path in enumerate(sorted(SEEDS.glob("*.txt"))):
+        if not seeds.is_dir():
+            raise SystemExit(f"{seeds} is missing: --seeds needs the folder of the two real "
+                             "seed articles (../shared/seeds/ beside the repository, or "
+                             "--seeds DIR).")
+        for day, path in enumerate(sorted(seeds.glob("*.txt"))):
             title, body = split_title(path.read_text(encoding="utf-8"))
             rows.append({"id": f"seed-{path.stem}", "url": f"https://seeds.invalid/{path.stem}",
                          "source": "seed", "language": "en",
@@ -526,7 +531,7 @@ def ingest_week(rows: list[dict], kind: str, threshold: float | None, workdir: P
     return story_of, fate, summary, took
 
 
-def run_week(name: str, kind: str, seeds: bool, threshold: float | None) -> dict:
+def run_week(name: str, kind: str, seeds: Path | None, threshold: float | None) -> dict:
     """Prints BCubed, the seed story's foreign members and every wrong merge and split."""
     import tempfile
 
@@ -569,15 +574,23 @@ def run_week(name: str, kind: str, seeds: bool, threshold: float | None) -> dict
         inside = members.get(seed_story, [])
         foreign = [i for i in inside if gold[i] != SEED_EVENT]
         joined = [i for i in seed_ids if story_of.get(i) == seed_story]
+        near = sorted({m for i in seed_ids for m in members.get(story_of.get(i), [])
+                       if gold[m] != SEED_EVENT})
         print(f"  seed story ({SEED_EVENT}): {len(joined)}/{len(seed_ids)} of its articles "
               f"in one story; foreign articles in it: {len(foreign)} "
-              f"{[f'{i} ({gold[i]})' for i in foreign]}")
+              f"{[f'{i} ({gold[i]})' for i in foreign]}; foreign articles in any story "
+              f"holding a seed-event article: {len(near)} {near}")
+        foreign = near
         if seeds:
             real = [i for i in seed_ids if i.startswith("seed-")]
             print(f"  real seed articles join the seed story: "
                   f"{all(story_of.get(i) == seed_story for i in real)} "
                   f"({[(i, story_of.get(i) == seed_story) for i in real]}); nothing foreign "
                   f"joined: {not foreign}")
+    for i in ids:
+        if fate.get(i) not in ("written", None):
+            kept = [m for m in members[story_of[i]] if m != i]
+            print(f"  dropped as {fate[i]}: {i} ({gold[i]}); its story holds {kept}")
     merges = {sid: ms for sid, ms in members.items() if len({gold[m] for m in ms}) > 1}
     print(f"  wrong merges: {len(merges)} predicted stories hold more than one event")
     for sid, ms in sorted(merges.items(), key=lambda kv: -len(kv[1])):
@@ -620,9 +633,10 @@ def main() -> None:
     parser.add_argument("--set", dest="set_name", choices=["dev", "test"], default="dev",
                         help="week: which set of tests/fixtures/stories/ (default dev; "
                              "design on dev, report test).")
-    parser.add_argument("--seeds", action="store_true",
-                        help="week: add the two real seed articles (../shared/seeds/) to "
-                             "the batch as members of the seed story.")
+    parser.add_argument("--seeds", nargs="?", type=Path, const=SEEDS, default=None,
+                        metavar="DIR",
+                        help="week: add the two real seed articles (DIR, default "
+                             "../shared/seeds/) to the batch as members of the seed story.")
     parser.add_argument("--similarity", choices=KINDS, default="multilingual",
                         help="Which similarity to measure (default: the pipeline's).")
     args = parser.parse_args()

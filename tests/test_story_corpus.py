@@ -85,3 +85,4 @@ def test_sets_are_disjoint_and_the_test_set_holds_the_seed_story():
     assert 4 <= len(seed) <= 5
     assert len({r["language"] for r in seed}) >= 3
     assert not any(r["event"] == SEED_EVENT for r in dev)
+
