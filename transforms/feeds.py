@@ -492,7 +492,8 @@ class FetchFeedsFn(PoliteFetchFn):
                 error.status, error.attempts, fetched_at), timestamp, window))
             return
         self.latency.update(int(response.elapsed * 1000))
-        parsed = parse_feed(response.body, response.headers, spec, fetched_at)
+        parsed = parse_feed(response.body, response.headers, spec, fetched_at,
+                            location=response.url)
         if parsed.dtd_removed:
             self.feeds_dtd_removed.inc()
         if not parsed.entries and parsed.bozo:

@@ -163,7 +163,7 @@ def poll_outcome(spec: FeedSpec, state: FeedState, now: dt.datetime, response: R
     if response.status == 304:
         return PollResult(spec, "not_modified",
                           after_response(state, 304, response.headers, t))
-    parsed = parse_feed(response.body, response.headers, spec, now)
+    parsed = parse_feed(response.body, response.headers, spec, now, location=response.url)
     if not parsed.entries and parsed.bozo:
         # Keep the old validators: the next poll must fetch the (hopefully fixed) feed.
         return PollResult(spec, "failed", after_failure(state, None, t, base, cap), errors=[
