@@ -10,10 +10,10 @@ import pytest
 
 
 class PagesServer:
-    """Serves ``pages[path] = (status, content_type, body)`` on 127.0.0.1."""
+    """Serves ``pages[path] = (status, content_type, body, headers)`` on 127.0.0.1."""
 
     def __init__(self) -> None:
-        self.pages: dict[str, tuple[int, str, bytes]] = {}
+        self.pages: dict[str, tuple[int, str, bytes, dict[str, str]]] = {}
         self.hits: dict[str, int] = {}
         pages, hits = self.pages, self.hits
         lock = threading.Lock()
@@ -22,9 +22,12 @@ class PagesServer:
             def do_GET(self) -> None:  # noqa: N802 - http.server API
                 with lock:
                     hits[self.path] = hits.get(self.path, 0) + 1
-                status, ctype, body = pages.get(self.path, (404, "text/html", b"not found"))
+                status, ctype, body, extra = pages.get(
+                    self.path, (404, "text/html", b"not found", {}))
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
+                for name, value in extra.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -39,9 +42,9 @@ class PagesServer:
         self._thread.start()
 
     def add(self, path: str, body: str | bytes, content_type: str = "text/html; charset=utf-8",
-            status: int = 200) -> str:
+            status: int = 200, headers: dict[str, str] | None = None) -> str:
         data = body.encode("utf-8") if isinstance(body, str) else body
-        self.pages[path] = (status, content_type, data)
+        self.pages[path] = (status, content_type, data, dict(headers or {}))
         return self.base_url + path
 
     def close(self) -> None:

@@ -312,3 +312,21 @@ def test_resolving_links_leaves_charset_detection_alone():
     assert parsed.title == "Café" and parsed.entries[0].title == "Crème"
     assert parsed.entries[0].url == "https://site.example/p/a.html"
     assert not parsed.bozo
+
+
+def test_relative_links_resolve_against_where_a_redirected_feed_was_fetched(pages_server):
+    from transforms.politeness import PoliteFetcher
+    from transforms.polling import FeedState, poll_feed
+
+    pages_server.add("/news/feed.xml", b'<?xml version="1.0"?><rss version="2.0"><channel>'
+                     b"<title>T</title><item><title>A</title><link>a.html</link></item>"
+                     b"</channel></rss>", "application/rss+xml")
+    old = pages_server.add("/old-feed", b"", "text/plain", status=301,
+                           headers={"Location": "/news/feed.xml"})
+    fetcher = PoliteFetcher(FetchPolicy(allow_private_network=True, max_attempts=1,
+                                        respect_robots=False), threads=1)
+    try:
+        result = poll_feed(fetcher, FeedSpec(url=old), FeedState(), NOW)
+    finally:
+        fetcher.close()
+    assert [e.url for e in result.entries] == [pages_server.base_url + "/news/a.html"]
