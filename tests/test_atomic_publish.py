@@ -219,3 +219,32 @@ def test_compaction_merges_committed_files_and_readers_keep_every_row(tmp_path):
     assert report.results and not report.failed
     assert committed_ids(root) == glob_ids(root) == before
     assert glob.glob(f"{root}/_runs/compact-*.json")
+
+
+@pytest.mark.slow
+def test_reader_spark_sees_committed_runs_only(tmp_path):
+    from pyspark.sql import SparkSession
+
+    out = str(tmp_path)
+    stage(out, "r1", list(range(5)))
+    pub.publish_run(out, "r1")
+    stage(out, "r2", list(range(5, 9)))
+    with pytest.raises(Killed):
+        pub.publish_run(out, "r2", pause=kill_at("rename", 1))
+    files = committed(out, "articles")
+    spark = (SparkSession.builder.master("local[1]").appName("newsbeam-reader-test")
+             .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "1")
+             .config("spark.driver.bindAddress", "127.0.0.1")
+             .config("spark.driver.host", "127.0.0.1").getOrCreate())
+    try:
+        df = spark.read.option("basePath", f"{out}/articles").parquet(*files)
+        got = sorted((r["article_id"], str(r["date"]), r["topic"]) for r in
+                     df.select("article_id", "date", "topic").collect())
+        # A plain read of the folder would include the half-published run's file.
+        plain = spark.read.parquet(f"{out}/articles").count()
+    finally:
+        spark.stop()
+    assert [g[0] for g in got] == [f"{i:016x}" for i in range(5)]
+    assert {g[2] for g in got} == {"sport"} and {g[1] for g in got} == {
+        "2024-11-21", "2024-11-22", "2024-11-23"}
+    assert plain == 6
