@@ -411,7 +411,8 @@ def run_cycle(number: int, config: WatchConfig, store: StateStore, client: HttpC
         config.ingest, run_id=run_id,
         subscriptions=Subscriptions(feeds=[], problems=list(problems)))
     pipeline = beam.Pipeline(options=local_runner(config.options))
-    build(pipeline, cycle_config, None, feed_stage=CycleInput(new, errors, duplicates))
+    build(pipeline, cycle_config, None, feed_stage=CycleInput(new, errors, duplicates),
+          launcher_publishes=True)
     result = pipeline.run()
     result.wait_until_finish()
     if lease is not None and lease.lost.is_set():
