@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                     if p.poll() is None:
                         p.kill()
                         p.wait()
+            for p in procs:
                 if p is not victim:
                     codes[p.returncode] += 1
             print(f"round {r + 1}: killed {'one run' if victim else 'nothing'} ({where}); "
