@@ -362,6 +362,11 @@ def run(argv: Sequence[str] | None = None, clock=None, quiet: bool = False,
             from pipelines.streaming import run_continuous
 
             return run_continuous(config, options, clock, quiet)
+        if "://" not in config.output:
+            # A compaction killed half-way is finished first (it may hold a partition).
+            from pipelines.compact import recover as recover_compaction
+
+            recover_compaction(config.output)
         recovered = recover(config.output)
         if recovered and not quiet:
             print(f"newsbeam: {config.output}: {recovered.render()}", file=sys.stderr)

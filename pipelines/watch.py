@@ -458,6 +458,9 @@ def _watch(config: WatchConfig, clock: Callable[[], dt.datetime] | None,
     root = config.ingest.output
     store = StateStore(root)
     report = WatchReport()
+    from pipelines.compact import recover as recover_compaction
+
+    recover_compaction(root)  # a compaction killed half-way may hold a partition
     published = recover_publish(root)
     if published:
         print(f"{root}: {published.render()}", file=out, flush=True)
