@@ -71,6 +71,8 @@ TEST = [
     "polars>=1.0,<2",
     # Property tests: generated hostile bytes and strings thrown at every parser.
     "hypothesis>=6.100,<7",
+    # The README's Spark reader example runs as a test (local[1]; needs Java 17+).
+    "pyspark>=4.0,<5",
     # Beam's --setup_file staging builds the sdist with `python -m build --no-isolation`
     # when `build` is installed, using this environment's setuptools (pyproject needs 68+);
     # `wheel` lets `pip wheel --no-build-isolation` build the wheel the packaging tests check.

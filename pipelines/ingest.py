@@ -249,13 +249,17 @@ def parse_args(argv: Sequence[str] | None) -> tuple[IngestConfig, PipelineOption
 
 
 def build(pipeline: beam.Pipeline, config: IngestConfig, clock=None,
-          feed_stage: beam.PTransform | None = None, across_windows: bool = False) -> dict:
+          feed_stage: beam.PTransform | None = None, across_windows: bool = False,
+          launcher_publishes: bool = False) -> dict:
     """Adds the ingestion transforms to ``pipeline``; returns the main PCollections.
 
     ``feed_stage`` (continuous modes) replaces reading ``config``'s feeds once: a
     PTransform applied to the pipeline returning ``{"entries", "errors", "duplicates"}``.
     ``across_windows`` (the unbounded pipeline, whose feed stage emits fixed windows):
     the story stage matches copies and echoes of earlier windows too.
+    ``launcher_publishes`` (``run`` and ``watch``): the pipeline stops at staged files and
+    the launcher publishes the run as one unit (:func:`transforms.publish.publish_run`);
+    otherwise each table and window is published and committed inside the pipeline.
     """
     now = dt.datetime.now(dt.UTC)
     entry_sets, error_sets, duplicate_sets = [], [], []
@@ -310,13 +314,13 @@ def build(pipeline: beam.Pipeline, config: IngestConfig, clock=None,
         # finished (run()); the unbounded pipeline commits window by window.
         "articles": articles | "WriteArticles" >> WriteParquetTable(
             out, "articles", ARTICLE_SCHEMA, article_partition, config.run_id,
-            publish=across_windows),
+            publish=not launcher_publishes),
         "duplicates": duplicates | "WriteDuplicates" >> WriteParquetTable(
             out, "duplicates", DUPLICATE_SCHEMA, date_partition, config.run_id,
-            publish=across_windows),
+            publish=not launcher_publishes),
         "errors": errors | "WriteErrors" >> WriteParquetTable(
             out, "errors", ERROR_SCHEMA, date_partition, config.run_id,
-            publish=across_windows),
+            publish=not launcher_publishes),
     }
     return {"articles": articles, "duplicates": duplicates, "errors": errors,
             "written": written}
@@ -373,11 +377,16 @@ def run(argv: Sequence[str] | None = None, clock=None, quiet: bool = False,
             from pipelines.streaming import run_continuous
 
             return run_continuous(config, options, clock, quiet)
+        if "://" not in config.output:
+            # A compaction killed half-way is finished first (it may hold a partition).
+            from pipelines.compact import recover as recover_compaction
+
+            recover_compaction(config.output)
         recovered = recover(config.output)
         if recovered and not quiet:
             print(f"newsbeam: {config.output}: {recovered.render()}", file=sys.stderr)
         pipeline = beam.Pipeline(options=local_runner(options))
-        build(pipeline, config, clock)
+        build(pipeline, config, clock, launcher_publishes=True)
         result = pipeline.run()
         result.wait_until_finish()
         if pause:

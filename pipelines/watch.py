@@ -493,7 +493,8 @@ def run_cycle(number: int, config: WatchConfig, store: StateStore, fetcher: Poli
         config.ingest, run_id=run_id,
         subscriptions=Subscriptions(feeds=[], problems=list(problems)))
     pipeline = beam.Pipeline(options=local_runner(config.options))
-    build(pipeline, cycle_config, None, feed_stage=CycleInput(new, errors, duplicates))
+    build(pipeline, cycle_config, None, feed_stage=CycleInput(new, errors, duplicates),
+          launcher_publishes=True)
     result = pipeline.run()
     result.wait_until_finish()
     if lease is not None and lease.lost.is_set():
@@ -539,6 +540,9 @@ def _watch(config: WatchConfig, clock: Callable[[], dt.datetime] | None,
     root = config.ingest.output
     store = StateStore(root)
     report = WatchReport()
+    from pipelines.compact import recover as recover_compaction
+
+    recover_compaction(root)  # a compaction killed half-way may hold a partition
     published = recover_publish(root)
     if published:
         print(f"{root}: {published.render()}", file=out, flush=True)
