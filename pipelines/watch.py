@@ -50,7 +50,6 @@ import collections
 import dataclasses
 import datetime as dt
 import logging
-import os
 import signal
 import sys
 import threading
@@ -94,7 +93,13 @@ from transforms.polling import (
     poll_outcome,
     poll_request,
 )
-from transforms.publish import publish_run
+from transforms.publish import (
+    STAGED_SUFFIX,
+    publish_run,
+    read_manifest,
+    staging_folder,
+    write_json,
+)
 from transforms.publish import recover as recover_publish
 from transforms.sinks import COMPRESSION, date_partition, to_rows
 from transforms.sources import Subscriptions
@@ -367,10 +372,13 @@ def publish_journaled_errors(root: str, run_id: str, journal: dict[str, Any]) ->
     off. If the cycle dies before its pipeline publishes the errors table, the next start
     adopts the backoff from the journal, so it must also write the error rows, or no row
     would ever say why the feed is skipped. Rows the run did publish are matched one for
-    one (url, feed, level, stage, reason), so running this again writes nothing twice.
+    one (url, feed, level, stage, reason). The missing rows are published as a run of
+    their own (``<run_id>-feed-errors``) with its own commit manifest, so readers see them
+    like any run's rows and running this again writes nothing twice.
     """
     journaled = [error_from_json(obj) for obj in journal.get("feed_errors", [])]
-    if not journaled:
+    recovered_id = f"{run_id}-feed-errors"
+    if not journaled or read_manifest(root, recovered_id) is not None:
         return 0
     published: collections.Counter = collections.Counter()
     for path in run_files(root, "errors", run_id):
@@ -384,15 +392,18 @@ def publish_journaled_errors(root: str, run_id: str, journal: dict[str, Any]) ->
             published[key] -= 1
         else:
             missing[date_partition(error)].append(error)
-    staging = Path(root, "_staging", run_id)
+    if not missing:
+        return 0
+    staging = Path(staging_folder(root, recovered_id))
+    staging.mkdir(parents=True, exist_ok=True)
+    files = []
     for seq, (partition, rows) in enumerate(sorted(missing.items())):
-        folder = Path(root, "errors", partition)
-        folder.mkdir(parents=True, exist_ok=True)
-        staging.mkdir(parents=True, exist_ok=True)
         staged = staging / f"recovered-{seq:05d}.parquet"
         pq.write_table(to_rows(rows, ERROR_SCHEMA), staged, compression=COMPRESSION)
-        # The rename is the publish step, as in the pipeline's sink.
-        os.replace(staged, folder / f"part-{run_id}-recovered-{seq:05d}.parquet")
+        files.append({"partition": partition, "path": str(staged), "rows": len(rows)})
+    write_json(str(staging / f"errors-recovered{STAGED_SUFFIX}"),
+               {"table": "errors", "window": "recovered", "files": files})
+    publish_run(root, recovered_id, skip_published=False)
     return sum(len(rows) for rows in missing.values())
 
 

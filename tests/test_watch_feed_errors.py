@@ -100,6 +100,11 @@ def test_a_cycle_killed_before_publishing_keeps_its_feed_error(tmp_path, monkeyp
         assert state["retry_at"] == rows[0]["occurred_at"].timestamp() + 3600
         assert server.count("/b/feed.xml") == 1
         assert store.journals() == []
+        # A reader that follows the commit manifests sees the recovered row too.
+        from transforms.publish import committed_files
+
+        committed = committed_files(str(out), "errors")
+        assert sum(pq.read_table(p).num_rows for p in committed) == 1
 
         # Later starts write nothing again.
         watch(config(), clock=FakeClock(START + dt.timedelta(seconds=900)),
