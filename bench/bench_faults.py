@@ -64,8 +64,10 @@ def phase_of(out: Path, run_pid: int, holder_pid: int | None) -> str:
     if glob.glob(str(out / "_runs" / "*.intent.json")):
         return "publish"
     if glob.glob(str(out / "_staging" / "*" / "*.parquet")):
-        return "story stage / staging (rows staged)"
-    return "start-up / fetch"
+        return "pipeline, rows staged"
+    # Staging files appear only as bundles finish, at the end of this small pipeline:
+    # fetching, extraction and the story stage are all "nothing staged yet".
+    return "pipeline (fetch, extract, stories), nothing staged yet"
 
 
 def holder(out: Path) -> int | None:

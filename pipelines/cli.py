@@ -64,7 +64,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.add_argument("--output", default="demo-output",
                             help="Output folder. Default: ./demo-output.")
         args, beam_args = parser.parse_known_args(rest)
-        return run_demo(args.output, beam_args)
+        from transforms.lease import EXIT_BUSY, LeaseBusy
+
+        try:
+            return run_demo(args.output, beam_args)
+        except LeaseBusy as e:
+            print(f"newsbeam demo: {e}", file=sys.stderr)
+            return EXIT_BUSY
     print(f"newsbeam: unknown command {command!r}\n{__doc__}", file=sys.stderr)
     return 2
 
