@@ -119,5 +119,5 @@ setuptools.setup(
         "gcp": ["apache-beam[gcp]>=2.77,<2.78"],
         "aws": ["apache-beam[aws]>=2.77,<2.78"],
     },
-    entry_points={"console_scripts": ["newsbeam=pipelines.cli:main"]},
+    entry_points={"console_scripts": ["newsbeam=pipelines.cli:console_main"]},
 )

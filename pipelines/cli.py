@@ -15,6 +15,7 @@ Subcommands::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -75,5 +76,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
+def console_main() -> None:
+    """The console entry point: :func:`main`, then an exit that skips interpreter teardown.
+
+    By the time a command returns, its output is published and its summary printed. What
+    is left to do is only interpreter finalisation, and that is where a daemon thread of a
+    library (gRPC's pollers, a C++ pool) can be torn down inside C++ code and abort the
+    process (``terminate called without an active exception``, exit 134) after a run that
+    succeeded. So the streams and log handlers are flushed and the process exits with the
+    command's own code at once.
+    """
+    import os
+    import threading
+
+    try:
+        code = main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if e.code is not None and not isinstance(e.code, int):
+            print(e.code, file=sys.stderr)
+    except KeyboardInterrupt:
+        code = 130
+    except Exception:  # noqa: BLE001 - a bug still shows its traceback and exits 1
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    left = [t.name for t in threading.enumerate()
+            if t is not threading.main_thread() and t.is_alive()]
+    if left:
+        logging.getLogger(__name__).debug("threads alive at exit: %s", ", ".join(left))
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    console_main()
