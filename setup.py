@@ -5,7 +5,11 @@ The same file serves two purposes: ``pip install -e .`` for users, and
 the ``pipelines``, ``transforms`` and ``schemas`` packages to their workers.
 """
 
+import pathlib
+
 import setuptools
+
+HERE = pathlib.Path(__file__).parent
 
 REQUIRED = [
     # The pipeline runtime. Beam 2.77 pins pyarrow<26 and protobuf<7 itself.
@@ -52,12 +56,18 @@ REQUIRED = [
     "threadpoolctl>=3.1,<4",
 ]
 
+# Readers for the output, for analysts who want to query it from the same environment.
+ANALYTICS = [
+    "duckdb>=1.1,<2",
+    "pandas>=2.2,<3",
+]
+
 TEST = [
     "pytest>=8,<9",
     "pytest-timeout>=2.3,<3",
     "ruff>=0.6,<1",
-    "duckdb>=1.1,<2",
-    "pandas>=2.2,<3",
+    # The README's reading examples run as tests with each reader.
+    *ANALYTICS,
     "polars>=1.0,<2",
     # The README's Spark reader example runs as a test (local[1]; needs Java 17+).
     "pyspark>=4.0,<5",
@@ -73,11 +83,39 @@ setuptools.setup(
     name="newsbeam",
     version="0.1.0",
     description="News ingestion on Apache Beam: feeds, articles, languages, stories, Parquet.",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    license_files=["LICENSE"],
+    url="https://github.com/newsbeam/newsbeam",
+    project_urls={
+        "Source": "https://github.com/newsbeam/newsbeam",
+        "Issues": "https://github.com/newsbeam/newsbeam/issues",
+    },
+    keywords=["apache-beam", "rss", "atom", "news", "parquet", "deduplication"],
+    classifiers=[
+        "Development Status :: 4 - Beta",
+        "Intended Audience :: Developers",
+        "Intended Audience :: Science/Research",
+        "Operating System :: POSIX :: Linux",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.11",
+        "Topic :: Internet :: WWW/HTTP :: Indexing/Search",
+        "Topic :: Text Processing :: Linguistic",
+    ],
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["pipelines*", "transforms*", "schemas*"]),
     package_data={"pipelines.demo": ["site/**/*", "site/*"], "transforms": ["data/*", "data/**/*"]},
-    include_package_data=True,
+    # Data files come from package_data alone: include_package_data would also pick up the
+    # data folders as if they were packages and warn about each of them.
+    include_package_data=False,
     install_requires=REQUIRED,
-    extras_require={"test": TEST},
+    extras_require={
+        "test": TEST,
+        "analytics": ANALYTICS,
+        # Runner and I/O support for Dataflow (Google Cloud Storage) and for S3 outputs.
+        "gcp": ["apache-beam[gcp]>=2.77,<2.78"],
+        "aws": ["apache-beam[aws]>=2.77,<2.78"],
+    },
     entry_points={"console_scripts": ["newsbeam=pipelines.cli:main"]},
 )

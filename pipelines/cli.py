@@ -6,6 +6,7 @@ Subcommands::
     newsbeam demo [--output DIR]
     newsbeam watch --feeds SOURCE [...] --output DIR [--poll-interval N] [--cycles K]
     newsbeam compact DIR [--date YYYY-MM-DD] [--target-size BYTES]
+    newsbeam --version
 
 ``demo`` and ``watch`` accept the options of ``ingest`` too (e.g. ``--topic-encoder``,
 ``--story-similarity``; ``IngestOptions`` in ``pipelines/ingest.py`` lists them).
@@ -19,6 +20,17 @@ import sys
 from collections.abc import Sequence
 
 
+def version() -> str:
+    """The installed distribution's version, or ``unknown`` when run from a bare checkout."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("newsbeam")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Dispatches to a subcommand; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -26,6 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        print(f"newsbeam {version()}")
+        return 0
     command, rest = argv[0], argv[1:]
     if command == "ingest":
         from pipelines.ingest import main as ingest_main

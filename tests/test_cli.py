@@ -115,3 +115,12 @@ def test_ingest_help_lists_the_pipeline_options():
                    "--drop-echoes"):
         assert option in proc.stdout
     assert "multilingual" in proc.stdout and "--runner" in proc.stdout
+
+
+def test_version_names_the_installed_distribution():
+    from importlib.metadata import version
+
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "--version"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"newsbeam {version('newsbeam')}"

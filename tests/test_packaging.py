@@ -261,3 +261,26 @@ def test_flex_entry_point_runs_in_its_own_process(pages_server, tmp_path, mode):
     if mode == "streaming":
         # Polled more than once, but the article was written once.
         assert pages_server.hits["/feed.xml"] >= 2
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_wheel_builds_without_warnings_and_with_full_metadata(tmp_path):
+    src = _copy_tree(tmp_path / "src")
+    out = tmp_path / "dist"
+    done = subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "-o", str(out), str(src)],
+        capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = done.stdout + done.stderr
+    assert "absent from the `packages` configuration" not in log
+    assert "Warning" not in log.replace("byte-compiling is disabled", "")
+    (wheel,) = out.glob("newsbeam-0.1.0-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        metadata = zf.read("newsbeam-0.1.0.dist-info/METADATA").decode()
+        members = set(zf.namelist())
+    assert "newsbeam-0.1.0.dist-info/licenses/LICENSE" in members
+    for field in ("License", "Project-URL: Source", "Description-Content-Type: text/markdown",
+                  "Provides-Extra: analytics", "Provides-Extra: gcp", "Provides-Extra: aws"):
+        assert field in metadata, field
+    assert "# newsbeam" in metadata  # the README is the long description

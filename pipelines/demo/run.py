@@ -35,7 +35,9 @@ def run_demo(output: str, beam_args: Sequence[str] = ()) -> int:
         # (1 s by default) would only slow the demo down, so it is shortened.
         _, summary = run(["--feeds", feeds, "--output", output, "--allow-private-network",
                           "--per-host-delay", "0.05", *beam_args])
-    print(f"\nRead it back, e.g.: duckdb -c \"SELECT date, topic, language, count(*) FROM "
-          f"read_parquet('{output}/articles/**/*.parquet', hive_partitioning=true) "
-          f"GROUP BY ALL ORDER BY ALL\"")
+    # duckdb is a Python package here (the `analytics` and `test` extras), not a CLI.
+    print(f"\nRead it back, e.g. (pip install 'newsbeam[analytics]'):\n"
+          f"  python -c \"import duckdb; print(duckdb.sql(\\\"SELECT date, topic, language, "
+          f"count(*) FROM read_parquet('{output}/articles/**/*.parquet', "
+          f"hive_partitioning=true) GROUP BY ALL ORDER BY ALL\\\"))\"")
     return 0 if summary.balanced else 1
