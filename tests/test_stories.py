@@ -407,6 +407,49 @@ def test_vote_story_moves_an_echo_to_the_story_of_most_matches():
         assert vote_story(other, votes) == other
 
 
+def test_vote_story_joins_a_story_only_when_it_agrees_with_it():
+    """A match with one member is not enough when the other members compared say no."""
+    echo = Node("x", "A", True, "echo", 0.8, "a2", False)
+
+    def vote(story, parent, score):
+        return Node("x", story, True, "vote", score, parent)
+
+    lead = Node("x", "x", True, "lead", None, None)
+    # A chain: x matched a2 (an echo of A) but was compared with A's lead and another
+    # member and found apart from both.
+    chained = [vote("A", "a2", 0.8), vote("A", "A", 0.3), vote("A", "a3", 0.2)]
+    assert vote_story(echo, chained, threshold=0.5) == lead
+    # Without a threshold every vote agrees: the pairwise behaviour.
+    assert vote_story(echo, chained).ptr == "A"
+    # The lead agrees: open, whatever the other members say.
+    assert vote_story(echo, [vote("A", "a2", 0.4), vote("A", "a3", 0.3), vote("A", "A", 0.6)],
+                      threshold=0.5) == echo._replace(score=0.6, parent="A")
+    # Most members compared agree (2 of 3): open; half of them (1 of 2): not.
+    most = [vote("A", "a2", 0.8), vote("A", "a3", 0.7), vote("A", "a4", 0.2)]
+    assert vote_story(echo, most, threshold=0.5).ptr == "A"
+    assert vote_story(echo, most[:1] + most[2:], threshold=0.5) == lead
+    # A closed story does not compete: the open one wins though it has fewer matches.
+    mixed = [*chained, vote("B", "b1", 0.6)]
+    assert vote_story(echo, mixed, threshold=0.5) == echo._replace(ptr="B", score=0.6,
+                                                                   parent="b1")
+    # A member matched under two keys counts once, with its best score.
+    twice = [vote("A", "a2", 0.8), vote("A", "A", 0.3), vote("A", "A", 0.55)]
+    assert vote_story(echo, twice, threshold=0.5).ptr == "A"
+
+
+def test_apart_pairs_do_not_become_parents():
+    from transforms.stories import _first_node
+
+    order = ((0, 5, "x"), None)
+    messages = [("item", order), ("edge", ("p", 1, 0.3, None)), ("edge", ("q", 2, 0.7, None))]
+    assert [n.parent for n in _first_node(("x", messages), 0.5)] == ["q"]
+    apart = [("item", order), ("edge", ("p", 1, 0.3, None))]
+    assert [n.level for n in _first_node(("x", apart), 0.5)] == ["lead"]
+    # A near copy is a parent whatever its score.
+    near = [("item", order), ("edge", ("p", 1, 0.3, 0.9))]
+    assert [n.level for n in _first_node(("x", near), 0.5)] == ["near"]
+
+
 def _vote_fixture():
     # Pointer jumping put c (best match a2) into a's story; three of its four matches are
     # in b's story, so the vote moves it there. d votes with the stories its matches had

@@ -104,6 +104,10 @@ MAX_PER_KEY = 64
 RESOLVE_ROUNDS = 6
 VOTE_ROUNDS = 1
 """Rounds of :class:`VoteStories` after the pointers are resolved (0: single best match)."""
+APART_FLOOR = 0.15
+"""Compared pairs scoring at least this but under the threshold travel to the vote as
+evidence against the story of the earlier article (:func:`vote_story`); pairs under it
+share too little to say anything about a story and are not sent."""
 SEED_COLUMNS = ["article_id", "title", "body", "language", "published_at", "fetched_at",
                 "content_hash", "story_id"]
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -193,7 +197,11 @@ def make_item(sim: StorySimilarity, article_id: str, title: str, body: str, lang
 
 def compare(sim: StorySimilarity, item: StoryItem, earlier: StoryItem,
             threshold: float) -> Edge | None:
-    """An edge from ``item`` to ``earlier`` when it is a near copy or scores ≥ threshold."""
+    """An edge from ``item`` to ``earlier`` when it is a near copy or scores ≥ threshold.
+
+    A ``threshold`` below the stage's decision point also yields the pairs that were
+    compared and found apart (evidence against a story in :func:`vote_story`).
+    """
     near = near_duplicate(item.sketch, earlier.sketch)
     score = sim.score(item.sketch, earlier.sketch)
     if near is None and score < threshold:
@@ -215,15 +223,22 @@ def choose_parent(edges: Iterable[Edge]) -> Edge | None:
     return min(unique, key=lambda e: (-e.score, e.target_micros, e.target), default=None)
 
 
-def vote_story(node: Node, votes: Iterable[Node]) -> Node:
-    """Moves an echo into the story that holds most of its matches, deterministically.
+def vote_story(node: Node, votes: Iterable[Node], threshold: float | None = None) -> Node:
+    """Moves an echo into the story it agrees with, deterministically.
 
-    ``votes`` are the article's candidate edges after a look-up: ``parent`` is the earlier
-    article matched, ``score`` the pair's score and ``ptr`` that article's story. The story
-    with the most distinct matched articles wins, then the one with the best score, then
-    the article's own story, then the smaller label; ``parent`` and ``score`` become the
-    best match in it. Leads (no match), seeds (already written) and near copies (they
-    follow the article they copy) keep their node.
+    ``votes`` are the article's compared pairs after a look-up: ``parent`` is the earlier
+    article compared, ``score`` the pair's score and ``ptr`` that article's story. With a
+    ``threshold``, a pair scoring below it is a member of that story the article was
+    compared with and found apart from: evidence against the story. A story is open to the
+    article only when its lead agrees (scores at or above ``threshold``) or more of its
+    compared members agree than disagree, so that a chain of pairwise links, or one
+    stray match with a member, cannot carry an article into a story whose other members
+    it does not resemble; with no story open, the echo opens a story of its own (a
+    lead). Among open stories the one with the most agreeing members wins, then the best
+    score, then the article's own story, then the smaller label; ``parent`` and ``score``
+    become the best match in it. Without ``threshold`` every vote agrees. Leads (no
+    match), seeds (already written) and near copies (they follow the article they copy)
+    keep their node.
     """
     if node.level != "echo":
         return node
@@ -232,15 +247,25 @@ def vote_story(node: Node, votes: Iterable[Node]) -> Node:
         members = stories.setdefault(v.ptr, {})
         if v.parent not in members or v.score > members[v.parent].score:
             members[v.parent] = v
+    cut = float("-inf") if threshold is None else threshold
+    open_: dict[str, list[Node]] = {}
+    for label, members in stories.items():
+        agree = [m for m in members.values() if m.score >= cut]
+        lead = members.get(label)
+        if agree and ((lead is not None and lead.score >= cut)
+                      or 2 * len(agree) > len(members)):
+            open_[label] = agree
     if not stories:
         return node
+    if not open_:
+        return Node(node.article_id, node.article_id, True, "lead", None, None)
 
     def rank(label: str) -> tuple:
-        members = stories[label].values()
+        members = open_[label]
         return (-len(members), -max(m.score for m in members), label != node.ptr, label)
 
-    label = min(stories, key=rank)
-    top = min(stories[label].values(), key=lambda v: (-v.score, v.parent))
+    label = min(open_, key=rank)
+    top = min(open_[label], key=lambda v: (-v.score, v.parent))
     return node._replace(ptr=label, done=top.done, score=top.score, parent=top.parent)
 
 
@@ -555,11 +580,13 @@ def tagged_groups(messages: Iterable[tuple[str, Any]], tags: tuple[str, ...]) ->
     return groups
 
 
-def _first_node(element: tuple[str, Iterable[tuple[str, Any]]]) -> Iterator[Node]:
+def _first_node(element: tuple[str, Iterable[tuple[str, Any]]],
+                threshold: float | None = None) -> Iterator[Node]:
     """ChooseParent: item + its candidate edges → the article's initial node.
 
     The item comes tagged ``item`` as ``(item_order(item), item.seed_story)``, the edges
-    tagged ``edge`` as plain tuples.
+    tagged ``edge`` as plain tuples; only near copies and edges scoring at least
+    ``threshold`` (every edge without one) can be parents.
     """
     article_id, messages = element
     groups = tagged_groups(messages, ("item", "edge"))
@@ -570,7 +597,10 @@ def _first_node(element: tuple[str, Iterable[tuple[str, Any]]]) -> Iterator[Node
     if seed_story is not None:
         yield Node(article_id, seed_story, True, "seed", None, None)
         return
-    parent = choose_parent(Edge(*edge) for edge in groups["edge"])
+    edges = (Edge(*edge) for edge in groups["edge"])
+    if threshold is not None:
+        edges = (e for e in edges if e.near is not None or e.score >= threshold)
+    parent = choose_parent(edges)
     if parent is None:
         yield Node(article_id, article_id, True, "lead", None, None)
     else:
@@ -811,9 +841,11 @@ class VoteStories(_PointerRounds):
     ROUNDS = VOTE_ROUNDS
 
     def __init__(self, rounds: int | None = None, windowfn: Any = None,
-                 window: dt.timedelta = DEFAULT_WINDOW, join_last: bool = True):
+                 window: dt.timedelta = DEFAULT_WINDOW, join_last: bool = True,
+                 threshold: float | None = None):
         super().__init__(rounds, windowfn, window)
         self._join_last = join_last
+        self._threshold = threshold
 
     def expand(self, pcolls):
         nodes, edges = pcolls
@@ -836,7 +868,7 @@ class VoteStories(_PointerRounds):
             nodes = ((own.node, votes)
                      | f"Votes{r}" >> beam.Flatten()
                      | f"JoinVotes{r}" >> beam.GroupByKey()
-                     | f"Vote{r}" >> beam.FlatMap(_voted))
+                     | f"Vote{r}" >> beam.FlatMap(_voted, self._threshold))
         return nodes
 
 
@@ -847,11 +879,12 @@ def _looked_up(element: tuple[str, Iterable[tuple[str, tuple]]]) -> Iterator[Any
         yield _vote_message(vote)
 
 
-def _voted(element: tuple[str, Iterable[tuple[str, tuple]]]) -> Iterator[Node]:
+def _voted(element: tuple[str, Iterable[tuple[str, tuple]]],
+           threshold: float | None = None) -> Iterator[Node]:
     """An article's resolved node and its looked-up matches → its node after the vote."""
     groups = tagged_groups(element[1], ("node", "vote"))
     for node in groups["node"][:1]:
-        yield vote_story(Node(*node), [Node(*v) for v in groups["vote"]])
+        yield vote_story(Node(*node), [Node(*v) for v in groups["vote"]], threshold)
 
 
 class AssembleStoriesFn(beam.DoFn):
@@ -862,8 +895,10 @@ class AssembleStoriesFn(beam.DoFn):
     matches of the last :class:`VoteStories` round, plain tuples too).
     """
 
-    def __init__(self, drop_echoes: bool, clock=None, voted: bool = False):
+    def __init__(self, drop_echoes: bool, clock=None, voted: bool = False,
+                 threshold: float | None = None):
         self._drop_echoes = drop_echoes
+        self._threshold = threshold
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._voted = voted
         self.leads = Metrics.counter(NAMESPACE, "story_leads")
@@ -893,7 +928,7 @@ class AssembleStoriesFn(beam.DoFn):
         node = Node(*nodes[0]) if nodes else None
         if node is not None and self._voted:
             # The last round of VoteStories, joined here by article id with the rest.
-            node = vote_story(node, [Node(*v) for v in groups["vote"]])
+            node = vote_story(node, [Node(*v) for v in groups["vote"]], self._threshold)
         root = None
         if node is not None and node.parent is not None:
             root = node.ptr
@@ -1001,6 +1036,9 @@ class AssignStories(beam.PTransform):
     articles in fixed windows) makes an article match copies and stories of earlier
     windows within ``window``: see the module docstring. ``vote_rounds`` are the rounds of
     :class:`VoteStories` (0: every echo stays in the story of its best match).
+    ``apart_floor``: compared pairs scoring from it up to the threshold are evidence
+    against a story in the vote (:func:`vote_story`); ``None`` lets every match vote for
+    its story, as when membership was decided pair by pair.
     """
 
     def __init__(self, similarity: StorySimilarity | None = None,
@@ -1008,7 +1046,7 @@ class AssignStories(beam.PTransform):
                  drop_echoes: bool = False, existing: str | None = None,
                  run_id: str | None = None, max_per_key: int = MAX_PER_KEY,
                  rounds: int = RESOLVE_ROUNDS, clock=None, across_windows: bool = False,
-                 vote_rounds: int = VOTE_ROUNDS):
+                 vote_rounds: int = VOTE_ROUNDS, apart_floor: float | None = APART_FLOOR):
         super().__init__()
         self._sim = similarity or LexicalSimilarity()
         self._threshold = self._sim.threshold if threshold is None else threshold
@@ -1026,6 +1064,9 @@ class AssignStories(beam.PTransform):
         self._clock = clock
         self._across = across_windows
         self._votes = vote_rounds
+        # Pairs found apart only matter to the vote.
+        self._apart = (None if not vote_rounds or apart_floor is None
+                       else min(apart_floor, self._threshold))
 
     def expand(self, articles):
         # Keyed state only matters when a key can fire again in the same window, or (across
@@ -1079,7 +1120,8 @@ class AssignStories(beam.PTransform):
             kept = by_content.kept
             exact_sets.append(by_content.dropped)
         compare_fn = (CompareInGroupFn if once and not self._across else CompareWithinKeyFn)(
-            self._sim, self._threshold, self._window, self._max)
+            self._sim, self._threshold if self._apart is None else self._apart,
+            self._window, self._max)
         blocks = (kept
                   | "KeyByBlock" >> beam.FlatMap(_by_block)
                   .with_output_types(tuple[str, Any]).with_outputs("order", main="copies"))
@@ -1092,7 +1134,7 @@ class AssignStories(beam.PTransform):
                   edges | "EdgeMessages" >> beam.Map(lambda e: (e[0], ("edge", e[1]))))
                  | "Candidates" >> beam.Flatten()
                  | "JoinCandidates" >> beam.GroupByKey()
-                 | "ChooseParent" >> beam.FlatMap(_first_node))
+                 | "ChooseParent" >> beam.FlatMap(_first_node, self._threshold))
         # Pointers are remembered for two story windows after their poll: a late-polled
         # article can still match one published a whole window before it, and a pointer
         # is a few bytes.
@@ -1106,7 +1148,8 @@ class AssignStories(beam.PTransform):
             | "ExactById" >> beam.Map(lambda d: (d[0], ("exact", d[1])))]
         if self._votes:
             decisions.extend((resolved, edges) | "VoteStories" >> VoteStories(
-                self._votes, windowfn, 2 * self._window, join_last=False))
+                self._votes, windowfn, 2 * self._window, join_last=False,
+                threshold=None if self._apart is None else self._threshold))
         else:
             decisions.append(resolved | "NodesById" >> beam.Map(
                 lambda n: (n.article_id, ("node", tuple(n)))))
@@ -1114,6 +1157,7 @@ class AssignStories(beam.PTransform):
                | "Decisions" >> beam.Flatten()
                | "JoinDecisions" >> beam.GroupByKey()
                | "AssembleStories" >> beam.ParDo(
-                   AssembleStoriesFn(self._drop_echoes, self._clock, bool(self._votes)))
+                   AssembleStoriesFn(self._drop_echoes, self._clock, bool(self._votes),
+                                     None if self._apart is None else self._threshold))
                .with_outputs("duplicates", main="articles"))
         return StoriesOutput(out.articles, out.duplicates)
