@@ -306,6 +306,15 @@ def test_a_headline_only_article_is_kept_under_all_its_keys():
     assert not indexed_under(a, "w:unrelated")
 
 
+def test_an_article_is_kept_under_every_key_of_its_encoder_vector():
+    multi = MultilingualSimilarity()
+    text = KURSK["en-zelensky"][2]
+    a = StoryItem("a", 0, "ha", multi.sketch(KURSK["en-zelensky"][1], text, "en"))
+    vector_keys = [k for k in a.sketch.keys if k.startswith("e")]
+    assert vector_keys and all(indexed_under(a, k) for k in vector_keys)
+    assert not indexed_under(a, a.sketch.keys[STORE_KEYS])
+
+
 def test_story_pool_coder_round_trips_compactly():
     multi = MultilingualSimilarity()
     items = [StoryItem(f"id{i}", micros, f"hash{i}",

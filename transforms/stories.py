@@ -99,6 +99,8 @@ from transforms.similarity import (
 )
 
 _LOG = logging.getLogger(__name__)
+VECTOR_KEY = "e"
+"""Prefix of the blocking keys taken from the encoder vector (lexical keys start w: or n:)."""
 DEFAULT_WINDOW = dt.timedelta(hours=72)
 MAX_PER_KEY = 64
 RESOLVE_ROUNDS = 6
@@ -277,9 +279,12 @@ def indexed_under(item: StoryItem, key: str | None) -> bool:
     each sketch, and fewer weak links chain unrelated stories. A headline-only article
     (fewer than :data:`~transforms.similarity.SHORT_WORDS` words) is kept under all its
     keys: its few words are all a later headline can find it by, and its sketch is about
-    half an article's, so state holds about as many bytes for it. ``None``: every key.
+    half an article's, so state holds about as many bytes for it. Keys of the encoder
+    vector (:func:`~transforms.similarity.vector_keys`) keep every article: few articles
+    share one, and they are what finds a retelling that shares no word. ``None``: every
+    key.
     """
-    if key is None:
+    if key is None or key.startswith(VECTOR_KEY):
         return True
     short = item.sketch.words < SHORT_WORDS
     return key in (item.sketch.keys if short else item.sketch.keys[:STORE_KEYS])
