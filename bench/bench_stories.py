@@ -1,7 +1,7 @@
-"""Story-similarity quality on the shared stories-dev corpus (benchmark, not a test).
+"""Story-similarity quality on the shared stories-dev corpus and the same-domain week corpus.
 
-Reads ``../shared/corpora/stories-dev/`` (outside the repository; exits with a message
-when it is missing) and prints:
+``pairs`` and ``headlines`` read ``../shared/corpora/stories-dev/`` (outside the
+repository; they exit with a message when it is missing). It prints:
 
 1. ``pairs``: on article-pairs-dev.csv (1,221 human-rated pairs), the Pearson correlation
    of the similarity with ``Overall`` and the same-story F1 (gold: Overall <= 1.5), for
@@ -39,12 +39,29 @@ when it is missing) and prints:
    story (``Overall`` >= 2.5), beside the same figures for the fold models' isolated
    pair scores.
 
+4. ``week``: the same-domain corpus of ``tests/fixtures/stories/`` (written for this
+   project: one week of war news from one region in en/uk/ru/de plus a second domain, with
+   gold event labels) run in ONE batch through ``newsbeam ingest --articles`` (the backfill
+   path: the real stage after the language and topic steps), then read back from the
+   Parquet: BCubed precision/recall/F1 over every article of the set, the articles of other
+   events that share a ``story_id`` with an article of the seed story, same-event pairs
+   joined (same language and across languages), and every wrong merge and split. An article
+   dropped as a near or exact copy (or an echo sent to ``duplicates/``) counts as a member
+   of the story of the article it copies: the corpus holds no copies, so a drop joins two
+   articles and is scored like any other join, right or wrong. ``--seeds [DIR]`` adds the
+   two real seed articles (``../shared/seeds/``, or DIR) as members of the seed event and
+   says whether they join the seed story and whether anything foreign does. Without
+   ``--seeds`` it needs nothing outside the repository. (A benchmark holding all its
+   sub-commands, so over 600 lines.)
+
 Run::
 
     .venv/bin/python bench/bench_stories.py pairs [--fit]
     .venv/bin/python bench/bench_stories.py pairs-batch [--similarity lexical]
     .venv/bin/python bench/bench_stories.py headlines [--half dev|test] [--limit N] [--oracle]
                                                    [--threshold T]
+    .venv/bin/python bench/bench_stories.py week [--set dev|test] [--similarity lexical]
+                                              [--seeds [DIR]] [--threshold T]
 """
 
 from __future__ import annotations
@@ -548,9 +565,168 @@ def run_pairs_batch(kind: str, limit: int | None = None) -> None:
               f"(false-join rate {np.sum(pred & hard) / max(1, hard.sum()):.3f})")
 
 
+WEEK = ROOT / "tests" / "fixtures" / "stories"
+SEED_EVENT = "kursk-hold-until-inauguration"
+"""Gold label of the seed story in ``test.jsonl`` (the two real seed articles tell it too)."""
+BACKFILL_FIELDS = ("url", "text", "title", "published", "source", "language")
+WEEK_FETCHED = dt.datetime(2024, 12, 1, tzinfo=dt.UTC)
+"""Fixed fetch time for the week runs (the corpus's weeks end in late November 2024)."""
+
+
+def week_rows(name: str, seeds: Path | None) -> list[dict]:
+    """The set's lines, plus the two real seed articles as seed-event members if asked."""
+    import json
+
+    rows = [json.loads(line) for line in
+            (WEEK / f"{name}.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    if seeds:
+        if not seeds.is_dir():
+            raise SystemExit(f"{seeds} is missing: --seeds needs the folder of the two real "
+                             "seed articles (../shared/seeds/ beside the repository, or "
+                             "--seeds DIR).")
+        for day, path in enumerate(sorted(seeds.glob("*.txt"))):
+            title, body = split_title(path.read_text(encoding="utf-8"))
+            rows.append({"id": f"seed-{path.stem}", "url": f"https://seeds.invalid/{path.stem}",
+                         "source": "seed", "language": "en",
+                         "published": f"2024-11-{23 + day}T09:00:00Z", "title": title,
+                         "text": body, "event": SEED_EVENT})
+    return rows
+
+
+def ingest_week(rows: list[dict], kind: str, threshold: float | None, workdir: Path):
+    """Runs ``newsbeam ingest --articles`` over ``rows`` and reads the Parquet back.
+
+    Returns (id → story_id for every row, id → how it left: ``written``, a duplicate level
+    or ``error``, the run summary, seconds). The lines are stripped to the backfill fields.
+    """
+    import json
+
+    import pyarrow.dataset as ds
+
+    from pipelines.ingest import run
+    from transforms.urls import canonical_url
+
+    src = workdir / "articles.jsonl"
+    src.write_text("".join(json.dumps({k: r[k] for k in BACKFILL_FIELDS if k in r},
+                                      ensure_ascii=False) + "\n" for r in rows),
+                   encoding="utf-8")
+    out = workdir / "out"
+    argv = ["--articles", str(src), "--output", str(out), "--story-similarity", kind,
+            "--runner", "FnApiRunner"]
+    if threshold is not None:
+        argv += ["--story-threshold", str(threshold)]
+    started = time.perf_counter()
+    _, summary = run(argv, clock=lambda: WEEK_FETCHED, quiet=True)
+    took = time.perf_counter() - started
+    by_url = {canonical_url(r["url"]): r["id"] for r in rows}
+
+    def table(name: str) -> list[dict]:
+        if not (out / name).exists():
+            return []
+        return ds.dataset(out / name, format="parquet", partitioning="hive").to_table(
+        ).to_pylist()
+
+    written = {a["article_id"]: a for a in table("articles")}
+    story_of = {by_url[a["url"]]: a["story_id"] for a in written.values()}
+    fate = {by_url[a["url"]]: "written" for a in written.values()}
+    copies = {d["url"]: d for d in table("duplicates")}
+    for url, d in copies.items():
+        rid = by_url[url]
+        fate[rid] = d["level"]
+        kept = written.get(d["duplicate_of"])
+        story_of[rid] = kept["story_id"] if kept else d["duplicate_of"]
+    for e in table("errors"):
+        rid = next((i for u, i in by_url.items() if u in e["url"]), e["url"])
+        fate[rid], story_of[rid] = "error", f"error:{rid}"
+    return story_of, fate, summary, took
+
+
+def run_week(name: str, kind: str, seeds: Path | None, threshold: float | None) -> dict:
+    """Prints BCubed, the seed story's foreign members and every wrong merge and split."""
+    import tempfile
+
+    rows = week_rows(name, seeds)
+    gold = {r["id"]: r["event"] for r in rows}
+    info = {r["id"]: r for r in rows}
+    with tempfile.TemporaryDirectory(prefix="bench-week-") as tmp:
+        story_of, fate, summary, took = ingest_week(rows, kind, threshold, Path(tmp))
+    missing = sorted(set(gold) - set(story_of))
+    ids = sorted(gold)
+    pred = [story_of.get(i, f"missing:{i}") for i in ids]
+    p, r, f = bcubed(pred, [gold[i] for i in ids])
+    fates = Counter(fate.values())
+    print(f"week --set {name}: {len(rows)} articles ({sum(i.startswith('seed-') for i in ids)} "
+          f"real seed articles), {len(set(gold.values()))} gold events, "
+          f"{len(set(pred))} predicted stories; similarity {kind}"
+          f"{f', threshold {threshold}' if threshold is not None else ''}; "
+          f"{took:.1f} s through newsbeam ingest --articles")
+    print(f"  how they left: {dict(sorted(fates.items()))}; accounting "
+          f"{'OK' if summary.balanced else 'MISMATCH'}; not found in the output: {missing}")
+    print(f"  BCubed P={p:.3f} R={r:.3f} F1={f:.3f}")
+    joined_pairs: Counter = Counter()
+    for a_i, a in enumerate(ids):
+        for b in ids[a_i + 1:]:
+            if gold[a] == gold[b]:
+                cross = "cross-language" if info[a]["language"] != info[b]["language"] \
+                    else "same-language"
+                joined_pairs[cross, "all"] += 1
+                joined_pairs[cross, "joined"] += story_of.get(a) == story_of.get(b)
+    print("  same-event pairs in one story: " + ", ".join(
+        f"{c} {joined_pairs[c, 'joined']}/{joined_pairs[c, 'all']}"
+        for c in ("same-language", "cross-language")))
+    members: dict[str, list[str]] = defaultdict(list)
+    for i in ids:
+        members[story_of.get(i, f"missing:{i}")].append(i)
+    seed_ids = [i for i in ids if gold[i] == SEED_EVENT]
+    foreign: list[str] = []
+    if seed_ids:
+        seed_story, _ = Counter(story_of.get(i) for i in seed_ids).most_common(1)[0]
+        inside = members.get(seed_story, [])
+        foreign = [i for i in inside if gold[i] != SEED_EVENT]
+        joined = [i for i in seed_ids if story_of.get(i) == seed_story]
+        near = sorted({m for i in seed_ids for m in members.get(story_of.get(i), [])
+                       if gold[m] != SEED_EVENT})
+        print(f"  seed story ({SEED_EVENT}): {len(joined)}/{len(seed_ids)} of its articles "
+              f"in one story; foreign articles in it: {len(foreign)} "
+              f"{[f'{i} ({gold[i]})' for i in foreign]}; foreign articles in any story "
+              f"holding a seed-event article: {len(near)} {near}")
+        foreign = near
+        if seeds:
+            real = [i for i in seed_ids if i.startswith("seed-")]
+            print(f"  real seed articles join the seed story: "
+                  f"{all(story_of.get(i) == seed_story for i in real)} "
+                  f"({[(i, story_of.get(i) == seed_story) for i in real]}); nothing foreign "
+                  f"joined: {not foreign}")
+    for i in ids:
+        if fate.get(i) not in ("written", None):
+            kept = [m for m in members[story_of[i]] if m != i]
+            print(f"  dropped as {fate[i]}: {i} ({gold[i]}); its story holds {kept}")
+    merges = {sid: ms for sid, ms in members.items() if len({gold[m] for m in ms}) > 1}
+    print(f"  wrong merges: {len(merges)} predicted stories hold more than one event")
+    for sid, ms in sorted(merges.items(), key=lambda kv: -len(kv[1])):
+        by_event: dict[str, list[str]] = defaultdict(list)
+        for m in ms:
+            by_event[gold[m]].append(f"{m}[{fate.get(m, '?')}]")
+        print(f"    story {sid}: " + "; ".join(f"{e}: {', '.join(v)}"
+                                               for e, v in sorted(by_event.items())))
+    events: dict[str, list[str]] = defaultdict(list)
+    for i in ids:
+        events[gold[i]].append(i)
+    splits = {e: ms for e, ms in events.items() if len({story_of.get(m) for m in ms}) > 1}
+    print(f"  splits: {len(splits)} events spread over more than one story")
+    for e, ms in sorted(splits.items()):
+        parts: dict[str, list[str]] = defaultdict(list)
+        for m in ms:
+            parts[str(story_of.get(m))].append(m)
+        print(f"    {e}: " + " | ".join(", ".join(v) for v in parts.values()))
+    return {"precision": p, "recall": r, "f1": f, "seed_foreign": len(foreign),
+            "merges": len(merges), "splits": len(splits)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["pairs", "pairs-batch", "headlines", "seeds"])
+    parser.add_argument("what", choices=["pairs", "pairs-batch", "headlines", "seeds",
+                                         "week"])
     parser.add_argument("--fit", action="store_true")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--short", action="store_true",
@@ -563,8 +739,15 @@ def main() -> None:
                         help="headlines: score pairs by the gold answer (the ceiling left "
                              "by blocking, parent choice and the vote).")
     parser.add_argument("--threshold", type=float, default=None,
-                        help="headlines: decide at this score instead of the default "
-                             "(diagnostic).")
+                        help="headlines, week: decide at this score instead of the "
+                             "default (diagnostic).")
+    parser.add_argument("--set", dest="set_name", choices=["dev", "test"], default="dev",
+                        help="week: which set of tests/fixtures/stories/ (default dev; "
+                             "design on dev, report test).")
+    parser.add_argument("--seeds", nargs="?", type=Path, const=SEEDS, default=None,
+                        metavar="DIR",
+                        help="week: add the two real seed articles (DIR, default "
+                             "../shared/seeds/) to the batch as members of the seed story.")
     parser.add_argument("--similarity", choices=KINDS, default="multilingual",
                         help="Which similarity to measure (default: the pipeline's).")
     args = parser.parse_args()
@@ -575,6 +758,8 @@ def main() -> None:
         run_pairs_batch(args.similarity, args.limit)
     elif args.what == "seeds":
         run_seeds(args.similarity)
+    elif args.what == "week":
+        run_week(args.set_name, args.similarity, args.seeds, args.threshold)
     else:
         run_headlines(args.similarity, args.limit, args.half, args.oracle, args.threshold)
 

@@ -1,0 +1,136 @@
+"""The same-domain story corpus (tests/fixtures/stories/): its shape, and the stage on it.
+
+The corpus is one week of war news from one region in four languages, plus a second
+domain, with a gold ``event`` label per article (see the folder's README). These tests
+check that both sets keep the shape the benchmark relies on
+(``bench/bench_stories.py week --set dev|test`` reports the figures).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+from transforms.backfill import parse_backfill_line
+from transforms.urls import canonical_url, host_of
+
+FIXTURES = Path(__file__).parent / "fixtures" / "stories"
+FIELDS = {"id", "url", "source", "language", "published", "title", "text", "event"}
+LANGUAGES = {"en", "uk", "ru", "de"}
+SECOND_DOMAIN = {"dev": "football-", "test": "biathlon-"}
+"""Event labels of the second domain start with this prefix; the others are war news."""
+SEED_EVENT = "kursk-hold-until-inauguration"
+MINIMA = {"dev": (40, 10, 0), "test": (60, 15, 4)}
+"""Per set: articles, war events and second-domain events it must at least hold."""
+FETCHED = dt.datetime(2024, 12, 1, tzinfo=dt.UTC)
+
+
+def load(name: str) -> list[dict]:
+    lines = (FIXTURES / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+@pytest.mark.parametrize("name", ["dev", "test"])
+def test_each_set_is_well_formed(name):
+    rows = load(name)
+    n_articles, n_war, n_other = MINIMA[name]
+    assert len(rows) >= n_articles
+    for r in rows:
+        assert set(r) == FIELDS, r.get("id")
+        assert all(isinstance(r[k], str) and r[k].strip() for k in FIELDS), r["id"]
+        assert r["language"] in LANGUAGES, r["id"]
+        assert 60 <= len(r["text"].split()) <= 220, (r["id"], len(r["text"].split()))
+        when = dt.datetime.fromisoformat(r["published"].replace("Z", "+00:00"))
+        assert when.utcoffset() == dt.timedelta(0), r["id"]
+        # Each line is a valid backfill line; the extra fields (id, event) are ignored.
+        entry = parse_backfill_line(json.dumps(r, ensure_ascii=False), FETCHED)
+        assert (entry.body, entry.published_at, entry.source) == (r["text"], when, r["source"])
+    assert len({r["id"] for r in rows}) == len(rows)
+    assert len({canonical_url(r["url"]) for r in rows}) == len(rows)
+    events = defaultdict(list)
+    for r in rows:
+        events[r["event"]].append(r)
+    other = [e for e in events if e.startswith(SECOND_DOMAIN[name])]
+    war = [e for e in events if e not in other]
+    assert len(war) >= n_war and len(other) >= n_other
+    for event, members in events.items():
+        assert 1 <= len(members) <= 6, event
+        # An event is told by several outlets, never twice by one.
+        assert len({m["source"] for m in members}) == len(members), event
+        assert len({host_of(m["url"]) for m in members}) == len(members), event
+        days = sorted(m["published"][:10] for m in members)
+        assert dt.date.fromisoformat(days[-1]) - dt.date.fromisoformat(days[0]) <= \
+            dt.timedelta(days=3), event
+    assert sum(len(m) == 1 for m in events.values()) >= 1
+    war_days = sorted({r["published"][:10] for r in rows if r["event"] in war})
+    assert dt.date.fromisoformat(war_days[-1]) - dt.date.fromisoformat(war_days[0]) <= \
+        dt.timedelta(days=7)
+    # Every language is well represented, and several events are told in 3-4 of them.
+    languages = Counter(r["language"] for r in rows)
+    assert set(languages) == LANGUAGES
+    assert min(languages.values()) >= len(rows) // 8, languages
+    assert sum(len({m["language"] for m in ms}) >= 3 for ms in events.values()) >= 5
+
+
+def test_sets_are_disjoint_and_the_test_set_holds_the_seed_story():
+    dev, test = load("dev"), load("test")
+    assert not {r["event"] for r in dev} & {r["event"] for r in test}
+    assert not {r["source"] for r in dev} & {r["source"] for r in test}
+    assert not {host_of(r["url"]) for r in dev} & {host_of(r["url"]) for r in test}
+    seed = [r for r in test if r["event"] == SEED_EVENT]
+    assert 4 <= len(seed) <= 5
+    assert len({r["language"] for r in seed}) >= 3
+    assert not any(r["event"] == SEED_EVENT for r in dev)
+
+
+def bcubed_f1(pred: dict[str, str], gold: dict[str, str]) -> float:
+    """BCubed F1 of the predicted story of each article against its gold event."""
+    ids = sorted(gold)
+    pairs = Counter((pred[i], gold[i]) for i in ids)
+    psize, gsize = Counter(pred[i] for i in ids), Counter(gold.values())
+    p = sum(c * c / psize[pl] for (pl, _), c in pairs.items()) / len(ids)
+    r = sum(c * c / gsize[gl] for (_, gl), c in pairs.items()) / len(ids)
+    return 2 * p * r / (p + r)
+
+
+@pytest.mark.slow
+def test_the_stage_keeps_the_week_apart_and_the_seed_story_clean(tmp_path):
+    """The test set in one batch through ``newsbeam ingest --articles`` (default similarity).
+
+    An article dropped as a copy counts in the story of the article it copies.
+    """
+    import pyarrow.dataset as ds
+
+    from pipelines.ingest import run
+
+    rows = load("test")
+    src = tmp_path / "week.jsonl"
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                   encoding="utf-8")
+    out = tmp_path / "out"
+    _, summary = run(["--articles", str(src), "--output", str(out), "--runner", "FnApiRunner"],
+                     clock=lambda: FETCHED, quiet=True)
+    assert summary.balanced and summary.entries_read == len(rows)
+    assert summary.entry_errors == 0
+    by_url = {canonical_url(r["url"]): r["id"] for r in rows}
+    articles = ds.dataset(out / "articles", format="parquet", partitioning="hive").to_table()
+    written = {a["article_id"]: a for a in articles.to_pylist()}
+    story = {by_url[a["url"]]: a["story_id"] for a in written.values()}
+    if (out / "duplicates").exists():
+        copies = ds.dataset(out / "duplicates", format="parquet", partitioning="hive").to_table()
+        for d in copies.to_pylist():
+            kept = written.get(d["duplicate_of"])
+            story[by_url[d["url"]]] = kept["story_id"] if kept else d["duplicate_of"]
+    gold = {r["id"]: r["event"] for r in rows}
+    assert set(story) == set(gold)
+    # No article of another event shares a story_id with any article of the seed story.
+    seed_stories = {story[i] for i in gold if gold[i] == SEED_EVENT}
+    foreign = sorted(f"{i} ({gold[i]})" for i in gold
+                     if story[i] in seed_stories and gold[i] != SEED_EVENT)
+    f1 = bcubed_f1(story, gold)
+    assert not foreign and f1 >= 0.92, \
+        f"articles of other events in the seed story: {foreign}; BCubed F1 {f1:.3f}"
