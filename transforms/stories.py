@@ -17,7 +17,8 @@ How it scales (every step is keyed; there is no global index):
 1. each article is sketched once (:mod:`transforms.similarity`): a few hundred bytes;
 2. ``ByContent``: grouped by body hash, first wins (the pattern of :mod:`transforms.dedup`);
 3. ``CompareWithinKey``: each sketch is sent under its blocking keys (its rarest names
-   and words, at most NUM_KEYS); a DoFn per key compares each article with the earlier ones
+   and words, at most NUM_KEYS, and with the encoder the sign bands of its vector); a
+   DoFn per key compares each article with the earlier ones
    of that key within the time window (at most ``max_per_key`` most recent, so a common
    key cannot turn quadratic) and emits candidate parents. Under a trigger that can fire
    a key more than once the DoFns keep keyed state (expiring after the window); with the
@@ -28,10 +29,13 @@ How it scales (every step is keyed; there is no global index):
 5. ``ResolveStories``: parent pointers form a forest whose roots are story leads; a few
    rounds of pointer jumping (each a GroupByKey) give every article its root,
    ``2**rounds`` levels deep;
-6. ``VoteStories``: each echo looks up the stories of all the earlier articles it matched
-   (one more join keyed by those articles) and moves to the story holding most of them,
-   so that one stray best match does not carry an article, and all that joined it, into
-   the wrong story;
+6. ``VoteStories``: each echo looks up the stories of all the earlier articles it was
+   compared with (one more join keyed by those articles; pairs scoring from
+   ``APART_FLOOR`` up to the threshold come along as evidence against) and joins the
+   story that holds most of its matches among the stories it agrees with: its lead
+   matches it, or most of the story's members it was compared with do. With no such
+   story it opens its own. So one stray best match, or a chain of pairwise links, does
+   not carry an article, and all that joined it, into the wrong story;
 7. ``AssembleStories``: a join by ``article_id`` (with the votes of the last vote round)
    sets the fields or emits the record.
 
