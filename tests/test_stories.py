@@ -313,6 +313,11 @@ def test_an_article_is_kept_under_every_key_of_its_encoder_vector():
     vector_keys = [k for k in a.sketch.keys if k.startswith("e")]
     assert vector_keys and all(indexed_under(a, k) for k in vector_keys)
     assert not indexed_under(a, a.sketch.keys[STORE_KEYS])
+    # Kept for the firing only: state would otherwise hold eight more copies of a sketch.
+    from transforms.stories import kept_in_state
+
+    assert not any(kept_in_state(k) for k in vector_keys)
+    assert all(kept_in_state(k) for k in a.sketch.keys[:STORE_KEYS])
 
 
 def test_story_pool_coder_round_trips_compactly():

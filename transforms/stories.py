@@ -294,6 +294,18 @@ def indexed_under(item: StoryItem, key: str | None) -> bool:
     return key in (item.sketch.keys if short else item.sketch.keys[:STORE_KEYS])
 
 
+def kept_in_state(key: str) -> bool:
+    """Whether a key's items outlive the firing that brought them (keyed state).
+
+    Keys of the encoder vector are not: every article is kept under all of its bands,
+    which would hold several more copies of each sketch in state and overrun its budget
+    per article. Under a trigger that fires a key again (the continuous pipeline) they
+    therefore find retellings within one firing (one poll window) only; lexical keys
+    reach back the whole story window.
+    """
+    return not key.startswith(VECTOR_KEY)
+
+
 def matches_in_group(sim: StorySimilarity, earlier: list[StoryItem], items: list[StoryItem],
                      threshold: float, window_micros: int,
                      max_per_key: int, key: str | None = None) -> Iterator[tuple[str, Edge]]:
@@ -505,7 +517,7 @@ class CompareWithinKeyFn(beam.DoFn):
 
     State keeps the items of this key seen in earlier firings (a continuous pipeline),
     pruned to the time window and to ``max_per_key`` items; a timer clears it once the
-    window has passed.
+    window has passed. Keys of the encoder vector keep nothing (:func:`kept_in_state`).
     """
 
     RECENT = ReadModifyWriteStateSpec("recent", StoryPoolCoder())
@@ -533,6 +545,8 @@ class CompareWithinKeyFn(beam.DoFn):
             n += 1
             yield article_id, tuple(edge)
         self.compared.inc(n)
+        if not kept_in_state(element[0]):
+            return
         # Blocking keys are not needed once grouped: state keeps the sketch without them.
         pool = sorted(earlier + [i._replace(sketch=dataclasses.replace(i.sketch, keys=()))
                                  for i in items if indexed_under(i, element[0])],
