@@ -451,6 +451,20 @@ def test_vote_story_joins_a_story_only_when_it_agrees_with_it():
     assert vote_story(echo, twice, threshold=0.5).ptr == "A"
 
 
+def test_headlines_found_apart_are_no_evidence():
+    from transforms.stories import compare
+
+    long_a = item("a", 0, KURSK["en-soldiers"][2])
+    long_b = item("b", 1, UNRELATED["aid"][2])
+    score = SIM.score(long_b.sketch, long_a.sketch)
+    assert 0.0 < score < SIM.threshold
+    # Below the threshold but above the floor: an edge that counts against a story.
+    assert compare(SIM, long_b, long_a, 0.0, SIM.threshold).score == round(score, 4)
+    short = StoryItem("h", 2, "hh", SIM.sketch(UNRELATED["aid"][1], "", "en"))
+    assert short.sketch.words < SHORT_WORDS
+    assert compare(SIM, short, long_a, 0.0, SIM.threshold) is None
+
+
 def test_apart_pairs_do_not_become_parents():
     from transforms.stories import _first_node
 

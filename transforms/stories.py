@@ -202,15 +202,20 @@ def make_item(sim: StorySimilarity, article_id: str, title: str, body: str, lang
 
 
 def compare(sim: StorySimilarity, item: StoryItem, earlier: StoryItem,
-            threshold: float) -> Edge | None:
+            threshold: float, apart_below: float = 0.0) -> Edge | None:
     """An edge from ``item`` to ``earlier`` when it is a near copy or scores ≥ threshold.
 
-    A ``threshold`` below the stage's decision point also yields the pairs that were
-    compared and found apart (evidence against a story in :func:`vote_story`).
+    A ``threshold`` below the stage's decision point (``apart_below``) also yields the
+    pairs that were compared and found apart (evidence against a story in
+    :func:`vote_story`), unless either article is a headline only.
     """
     near = near_duplicate(item.sketch, earlier.sketch)
     score = sim.score(item.sketch, earlier.sketch)
     if near is None and score < threshold:
+        return None
+    if near is None and score < apart_below and min(item.sketch.words,
+                                                     earlier.sketch.words) < SHORT_WORDS:
+        # A headline scored against another says too little to count against a story.
         return None
     return Edge(earlier.article_id, earlier.micros, round(score, 4), near)
 
@@ -308,7 +313,8 @@ def kept_in_state(key: str) -> bool:
 
 def matches_in_group(sim: StorySimilarity, earlier: list[StoryItem], items: list[StoryItem],
                      threshold: float, window_micros: int,
-                     max_per_key: int, key: str | None = None) -> Iterator[tuple[str, Edge]]:
+                     max_per_key: int, key: str | None = None,
+                     apart_below: float = 0.0) -> Iterator[tuple[str, Edge]]:
     """Compares each new item with the earlier ones of a key (state + this group).
 
     ``earlier`` and ``items`` are sorted by :func:`item_order`'s time part; each item is
@@ -322,7 +328,7 @@ def matches_in_group(sim: StorySimilarity, earlier: list[StoryItem], items: list
                       and item.micros - e.micros <= window_micros]
             recent = recent[max(0, len(recent) - max_per_key):] if max_per_key > 0 else []
             for e in recent:
-                edge = compare(sim, item, e, threshold)
+                edge = compare(sim, item, e, threshold, apart_below)
                 if edge is not None:
                     yield item.article_id, edge
         if indexed_under(item, key):
@@ -451,9 +457,10 @@ class CompareInGroupFn(beam.DoFn):
     """
 
     def __init__(self, similarity: StorySimilarity, threshold: float, window: dt.timedelta,
-                 max_per_key: int = MAX_PER_KEY):
+                 max_per_key: int = MAX_PER_KEY, apart_below: float = 0.0):
         self._sim = similarity
         self._threshold = threshold
+        self._apart_below = apart_below
         self._window_micros = int(window.total_seconds() * 1_000_000)
         self._max = max_per_key
         self.compared = Metrics.counter(NAMESPACE, "story_pairs_compared")
@@ -467,7 +474,8 @@ class CompareInGroupFn(beam.DoFn):
         items = sorted(map(item_from_values, values), key=lambda i: i.order)
         n = 0
         for article_id, edge in matches_in_group(self._sim, [], items, self._threshold,
-                                                 self._window_micros, self._max, element[0]):
+                                                 self._window_micros, self._max, element[0],
+                                                 self._apart_below):
             n += 1
             yield article_id, tuple(edge)  # plain values: not pickled on the way
         self.compared.inc(n)
@@ -524,9 +532,10 @@ class CompareWithinKeyFn(beam.DoFn):
     EXPIRE = TimerSpec("expire", TimeDomain.WATERMARK)
 
     def __init__(self, similarity: StorySimilarity, threshold: float, window: dt.timedelta,
-                 max_per_key: int = MAX_PER_KEY):
+                 max_per_key: int = MAX_PER_KEY, apart_below: float = 0.0):
         self._sim = similarity
         self._threshold = threshold
+        self._apart_below = apart_below
         self._window = window
         self._window_micros = int(window.total_seconds() * 1_000_000)
         self._max = max_per_key
@@ -541,7 +550,8 @@ class CompareWithinKeyFn(beam.DoFn):
         self.group_size.update(len(items))
         n = 0
         for article_id, edge in matches_in_group(self._sim, earlier, items, self._threshold,
-                                                 self._window_micros, self._max, element[0]):
+                                                 self._window_micros, self._max, element[0],
+                                                 self._apart_below):
             n += 1
             yield article_id, tuple(edge)
         self.compared.inc(n)
@@ -1144,7 +1154,7 @@ class AssignStories(beam.PTransform):
             exact_sets.append(by_content.dropped)
         compare_fn = (CompareInGroupFn if once and not self._across else CompareWithinKeyFn)(
             self._sim, self._threshold if self._apart is None else self._apart,
-            self._window, self._max)
+            self._window, self._max, 0.0 if self._apart is None else self._threshold)
         blocks = (kept
                   | "KeyByBlock" >> beam.FlatMap(_by_block)
                   .with_output_types(tuple[str, Any]).with_outputs("order", main="copies"))
