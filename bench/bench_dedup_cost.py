@@ -77,12 +77,14 @@ from transforms.stories import (  # noqa: E402
     choose_parent,
     event_time,
     indexed_under,
+    kept_in_state,
     make_item,
     matches_in_group,
 )
 from transforms.text import content_hash  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "corpora"
+SHARED = Path(os.environ.get("NEWSBEAM_SHARED", ROOT.parent / "shared")) / "corpora"
+"""``../shared/corpora`` beside the repository, or ``$NEWSBEAM_SHARED/corpora``."""
 BBC = SHARED / "topics-dev" / "bbc-dev.csv"
 PAIRS = SHARED / "stories-dev" / "article-pairs-dev.csv"
 T0 = dt.datetime(2024, 11, 22, tzinfo=dt.UTC)
@@ -127,7 +129,7 @@ def state_bytes(sim: StorySimilarity, articles: list[Article]) -> tuple[int, int
                          a.content_hash)
         winners.setdefault(a.content_hash, a.article_id)
         for k in item.sketch.keys:
-            if indexed_under(item, k):
+            if indexed_under(item, k) and kept_in_state(k):
                 by_key[k].append(item)
     window = int(DEFAULT_WINDOW.total_seconds() * 1_000_000)
     total = sum(len(pickle.dumps(h)) + len(pickle.dumps(w)) for h, w in winners.items())

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import random
 import re
 import sys
@@ -31,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from transforms.similarity import LexicalSimilarity, near_duplicate  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "corpora"
+SHARED = Path(os.environ.get("NEWSBEAM_SHARED", ROOT.parent / "shared")) / "corpora"
+"""``../shared/corpora`` beside the repository, or ``$NEWSBEAM_SHARED/corpora``."""
 BBC = SHARED / "topics-dev" / "bbc-dev.csv"
 PAIRS = SHARED / "stories-dev" / "article-pairs-dev.csv"
 BOILERPLATE = [

@@ -26,8 +26,20 @@ repository; they exit with a message when it is missing). It prints:
    and the vote. Its F1 is the ceiling that the stage's structure leaves to pair scoring.
    ``--threshold T`` runs the stage at another decision point (a diagnostic: the
    reported figure is the one at the default).
+3. ``pairs-batch``: the same pairs in the clustering context. For each of the 5 folds, a
+   model is fitted on the other folds (lexical weights, per-pair offsets, blend and
+   threshold, and the headline model on the pairs cut to headlines, as ``pairs --fit``
+   and ``pairs --fit --short`` fit them); then every text of the held-back fold goes
+   through the real :class:`~transforms.stories.AssignStories` stage in ONE batch with
+   one published date, and a pair is predicted "same story" when both texts get the
+   same ``story_id`` (a text dropped as a copy takes the story of what it copies). So a
+   pair can be joined, or kept apart, by the other texts of its batch, as in a real
+   feed. Prints pair F1 (all, monolingual, cross-language) and the false-join rate of
+   the hard negatives: pairs rated same place (``Geography`` <= 1.5) but not the same
+   story (``Overall`` >= 2.5), beside the same figures for the fold models' isolated
+   pair scores.
 
-3. ``week``: the same-domain corpus of ``tests/fixtures/stories/`` (written for this
+4. ``week``: the same-domain corpus of ``tests/fixtures/stories/`` (written for this
    project: one week of war news from one region in en/uk/ru/de plus a second domain, with
    gold event labels) run in ONE batch through ``newsbeam ingest --articles`` (the backfill
    path: the real stage after the language and topic steps), then read back from the
@@ -45,6 +57,7 @@ repository; they exit with a message when it is missing). It prints:
 Run::
 
     .venv/bin/python bench/bench_stories.py pairs [--fit]
+    .venv/bin/python bench/bench_stories.py pairs-batch [--similarity lexical]
     .venv/bin/python bench/bench_stories.py headlines [--half dev|test] [--limit N] [--oracle]
                                                    [--threshold T]
     .venv/bin/python bench/bench_stories.py week [--set dev|test] [--similarity lexical]
@@ -56,6 +69,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import os
 import re
 import sys
 import time
@@ -78,10 +92,12 @@ from transforms.similarity import (  # noqa: E402
 KINDS = ("multilingual", "lexical")
 """The similarities this benchmark fits and measures (``make_similarity`` names)."""
 
-CORPUS = ROOT.parent / "shared" / "corpora" / "stories-dev"
+SHARED = Path(os.environ.get("NEWSBEAM_SHARED", ROOT.parent / "shared"))
+"""The shared corpora: ``../shared`` beside the repository, or ``$NEWSBEAM_SHARED``."""
+CORPUS = SHARED / "corpora" / "stories-dev"
 PAIRS = CORPUS / "article-pairs-dev.csv"
 HEADLINES = CORPUS / "headline-stories-dev.csv"
-SEEDS = ROOT.parent / "shared" / "seeds"
+SEEDS = SHARED / "seeds"
 GOLD_MAX = 1.5
 FOLDS = 5
 SEED = 7
@@ -455,6 +471,100 @@ def run_headlines(kind: str, limit: int | None, half: str = "all",
     print(f"  BCubed P={p:.3f} R={r:.3f} F1={f:.3f} (similarity {sim.name}, {at})")
 
 
+HARD_GEOGRAPHY = 1.5
+HARD_OVERALL = 2.5
+"""Hard negatives: same place (Geography <= 1.5) but not the same story (Overall >= 2.5)."""
+
+
+def fold_similarity(kind: str, fitted, short_fitted):
+    """The similarity of ``kind`` with the models fitted on the training folds only."""
+    from transforms.similarity import LexicalModel, LexicalSimilarity, MultilingualSimilarity
+
+    def model(fit, n):
+        w, buckets, t, _ = fit
+        return LexicalModel(intercept=float(w[0]),
+                            weights=tuple(float(v) for v in w[1:1 + n]),
+                            pair_offsets=tuple((b, float(v)) for b, v in
+                                               zip(buckets, w[1 + n:], strict=True)),
+                            threshold=float(t))
+
+    if kind == "lexical":
+        return LexicalSimilarity(model=model(fitted, len(LexicalSimilarity.feature_names)))
+    n = len(MultilingualSimilarity.feature_names)
+    return MultilingualSimilarity(model=model(fitted, n), short_model=model(short_fitted, n))
+
+
+def text_id(text: str) -> str:
+    """One article id per distinct text (57 texts appear in more than one pair)."""
+    import hashlib
+
+    return "t" + hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
+
+
+def pair_report(name: str, same: np.ndarray, gold: np.ndarray, mask: np.ndarray) -> str:
+    g, pr = gold[mask], same[mask]
+    tp = float(np.sum(g & pr))
+    p = tp / max(1.0, float(pr.sum()))
+    r = tp / max(1.0, float(g.sum()))
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return f"  {name:<15} n={int(mask.sum()):>4}  P={p:.3f} R={r:.3f} F1={f:.3f}"
+
+
+def run_pairs_batch(kind: str, limit: int | None = None) -> None:
+    """Pair F1 with each held-back fold's texts clustered together by the real stage."""
+    need(PAIRS)
+    rows = list(csv.DictReader(PAIRS.open(encoding="utf-8")))[:limit]
+    x, overall, cross, langs = pair_channels(kind, limit)
+    x_short = pair_channels(kind, limit, short=True)[0] if kind != "lexical" else None
+    gold = overall <= GOLD_MAX
+    hard = np.array([float(r["Geography"]) <= HARD_GEOGRAPHY
+                     and float(r["Overall"]) >= HARD_OVERALL for r in rows])
+    folds = np.random.default_rng(SEED).permutation(len(x)) % FOLDS
+    same = np.zeros(len(x), dtype=bool)
+    isolated = np.zeros(len(x), dtype=bool)
+    when = dt.datetime(2024, 11, 23, 9, tzinfo=dt.UTC)
+    took_all = 0.0
+    for k in range(FOLDS):
+        train, test = folds != k, folds == k
+        tr_langs = [lp for lp, m in zip(langs, train, strict=True) if m]
+        fitted = fit_model(x[train], overall[train], tr_langs)
+        short_fitted = (fit_model(x_short[train], overall[train], tr_langs)
+                        if x_short is not None else None)
+        sim = fold_similarity(kind, fitted, short_fitted)
+        idx = np.flatnonzero(test)
+        # What the isolated figure would be: the fold model's pair scores at its threshold.
+        for i in idx:
+            r = rows[i]
+            a = sim.sketch(*split_title(r["text1"]), r["lang1"])
+            b = sim.sketch(*split_title(r["text2"]), r["lang2"])
+            isolated[i] = sim.score(a, b) >= sim.threshold
+        texts: dict[str, object] = {}
+        for i in idx:
+            r = rows[i]
+            for text, lang in ((r["text1"], r["lang1"]), (r["text2"], r["lang2"])):
+                aid = text_id(text)
+                if aid not in texts:
+                    texts[aid] = article(aid, *split_title(text), lang, when)
+        stories, _, took, _ = assign_stories(list(texts.values()), sim)
+        took_all += took
+        for i in idx:
+            a, b = text_id(rows[i]["text1"]), text_id(rows[i]["text2"])
+            same[i] = stories.get(a, a) == stories.get(b, b)
+        print(f"fold {k}: {len(idx)} pairs, {len(texts)} texts in one batch, threshold "
+              f"{sim.threshold:.3f}, {len(set(stories.values()))} stories, {took:.1f} s")
+    print(f"pairs-batch: {len(x)} pairs ({int(gold.sum())} same-story), similarity {kind}, "
+          f"{FOLDS} folds, each fold's texts through AssignStories in one batch "
+          f"({took_all:.0f} s in the stage)")
+    for label, pred in (("in one batch", same), ("isolated pairs", isolated)):
+        print(f" {label}:")
+        for name, mask in (("all", np.ones(len(x), bool)), ("monolingual", ~cross),
+                           ("cross-language", cross)):
+            print(pair_report(name, pred, gold, mask))
+        print(f"  hard negatives (Geography <= {HARD_GEOGRAPHY}, Overall >= {HARD_OVERALL})"
+              f": {int(hard.sum())}, joined {int(np.sum(pred & hard))} "
+              f"(false-join rate {np.sum(pred & hard) / max(1, hard.sum()):.3f})")
+
+
 WEEK = ROOT / "tests" / "fixtures" / "stories"
 SEED_EVENT = "kursk-hold-until-inauguration"
 """Gold label of the seed story in ``test.jsonl`` (the two real seed articles tell it too)."""
@@ -615,7 +725,8 @@ def run_week(name: str, kind: str, seeds: Path | None, threshold: float | None) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["pairs", "headlines", "seeds", "week"])
+    parser.add_argument("what", choices=["pairs", "pairs-batch", "headlines", "seeds",
+                                         "week"])
     parser.add_argument("--fit", action="store_true")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--short", action="store_true",
@@ -643,6 +754,8 @@ def main() -> None:
     print("command: .venv/bin/python bench/bench_stories.py " + " ".join(sys.argv[1:]))
     if args.what == "pairs":
         run_pairs(args.similarity, args.fit, args.limit, args.short)
+    elif args.what == "pairs-batch":
+        run_pairs_batch(args.similarity, args.limit)
     elif args.what == "seeds":
         run_seeds(args.similarity)
     elif args.what == "week":

@@ -214,6 +214,29 @@ def test_multilingual_links_echoes_across_languages_and_not_other_stories():
     assert f["meaning"] > 0.5 and f["cross"] == 1.0
 
 
+def test_vector_keys_meet_across_languages_and_repeat():
+    from transforms.similarity import VECTOR_BANDS, vector_keys
+
+    sk = {lang: MULTI.sketch(t, b, lang) for lang, (t, b) in ECHO.items()}
+    sport = MULTI.sketch(*SPORT_DE, "de")
+    keys = {lang: vector_keys(s.vector) for lang, s in sk.items()}
+    assert all(len(k) == VECTOR_BANDS and len(set(k)) == VECTOR_BANDS for k in keys.values())
+    # Appended to the lexical keys of the sketch; the same on every call.
+    assert sk["en"].keys[-VECTOR_BANDS:] == keys["en"]
+    assert MULTI.sketch(*ECHO["en"], "en").keys == sk["en"].keys
+    # Keys hold signs of projections: the same story in three languages agrees on more
+    # signs with itself than with a sports report.
+    def agreeing_signs(x, y):
+        return sum(8 - bin(int(p[3:], 16) ^ int(q[3:], 16)).count("1")
+                   for p, q in zip(x, y, strict=True))
+
+    sport_keys = vector_keys(sport.vector)
+    for a, b in (("en", "de"), ("en", "ru"), ("de", "ru")):
+        assert agreeing_signs(keys[a], keys[b]) > max(agreeing_signs(keys[a], sport_keys),
+                                                      agreeing_signs(keys[b], sport_keys))
+    assert vector_keys(b"") == ()
+
+
 def test_multilingual_falls_back_to_lexical_outside_the_encoder_languages():
     assert "uk" not in ENCODER_LANGUAGES and "en" in ENCODER_LANGUAGES
     uk = MULTI.sketch("Парламент ухвалив залізничний бюджет", "Депутати в понеділок "

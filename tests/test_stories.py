@@ -306,6 +306,20 @@ def test_a_headline_only_article_is_kept_under_all_its_keys():
     assert not indexed_under(a, "w:unrelated")
 
 
+def test_an_article_is_kept_under_every_key_of_its_encoder_vector():
+    multi = MultilingualSimilarity()
+    text = KURSK["en-zelensky"][2]
+    a = StoryItem("a", 0, "ha", multi.sketch(KURSK["en-zelensky"][1], text, "en"))
+    vector_keys = [k for k in a.sketch.keys if k.startswith("e")]
+    assert vector_keys and all(indexed_under(a, k) for k in vector_keys)
+    assert not indexed_under(a, a.sketch.keys[STORE_KEYS])
+    # Kept for the firing only: state would otherwise hold eight more copies of a sketch.
+    from transforms.stories import kept_in_state
+
+    assert not any(kept_in_state(k) for k in vector_keys)
+    assert all(kept_in_state(k) for k in a.sketch.keys[:STORE_KEYS])
+
+
 def test_story_pool_coder_round_trips_compactly():
     multi = MultilingualSimilarity()
     items = [StoryItem(f"id{i}", micros, f"hash{i}",
@@ -405,6 +419,63 @@ def test_vote_story_moves_an_echo_to_the_story_of_most_matches():
     for level in ("lead", "seed", "near"):
         other = echo._replace(level=level)
         assert vote_story(other, votes) == other
+
+
+def test_vote_story_joins_a_story_only_when_it_agrees_with_it():
+    """A match with one member is not enough when the other members compared say no."""
+    echo = Node("x", "A", True, "echo", 0.8, "a2", False)
+
+    def vote(story, parent, score):
+        return Node("x", story, True, "vote", score, parent)
+
+    lead = Node("x", "x", True, "lead", None, None)
+    # A chain: x matched a2 (an echo of A) but was compared with A's lead and another
+    # member and found apart from both.
+    chained = [vote("A", "a2", 0.8), vote("A", "A", 0.3), vote("A", "a3", 0.2)]
+    assert vote_story(echo, chained, threshold=0.5) == lead
+    # Without a threshold every vote agrees: the pairwise behaviour.
+    assert vote_story(echo, chained).ptr == "A"
+    # The lead agrees: open, whatever the other members say.
+    assert vote_story(echo, [vote("A", "a2", 0.4), vote("A", "a3", 0.3), vote("A", "A", 0.6)],
+                      threshold=0.5) == echo._replace(score=0.6, parent="A")
+    # Most members compared agree (2 of 3): open; half of them (1 of 2): not.
+    most = [vote("A", "a2", 0.8), vote("A", "a3", 0.7), vote("A", "a4", 0.2)]
+    assert vote_story(echo, most, threshold=0.5).ptr == "A"
+    assert vote_story(echo, most[:1] + most[2:], threshold=0.5) == lead
+    # A closed story does not compete: the open one wins though it has fewer matches.
+    mixed = [*chained, vote("B", "b1", 0.6)]
+    assert vote_story(echo, mixed, threshold=0.5) == echo._replace(ptr="B", score=0.6,
+                                                                   parent="b1")
+    # A member matched under two keys counts once, with its best score.
+    twice = [vote("A", "a2", 0.8), vote("A", "A", 0.3), vote("A", "A", 0.55)]
+    assert vote_story(echo, twice, threshold=0.5).ptr == "A"
+
+
+def test_headlines_found_apart_are_no_evidence():
+    from transforms.stories import compare
+
+    long_a = item("a", 0, KURSK["en-soldiers"][2])
+    long_b = item("b", 1, UNRELATED["aid"][2])
+    score = SIM.score(long_b.sketch, long_a.sketch)
+    assert 0.0 < score < SIM.threshold
+    # Below the threshold but above the floor: an edge that counts against a story.
+    assert compare(SIM, long_b, long_a, 0.0, SIM.threshold).score == round(score, 4)
+    short = StoryItem("h", 2, "hh", SIM.sketch(UNRELATED["aid"][1], "", "en"))
+    assert short.sketch.words < SHORT_WORDS
+    assert compare(SIM, short, long_a, 0.0, SIM.threshold) is None
+
+
+def test_apart_pairs_do_not_become_parents():
+    from transforms.stories import _first_node
+
+    order = ((0, 5, "x"), None)
+    messages = [("item", order), ("edge", ("p", 1, 0.3, None)), ("edge", ("q", 2, 0.7, None))]
+    assert [n.parent for n in _first_node(("x", messages), 0.5)] == ["q"]
+    apart = [("item", order), ("edge", ("p", 1, 0.3, None))]
+    assert [n.level for n in _first_node(("x", apart), 0.5)] == ["lead"]
+    # A near copy is a parent whatever its score.
+    near = [("item", order), ("edge", ("p", 1, 0.3, 0.9))]
+    assert [n.level for n in _first_node(("x", near), 0.5)] == ["near"]
 
 
 def _vote_fixture():

@@ -86,3 +86,55 @@ def test_sets_are_disjoint_and_the_test_set_holds_the_seed_story():
     assert len({r["language"] for r in seed}) >= 3
     assert not any(r["event"] == SEED_EVENT for r in dev)
 
+
+def bcubed(pred: dict[str, str], gold: dict[str, str]) -> tuple[float, float, float]:
+    """BCubed precision, recall and F1 of the predicted story of each article."""
+    ids = sorted(gold)
+    pairs = Counter((pred[i], gold[i]) for i in ids)
+    psize, gsize = Counter(pred[i] for i in ids), Counter(gold.values())
+    p = sum(c * c / psize[pl] for (pl, _), c in pairs.items()) / len(ids)
+    r = sum(c * c / gsize[gl] for (_, gl), c in pairs.items()) / len(ids)
+    return p, r, 2 * p * r / (p + r)
+
+
+@pytest.mark.slow
+def test_the_stage_keeps_the_week_apart_and_the_seed_story_clean(tmp_path):
+    """The test set in one batch through ``newsbeam ingest --articles`` (default similarity).
+
+    An article dropped as a copy counts in the story of the article it copies.
+    """
+    import pyarrow.dataset as ds
+
+    from pipelines.ingest import run
+
+    rows = load("test")
+    src = tmp_path / "week.jsonl"
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                   encoding="utf-8")
+    out = tmp_path / "out"
+    _, summary = run(["--articles", str(src), "--output", str(out), "--runner", "FnApiRunner"],
+                     clock=lambda: FETCHED, quiet=True)
+    assert summary.balanced and summary.entries_read == len(rows)
+    assert summary.entry_errors == 0
+    by_url = {canonical_url(r["url"]): r["id"] for r in rows}
+    articles = ds.dataset(out / "articles", format="parquet", partitioning="hive").to_table()
+    written = {a["article_id"]: a for a in articles.to_pylist()}
+    story = {by_url[a["url"]]: a["story_id"] for a in written.values()}
+    if (out / "duplicates").exists():
+        copies = ds.dataset(out / "duplicates", format="parquet", partitioning="hive").to_table()
+        for d in copies.to_pylist():
+            kept = written.get(d["duplicate_of"])
+            story[by_url[d["url"]]] = kept["story_id"] if kept else d["duplicate_of"]
+    gold = {r["id"]: r["event"] for r in rows}
+    assert set(story) == set(gold)
+    # No article of another event shares a story_id with any article of the seed story.
+    seed_stories = {story[i] for i in gold if gold[i] == SEED_EVENT}
+    foreign = sorted(f"{i} ({gold[i]})" for i in gold
+                     if story[i] in seed_stories and gold[i] != SEED_EVENT)
+    p, r, f1 = bcubed(story, gold)
+    # The goal is BCubed F1 0.92 with nothing foreign in the seed story. This release
+    # reaches P 0.929, R 0.651, F1 0.765 with five foreign articles (README, Stories), the
+    # previous one P 0.886, F1 0.744 with eight: the floors sit between the two, so that
+    # precision, the first quality of this stage, cannot slip back unnoticed.
+    assert p >= 0.91 and f1 >= 0.755 and len(foreign) <= 5, \
+        f"BCubed P {p:.3f} R {r:.3f} F1 {f1:.3f}; other events in the seed story: {foreign}"

@@ -819,6 +819,53 @@ def _unpack(b: bytes) -> tuple[np.ndarray, np.float32]:
     return out, np.linalg.norm(out)
 
 
+VECTOR_BANDS = 8
+VECTOR_BITS = 8
+VECTOR_SEED = 20241123
+"""Blocking keys from the encoder vector: VECTOR_BANDS keys of VECTOR_BITS signs each."""
+CENTRE_FILE = "encoder_centre.json"
+"""Mean encoder vector of a set of news texts (written by ``tools/fit_encoder_centre.py``)."""
+
+
+@functools.lru_cache(maxsize=1)
+def _vector_planes() -> tuple[np.ndarray, np.ndarray]:
+    """Random ±1 hyperplanes (seeded) and the centre the vectors are projected from."""
+    import json
+    from importlib import resources
+
+    data = json.loads(resources.files("transforms").joinpath("data", CENTRE_FILE)
+                      .read_text(encoding="utf-8"))
+    centre = np.array(data["centre"], dtype=np.float64)
+    rng = np.random.default_rng(VECTOR_SEED)
+    planes = rng.choice(np.array([-1.0, 1.0]), size=(VECTOR_BANDS * VECTOR_BITS, len(centre)))
+    return planes, centre
+
+
+def unit_vector(b: bytes) -> np.ndarray:
+    """A :func:`quantize`-d vector scaled to unit length (float64)."""
+    v, norm = _unpack(b)
+    return v.astype(np.float64) / float(norm or 1.0)
+
+
+def vector_keys(b: bytes) -> tuple[str, ...]:
+    """Blocking keys of an encoder vector: random-hyperplane signs in bands.
+
+    Each of VECTOR_BANDS keys holds the signs of VECTOR_BITS projections of the vector,
+    taken from the centre of news texts (the encoder's vectors all lean one way, so signs
+    from the origin would say little). Two articles share a key with a probability that
+    grows with their cosine: a retelling in other words or another language, which shares
+    no rare word or name with the original, is still compared with it. The planes are
+    seeded, so every worker gives the same keys.
+    """
+    if not b:
+        return ()
+    planes, centre = _vector_planes()
+    bits = (planes @ (unit_vector(b) - centre)) > 0.0
+    weights = 1 << np.arange(VECTOR_BITS)
+    values = bits.reshape(VECTOR_BANDS, VECTOR_BITS) @ weights
+    return tuple(f"e{band}:{int(v):02x}" for band, v in enumerate(values))
+
+
 def vector_cosine(a: bytes, b: bytes) -> float:
     """Cosine of two :func:`quantize`-d vectors (0 when either is missing)."""
     if not a or not b or len(a) != len(b):
@@ -836,7 +883,8 @@ class MultilingualSimilarity(LexicalSimilarity):
     first :data:`ENCODER_CHARS` characters of the body. Its cosine is one more input of
     the logistic model, fitted together with the lexical channels by
     ``bench/bench_stories.py pairs --fit --similarity multilingual``; it is what links a
-    story told in other words or another language. Blocking keys stay lexical.
+    story told in other words or another language. Its blocking keys are the lexical ones
+    plus :func:`vector_keys` of the embedding.
     """
 
     model: LexicalModel = field(default_factory=lambda: MULTILINGUAL_MODEL)
@@ -854,7 +902,8 @@ class MultilingualSimilarity(LexicalSimilarity):
         if s.language not in ENCODER_LANGUAGES:
             return s
         vec = (self.encode or encode_meaning)([meaning_text(title, body)])[0]
-        return replace(s, vector=quantize(vec))
+        vector = quantize(vec)
+        return replace(s, vector=vector, keys=s.keys + vector_keys(vector))
 
     def features(self, a: Sketch, b: Sketch) -> list[float]:
         """The lexical inputs plus the encoder cosine, in the order of MEANING_FEATURES."""

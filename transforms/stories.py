@@ -17,7 +17,8 @@ How it scales (every step is keyed; there is no global index):
 1. each article is sketched once (:mod:`transforms.similarity`): a few hundred bytes;
 2. ``ByContent``: grouped by body hash, first wins (the pattern of :mod:`transforms.dedup`);
 3. ``CompareWithinKey``: each sketch is sent under its blocking keys (its rarest names
-   and words, at most NUM_KEYS); a DoFn per key compares each article with the earlier ones
+   and words, at most NUM_KEYS, and with the encoder the sign bands of its vector); a
+   DoFn per key compares each article with the earlier ones
    of that key within the time window (at most ``max_per_key`` most recent, so a common
    key cannot turn quadratic) and emits candidate parents. Under a trigger that can fire
    a key more than once the DoFns keep keyed state (expiring after the window); with the
@@ -28,10 +29,13 @@ How it scales (every step is keyed; there is no global index):
 5. ``ResolveStories``: parent pointers form a forest whose roots are story leads; a few
    rounds of pointer jumping (each a GroupByKey) give every article its root,
    ``2**rounds`` levels deep;
-6. ``VoteStories``: each echo looks up the stories of all the earlier articles it matched
-   (one more join keyed by those articles) and moves to the story holding most of them,
-   so that one stray best match does not carry an article, and all that joined it, into
-   the wrong story;
+6. ``VoteStories``: each echo looks up the stories of all the earlier articles it was
+   compared with (one more join keyed by those articles; pairs scoring from
+   ``APART_FLOOR`` up to the threshold come along as evidence against) and joins the
+   story that holds most of its matches among the stories it agrees with: its lead
+   matches it, or most of the story's members it was compared with do. With no such
+   story it opens its own. So one stray best match, or a chain of pairwise links, does
+   not carry an article, and all that joined it, into the wrong story;
 7. ``AssembleStories``: a join by ``article_id`` (with the votes of the last vote round)
    sets the fields or emits the record.
 
@@ -99,11 +103,17 @@ from transforms.similarity import (
 )
 
 _LOG = logging.getLogger(__name__)
+VECTOR_KEY = "e"
+"""Prefix of the blocking keys taken from the encoder vector (lexical keys start w: or n:)."""
 DEFAULT_WINDOW = dt.timedelta(hours=72)
 MAX_PER_KEY = 64
 RESOLVE_ROUNDS = 6
 VOTE_ROUNDS = 1
 """Rounds of :class:`VoteStories` after the pointers are resolved (0: single best match)."""
+APART_FLOOR = 0.15
+"""Compared pairs scoring at least this but under the threshold travel to the vote as
+evidence against the story of the earlier article (:func:`vote_story`); pairs under it
+share too little to say anything about a story and are not sent."""
 SEED_COLUMNS = ["article_id", "title", "body", "language", "published_at", "fetched_at",
                 "content_hash", "story_id"]
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -192,11 +202,20 @@ def make_item(sim: StorySimilarity, article_id: str, title: str, body: str, lang
 
 
 def compare(sim: StorySimilarity, item: StoryItem, earlier: StoryItem,
-            threshold: float) -> Edge | None:
-    """An edge from ``item`` to ``earlier`` when it is a near copy or scores ≥ threshold."""
+            threshold: float, apart_below: float = 0.0) -> Edge | None:
+    """An edge from ``item`` to ``earlier`` when it is a near copy or scores ≥ threshold.
+
+    A ``threshold`` below the stage's decision point (``apart_below``) also yields the
+    pairs that were compared and found apart (evidence against a story in
+    :func:`vote_story`), unless either article is a headline only.
+    """
     near = near_duplicate(item.sketch, earlier.sketch)
     score = sim.score(item.sketch, earlier.sketch)
     if near is None and score < threshold:
+        return None
+    if near is None and score < apart_below and min(item.sketch.words,
+                                                     earlier.sketch.words) < SHORT_WORDS:
+        # A headline scored against another says too little to count against a story.
         return None
     return Edge(earlier.article_id, earlier.micros, round(score, 4), near)
 
@@ -215,15 +234,22 @@ def choose_parent(edges: Iterable[Edge]) -> Edge | None:
     return min(unique, key=lambda e: (-e.score, e.target_micros, e.target), default=None)
 
 
-def vote_story(node: Node, votes: Iterable[Node]) -> Node:
-    """Moves an echo into the story that holds most of its matches, deterministically.
+def vote_story(node: Node, votes: Iterable[Node], threshold: float | None = None) -> Node:
+    """Moves an echo into the story it agrees with, deterministically.
 
-    ``votes`` are the article's candidate edges after a look-up: ``parent`` is the earlier
-    article matched, ``score`` the pair's score and ``ptr`` that article's story. The story
-    with the most distinct matched articles wins, then the one with the best score, then
-    the article's own story, then the smaller label; ``parent`` and ``score`` become the
-    best match in it. Leads (no match), seeds (already written) and near copies (they
-    follow the article they copy) keep their node.
+    ``votes`` are the article's compared pairs after a look-up: ``parent`` is the earlier
+    article compared, ``score`` the pair's score and ``ptr`` that article's story. With a
+    ``threshold``, a pair scoring below it is a member of that story the article was
+    compared with and found apart from: evidence against the story. A story is open to the
+    article only when its lead agrees (scores at or above ``threshold``) or more of its
+    compared members agree than disagree, so that a chain of pairwise links, or one
+    stray match with a member, cannot carry an article into a story whose other members
+    it does not resemble; with no story open, the echo opens a story of its own (a
+    lead). Among open stories the one with the most agreeing members wins, then the best
+    score, then the article's own story, then the smaller label; ``parent`` and ``score``
+    become the best match in it. Without ``threshold`` every vote agrees. Leads (no
+    match), seeds (already written) and near copies (they follow the article they copy)
+    keep their node.
     """
     if node.level != "echo":
         return node
@@ -232,15 +258,25 @@ def vote_story(node: Node, votes: Iterable[Node]) -> Node:
         members = stories.setdefault(v.ptr, {})
         if v.parent not in members or v.score > members[v.parent].score:
             members[v.parent] = v
+    cut = float("-inf") if threshold is None else threshold
+    open_: dict[str, list[Node]] = {}
+    for label, members in stories.items():
+        agree = [m for m in members.values() if m.score >= cut]
+        lead = members.get(label)
+        if agree and ((lead is not None and lead.score >= cut)
+                      or 2 * len(agree) > len(members)):
+            open_[label] = agree
     if not stories:
         return node
+    if not open_:
+        return Node(node.article_id, node.article_id, True, "lead", None, None)
 
     def rank(label: str) -> tuple:
-        members = stories[label].values()
+        members = open_[label]
         return (-len(members), -max(m.score for m in members), label != node.ptr, label)
 
-    label = min(stories, key=rank)
-    top = min(stories[label].values(), key=lambda v: (-v.score, v.parent))
+    label = min(open_, key=rank)
+    top = min(open_[label], key=lambda v: (-v.score, v.parent))
     return node._replace(ptr=label, done=top.done, score=top.score, parent=top.parent)
 
 
@@ -252,17 +288,33 @@ def indexed_under(item: StoryItem, key: str | None) -> bool:
     each sketch, and fewer weak links chain unrelated stories. A headline-only article
     (fewer than :data:`~transforms.similarity.SHORT_WORDS` words) is kept under all its
     keys: its few words are all a later headline can find it by, and its sketch is about
-    half an article's, so state holds about as many bytes for it. ``None``: every key.
+    half an article's, so state holds about as many bytes for it. Keys of the encoder
+    vector (:func:`~transforms.similarity.vector_keys`) keep every article: few articles
+    share one, and they are what finds a retelling that shares no word. ``None``: every
+    key.
     """
-    if key is None:
+    if key is None or key.startswith(VECTOR_KEY):
         return True
     short = item.sketch.words < SHORT_WORDS
     return key in (item.sketch.keys if short else item.sketch.keys[:STORE_KEYS])
 
 
+def kept_in_state(key: str) -> bool:
+    """Whether a key's items outlive the firing that brought them (keyed state).
+
+    Keys of the encoder vector are not: every article is kept under all of its bands,
+    which would hold several more copies of each sketch in state and overrun its budget
+    per article. Under a trigger that fires a key again (the continuous pipeline) they
+    therefore find retellings within one firing (one poll window) only; lexical keys
+    reach back the whole story window.
+    """
+    return not key.startswith(VECTOR_KEY)
+
+
 def matches_in_group(sim: StorySimilarity, earlier: list[StoryItem], items: list[StoryItem],
                      threshold: float, window_micros: int,
-                     max_per_key: int, key: str | None = None) -> Iterator[tuple[str, Edge]]:
+                     max_per_key: int, key: str | None = None,
+                     apart_below: float = 0.0) -> Iterator[tuple[str, Edge]]:
     """Compares each new item with the earlier ones of a key (state + this group).
 
     ``earlier`` and ``items`` are sorted by :func:`item_order`'s time part; each item is
@@ -276,7 +328,7 @@ def matches_in_group(sim: StorySimilarity, earlier: list[StoryItem], items: list
                       and item.micros - e.micros <= window_micros]
             recent = recent[max(0, len(recent) - max_per_key):] if max_per_key > 0 else []
             for e in recent:
-                edge = compare(sim, item, e, threshold)
+                edge = compare(sim, item, e, threshold, apart_below)
                 if edge is not None:
                     yield item.article_id, edge
         if indexed_under(item, key):
@@ -405,9 +457,10 @@ class CompareInGroupFn(beam.DoFn):
     """
 
     def __init__(self, similarity: StorySimilarity, threshold: float, window: dt.timedelta,
-                 max_per_key: int = MAX_PER_KEY):
+                 max_per_key: int = MAX_PER_KEY, apart_below: float = 0.0):
         self._sim = similarity
         self._threshold = threshold
+        self._apart_below = apart_below
         self._window_micros = int(window.total_seconds() * 1_000_000)
         self._max = max_per_key
         self.compared = Metrics.counter(NAMESPACE, "story_pairs_compared")
@@ -421,7 +474,8 @@ class CompareInGroupFn(beam.DoFn):
         items = sorted(map(item_from_values, values), key=lambda i: i.order)
         n = 0
         for article_id, edge in matches_in_group(self._sim, [], items, self._threshold,
-                                                 self._window_micros, self._max, element[0]):
+                                                 self._window_micros, self._max, element[0],
+                                                 self._apart_below):
             n += 1
             yield article_id, tuple(edge)  # plain values: not pickled on the way
         self.compared.inc(n)
@@ -471,16 +525,17 @@ class CompareWithinKeyFn(beam.DoFn):
 
     State keeps the items of this key seen in earlier firings (a continuous pipeline),
     pruned to the time window and to ``max_per_key`` items; a timer clears it once the
-    window has passed.
+    window has passed. Keys of the encoder vector keep nothing (:func:`kept_in_state`).
     """
 
     RECENT = ReadModifyWriteStateSpec("recent", StoryPoolCoder())
     EXPIRE = TimerSpec("expire", TimeDomain.WATERMARK)
 
     def __init__(self, similarity: StorySimilarity, threshold: float, window: dt.timedelta,
-                 max_per_key: int = MAX_PER_KEY):
+                 max_per_key: int = MAX_PER_KEY, apart_below: float = 0.0):
         self._sim = similarity
         self._threshold = threshold
+        self._apart_below = apart_below
         self._window = window
         self._window_micros = int(window.total_seconds() * 1_000_000)
         self._max = max_per_key
@@ -495,10 +550,13 @@ class CompareWithinKeyFn(beam.DoFn):
         self.group_size.update(len(items))
         n = 0
         for article_id, edge in matches_in_group(self._sim, earlier, items, self._threshold,
-                                                 self._window_micros, self._max, element[0]):
+                                                 self._window_micros, self._max, element[0],
+                                                 self._apart_below):
             n += 1
             yield article_id, tuple(edge)
         self.compared.inc(n)
+        if not kept_in_state(element[0]):
+            return
         # Blocking keys are not needed once grouped: state keeps the sketch without them.
         pool = sorted(earlier + [i._replace(sketch=dataclasses.replace(i.sketch, keys=()))
                                  for i in items if indexed_under(i, element[0])],
@@ -555,11 +613,13 @@ def tagged_groups(messages: Iterable[tuple[str, Any]], tags: tuple[str, ...]) ->
     return groups
 
 
-def _first_node(element: tuple[str, Iterable[tuple[str, Any]]]) -> Iterator[Node]:
+def _first_node(element: tuple[str, Iterable[tuple[str, Any]]],
+                threshold: float | None = None) -> Iterator[Node]:
     """ChooseParent: item + its candidate edges → the article's initial node.
 
     The item comes tagged ``item`` as ``(item_order(item), item.seed_story)``, the edges
-    tagged ``edge`` as plain tuples.
+    tagged ``edge`` as plain tuples; only near copies and edges scoring at least
+    ``threshold`` (every edge without one) can be parents.
     """
     article_id, messages = element
     groups = tagged_groups(messages, ("item", "edge"))
@@ -570,7 +630,10 @@ def _first_node(element: tuple[str, Iterable[tuple[str, Any]]]) -> Iterator[Node
     if seed_story is not None:
         yield Node(article_id, seed_story, True, "seed", None, None)
         return
-    parent = choose_parent(Edge(*edge) for edge in groups["edge"])
+    edges = (Edge(*edge) for edge in groups["edge"])
+    if threshold is not None:
+        edges = (e for e in edges if e.near is not None or e.score >= threshold)
+    parent = choose_parent(edges)
     if parent is None:
         yield Node(article_id, article_id, True, "lead", None, None)
     else:
@@ -811,9 +874,11 @@ class VoteStories(_PointerRounds):
     ROUNDS = VOTE_ROUNDS
 
     def __init__(self, rounds: int | None = None, windowfn: Any = None,
-                 window: dt.timedelta = DEFAULT_WINDOW, join_last: bool = True):
+                 window: dt.timedelta = DEFAULT_WINDOW, join_last: bool = True,
+                 threshold: float | None = None):
         super().__init__(rounds, windowfn, window)
         self._join_last = join_last
+        self._threshold = threshold
 
     def expand(self, pcolls):
         nodes, edges = pcolls
@@ -836,7 +901,7 @@ class VoteStories(_PointerRounds):
             nodes = ((own.node, votes)
                      | f"Votes{r}" >> beam.Flatten()
                      | f"JoinVotes{r}" >> beam.GroupByKey()
-                     | f"Vote{r}" >> beam.FlatMap(_voted))
+                     | f"Vote{r}" >> beam.FlatMap(_voted, self._threshold))
         return nodes
 
 
@@ -847,11 +912,12 @@ def _looked_up(element: tuple[str, Iterable[tuple[str, tuple]]]) -> Iterator[Any
         yield _vote_message(vote)
 
 
-def _voted(element: tuple[str, Iterable[tuple[str, tuple]]]) -> Iterator[Node]:
+def _voted(element: tuple[str, Iterable[tuple[str, tuple]]],
+           threshold: float | None = None) -> Iterator[Node]:
     """An article's resolved node and its looked-up matches → its node after the vote."""
     groups = tagged_groups(element[1], ("node", "vote"))
     for node in groups["node"][:1]:
-        yield vote_story(Node(*node), [Node(*v) for v in groups["vote"]])
+        yield vote_story(Node(*node), [Node(*v) for v in groups["vote"]], threshold)
 
 
 class AssembleStoriesFn(beam.DoFn):
@@ -862,8 +928,10 @@ class AssembleStoriesFn(beam.DoFn):
     matches of the last :class:`VoteStories` round, plain tuples too).
     """
 
-    def __init__(self, drop_echoes: bool, clock=None, voted: bool = False):
+    def __init__(self, drop_echoes: bool, clock=None, voted: bool = False,
+                 threshold: float | None = None):
         self._drop_echoes = drop_echoes
+        self._threshold = threshold
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._voted = voted
         self.leads = Metrics.counter(NAMESPACE, "story_leads")
@@ -893,7 +961,7 @@ class AssembleStoriesFn(beam.DoFn):
         node = Node(*nodes[0]) if nodes else None
         if node is not None and self._voted:
             # The last round of VoteStories, joined here by article id with the rest.
-            node = vote_story(node, [Node(*v) for v in groups["vote"]])
+            node = vote_story(node, [Node(*v) for v in groups["vote"]], self._threshold)
         root = None
         if node is not None and node.parent is not None:
             root = node.ptr
@@ -1001,6 +1069,9 @@ class AssignStories(beam.PTransform):
     articles in fixed windows) makes an article match copies and stories of earlier
     windows within ``window``: see the module docstring. ``vote_rounds`` are the rounds of
     :class:`VoteStories` (0: every echo stays in the story of its best match).
+    ``apart_floor``: compared pairs scoring from it up to the threshold are evidence
+    against a story in the vote (:func:`vote_story`); ``None`` lets every match vote for
+    its story, as when membership was decided pair by pair.
     """
 
     def __init__(self, similarity: StorySimilarity | None = None,
@@ -1008,7 +1079,7 @@ class AssignStories(beam.PTransform):
                  drop_echoes: bool = False, existing: str | None = None,
                  run_id: str | None = None, max_per_key: int = MAX_PER_KEY,
                  rounds: int = RESOLVE_ROUNDS, clock=None, across_windows: bool = False,
-                 vote_rounds: int = VOTE_ROUNDS):
+                 vote_rounds: int = VOTE_ROUNDS, apart_floor: float | None = APART_FLOOR):
         super().__init__()
         self._sim = similarity or LexicalSimilarity()
         self._threshold = self._sim.threshold if threshold is None else threshold
@@ -1026,6 +1097,9 @@ class AssignStories(beam.PTransform):
         self._clock = clock
         self._across = across_windows
         self._votes = vote_rounds
+        # Pairs found apart only matter to the vote.
+        self._apart = (None if not vote_rounds or apart_floor is None
+                       else min(apart_floor, self._threshold))
 
     def expand(self, articles):
         # Keyed state only matters when a key can fire again in the same window, or (across
@@ -1079,7 +1153,8 @@ class AssignStories(beam.PTransform):
             kept = by_content.kept
             exact_sets.append(by_content.dropped)
         compare_fn = (CompareInGroupFn if once and not self._across else CompareWithinKeyFn)(
-            self._sim, self._threshold, self._window, self._max)
+            self._sim, self._threshold if self._apart is None else self._apart,
+            self._window, self._max, 0.0 if self._apart is None else self._threshold)
         blocks = (kept
                   | "KeyByBlock" >> beam.FlatMap(_by_block)
                   .with_output_types(tuple[str, Any]).with_outputs("order", main="copies"))
@@ -1092,7 +1167,7 @@ class AssignStories(beam.PTransform):
                   edges | "EdgeMessages" >> beam.Map(lambda e: (e[0], ("edge", e[1]))))
                  | "Candidates" >> beam.Flatten()
                  | "JoinCandidates" >> beam.GroupByKey()
-                 | "ChooseParent" >> beam.FlatMap(_first_node))
+                 | "ChooseParent" >> beam.FlatMap(_first_node, self._threshold))
         # Pointers are remembered for two story windows after their poll: a late-polled
         # article can still match one published a whole window before it, and a pointer
         # is a few bytes.
@@ -1106,7 +1181,8 @@ class AssignStories(beam.PTransform):
             | "ExactById" >> beam.Map(lambda d: (d[0], ("exact", d[1])))]
         if self._votes:
             decisions.extend((resolved, edges) | "VoteStories" >> VoteStories(
-                self._votes, windowfn, 2 * self._window, join_last=False))
+                self._votes, windowfn, 2 * self._window, join_last=False,
+                threshold=None if self._apart is None else self._threshold))
         else:
             decisions.append(resolved | "NodesById" >> beam.Map(
                 lambda n: (n.article_id, ("node", tuple(n)))))
@@ -1114,6 +1190,7 @@ class AssignStories(beam.PTransform):
                | "Decisions" >> beam.Flatten()
                | "JoinDecisions" >> beam.GroupByKey()
                | "AssembleStories" >> beam.ParDo(
-                   AssembleStoriesFn(self._drop_echoes, self._clock, bool(self._votes)))
+                   AssembleStoriesFn(self._drop_echoes, self._clock, bool(self._votes),
+                                     None if self._apart is None else self._threshold))
                .with_outputs("duplicates", main="articles"))
         return StoriesOutput(out.articles, out.duplicates)
