@@ -118,3 +118,19 @@ def test_a_run_exits_0_and_leaves_no_runner_server_behind(tmp_path):
     assert "_serve" not in line and "event_engine" not in line and "grpc" not in line
     assert "newsbeam-lease" not in line
     assert "terminate called" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_second_demo_into_the_same_folder_adds_no_rows(tmp_path, capsys):
+    from pipelines.demo.run import DEMO_PORT, run_demo
+
+    out = tmp_path / "demo"
+    args = ["--story-similarity", "lexical"]
+    assert run_demo(str(out), args) == 0
+    first = {t: rows(out, t) for t in ("articles", "duplicates", "errors")}
+    assert run_demo(str(out), args) == 0
+    printed = capsys.readouterr().out
+    assert printed.count(f"http://127.0.0.1:{DEMO_PORT}") == 2, printed
+    assert "0 articles written, 0 duplicates, 0 entry errors" in printed
+    assert {t: rows(out, t) for t in first} == first
+    assert len(first["articles"]) == 26

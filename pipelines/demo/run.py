@@ -15,6 +15,21 @@ from pathlib import Path
 from pipelines.demo import FEEDS_YAML
 from pipelines.demo.server import SiteServer
 
+DEMO_PORT = 8731
+"""The demo's loopback port. A fixed one gives the demo's articles the same URLs, and so
+the same ids, in every run, so a second demo into the same folder is a true re-run and adds
+nothing. When it is taken (another demo running), an ephemeral port is used instead."""
+
+
+def demo_server() -> SiteServer:
+    """A started demo server on :data:`DEMO_PORT`, or on an ephemeral port if that is busy."""
+    try:
+        return SiteServer(port=DEMO_PORT).start()
+    except OSError:
+        print(f"Port {DEMO_PORT} is busy: serving on another port, so this run's URLs "
+              "differ from other demo runs'.")
+        return SiteServer().start()
+
 
 def demo_feeds_file(base_url: str, folder: str) -> str:
     """Writes the demo feed list with ``{{BASE}}`` resolved; returns its path."""
@@ -28,7 +43,7 @@ def run_demo(output: str, beam_args: Sequence[str] = ()) -> int:
     """Runs the demo; returns 0 when the accounting balances."""
     from pipelines.ingest import run
 
-    with SiteServer() as server, tempfile.TemporaryDirectory(prefix="newsbeam-demo-") as tmp:
+    with demo_server() as server, tempfile.TemporaryDirectory(prefix="newsbeam-demo-") as tmp:
         feeds = demo_feeds_file(server.base_url, tmp)
         print(f"Serving the demo corpus at {server.base_url}; writing to {output}")
         # One loopback server stands in for eight outlets: the per-host politeness delay
