@@ -1,5 +1,9 @@
 """A careful HTTP client for feeds and article pages.
 
+Size: about 620 lines. The request loop, its limits and the mapping of every failure to
+one error reason are one contract that the fault-injection tests check as a whole;
+charset decoding (``decode_html``) is the part that can live on its own.
+
 Built on ``urllib3`` so that every byte is under our control:
 
 * redirects are followed by hand (at most ``max_redirects``), and every hop is checked;

@@ -1,5 +1,9 @@
 """Per-host manners for the fetch stages: concurrency, spacing and robots.txt.
 
+Size: about 680 lines: the per-host scheduler, the robots.txt cache, the circuit breaker
+and the fetch DoFn base all decide, together, when one request may start. The breaker
+and the DoFn base are the parts that can stand in modules of their own.
+
 A :class:`PoliteFetcher` is what a fetching DoFn opens in ``setup()``. Requests are
 queued per host and started by a small pool of worker threads only when their host has
 room: at most ``per_host_concurrency`` requests in flight and at least ``per_host_delay``

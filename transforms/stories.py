@@ -1,5 +1,9 @@
 """Story stage: exact copies, near-identical copies and echoes of one story across outlets.
 
+Size: about 1,200 lines, holding the keyed steps, the pointer rounds, the vote and the
+re-run seeds. They exchange plain tuples whose layout is defined here; splitting them
+into a package (graph and vote, seeds, the transform) goes with typed story messages.
+
 :class:`AssignStories` takes articles (after language and topic) and returns the
 articles with ``story_id``, ``is_story_lead`` and ``story_similarity`` set, plus a
 :class:`~schemas.DuplicateRecord` for every article it does not write:
