@@ -11,7 +11,11 @@ the moment the lease holder's publish intent appears (half-way through its publi
 survivors run to the end. A last ordinary run recovers whatever is left, and every table
 is compared with the clean run's, row for row (time columns left out)::
 
-    nice .venv/bin/python bench/bench_faults.py --rounds 6 --runs 3
+    nice .venv/bin/python bench/bench_faults.py --rounds 6 --runs 3 [--hostile]
+
+``--hostile`` adds the hostile inputs of the end-to-end tests to every run: feeds with
+forbidden character references, relative and broken links, odd dates, wrong JSON types,
+garbage and binary bodies, a dead link, a broken OPML file and a hostile backfill file.
 
 Prints each kill (where it landed) and the rows lost and doubled per table (target 0, 0).
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import glob
 import json
 import random
@@ -42,10 +47,25 @@ TABLES = ("articles", "duplicates", "errors")
 TIME_COLUMNS = {"fetched_at", "detected_at", "occurred_at", "date"}
 
 
-def ingest(feeds: str, out: Path) -> list[str]:
+def ingest(feeds: str, out: Path, extra: tuple[str, ...] = ()) -> list[str]:
     return [sys.executable, "-m", "pipelines.cli", "ingest", "--feeds", feeds,
             "--output", str(out), "--allow-private-network", "--per-host-delay", "0",
-            "--story-similarity", "lexical", "--lock-wait", "900"]
+            "--story-similarity", "lexical", "--lock-wait", "900", *extra]
+
+
+def hostile_inputs(stack: contextlib.ExitStack, folder: Path) -> tuple[str, ...]:
+    """Serves the hostile feed corpus of the end-to-end tests and writes their hostile
+    backfill file and broken OPML file; returns the ingest arguments that read them."""
+    from tests.conftest import PagesServer
+    from tests.test_hostile_e2e import _backfill, _build_corpus
+
+    server = PagesServer()
+    stack.callback(server.close)
+    listing, _, _ = _build_corpus(server, folder)
+    backfill, _ = _backfill(folder)
+    broken = folder / "broken.opml"
+    broken.write_text("this is not XML", encoding="utf-8")
+    return ("--feeds", str(listing), "--feeds", str(broken), "--articles", str(backfill))
 
 
 def rows(out: Path, table: str) -> collections.Counter:
@@ -84,21 +104,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--publish-every", type=int, default=2,
                         help="Every Nth round kills the lease holder inside its publish.")
     parser.add_argument("--seed", type=int, default=14)
+    parser.add_argument("--hostile", action="store_true",
+                        help="Every run also reads the hostile feed corpus, source file and "
+                             "backfill file of tests/test_hostile_e2e.py.")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     kills: list[str] = []
     codes: collections.Counter = collections.Counter()
     t_start = time.monotonic()
-    with SiteServer() as server, tempfile.TemporaryDirectory(prefix="newsbeam-faults-") as tmp:
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(SiteServer())
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="newsbeam-faults-"))
         work = Path(tmp)
         feeds = demo_feeds_file(server.base_url, tmp)
+        extra = hostile_inputs(stack, work) if args.hostile else ()
         clean, faulty = work / "clean", work / "faulty"
         t0 = time.monotonic()
-        subprocess.run(ingest(feeds, clean), cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(ingest(feeds, clean, extra), cwd=ROOT, check=True, capture_output=True)
         clean_seconds = time.monotonic() - t0
         print(f"clean run: {clean_seconds:.1f} s", flush=True)
         for r in range(args.rounds):
-            procs = [subprocess.Popen(ingest(feeds, faulty), cwd=ROOT,
+            procs = [subprocess.Popen(ingest(feeds, faulty, extra), cwd=ROOT,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                      for _ in range(args.runs)]
             at_publish = (r + 1) % args.publish_every == 0
@@ -138,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {r + 1}: killed {'one run' if victim else 'nothing'} ({where}); "
                   f"survivors' exit codes {[p.returncode for p in procs if p is not victim]}",
                   flush=True)
-        final = subprocess.run(ingest(feeds, faulty), cwd=ROOT, capture_output=True, text=True)
+        final = subprocess.run(ingest(feeds, faulty, extra), cwd=ROOT, capture_output=True,
+                               text=True)
         codes[final.returncode] += 1
         lost = doubled = 0
         for table in TABLES:
