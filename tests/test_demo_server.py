@@ -388,3 +388,21 @@ def test_pages_extract_cleanly_in_their_language(server: SiteServer, manifest: d
         assert not [b for b in boilerplate if b in text], page
         assert langdetect.detect(text) == entry["language"], page
     assert len(seen) == len(list(SITE_DIR.glob("*/2024/11/*.html")))
+
+
+def test_the_demo_server_moves_to_another_port_when_its_own_is_busy(capsys):
+    import socket
+
+    from pipelines.demo.run import demo_server
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        server = demo_server(port)
+        try:
+            assert server.base_url.startswith("http://127.0.0.1:")
+            assert not server.base_url.endswith(f":{port}")
+        finally:
+            server.stop()
+    assert f"Port {port} is busy" in capsys.readouterr().out

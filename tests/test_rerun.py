@@ -122,15 +122,22 @@ def test_a_run_exits_0_and_leaves_no_runner_server_behind(tmp_path):
 
 @pytest.mark.slow
 def test_a_second_demo_into_the_same_folder_adds_no_rows(tmp_path, capsys):
-    from pipelines.demo.run import DEMO_PORT, run_demo
+    import socket
 
+    from pipelines.demo.run import run_demo
+
+    # The demo's own port may be taken by a demo running beside the tests: pick a free one
+    # and serve both runs there, as two demos on DEMO_PORT would.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     out = tmp_path / "demo"
     args = ["--story-similarity", "lexical"]
-    assert run_demo(str(out), args) == 0
+    assert run_demo(str(out), args, port=port) == 0
     first = {t: rows(out, t) for t in ("articles", "duplicates", "errors")}
-    assert run_demo(str(out), args) == 0
+    assert run_demo(str(out), args, port=port) == 0
     printed = capsys.readouterr().out
-    assert printed.count(f"http://127.0.0.1:{DEMO_PORT}") == 2, printed
+    assert printed.count(f"http://127.0.0.1:{port}") == 2, printed
     assert "0 articles written, 0 duplicates, 0 entry errors" in printed
     assert {t: rows(out, t) for t in first} == first
     assert len(first["articles"]) == 26

@@ -21,12 +21,12 @@ the same ids, in every run, so a second demo into the same folder is a true re-r
 nothing. When it is taken (another demo running), an ephemeral port is used instead."""
 
 
-def demo_server() -> SiteServer:
-    """A started demo server on :data:`DEMO_PORT`, or on an ephemeral port if that is busy."""
+def demo_server(port: int = DEMO_PORT) -> SiteServer:
+    """A started demo server on ``port``, or on an ephemeral port if that is busy."""
     try:
-        return SiteServer(port=DEMO_PORT).start()
+        return SiteServer(port=port).start()
     except OSError:
-        print(f"Port {DEMO_PORT} is busy: serving on another port, so this run's URLs "
+        print(f"Port {port} is busy: serving on another port, so this run's URLs "
               "differ from other demo runs'.")
         return SiteServer().start()
 
@@ -39,11 +39,12 @@ def demo_feeds_file(base_url: str, folder: str) -> str:
     return str(path)
 
 
-def run_demo(output: str, beam_args: Sequence[str] = ()) -> int:
-    """Runs the demo; returns 0 when the accounting balances."""
+def run_demo(output: str, beam_args: Sequence[str] = (), port: int = DEMO_PORT) -> int:
+    """Runs the demo, serving the corpus on ``port``; returns 0 when the accounting
+    balances."""
     from pipelines.ingest import run
 
-    with demo_server() as server, tempfile.TemporaryDirectory(prefix="newsbeam-demo-") as tmp:
+    with demo_server(port) as server, tempfile.TemporaryDirectory(prefix="newsbeam-demo-") as tmp:
         feeds = demo_feeds_file(server.base_url, tmp)
         print(f"Serving the demo corpus at {server.base_url}; writing to {output}")
         # One loopback server stands in for eight outlets: the per-host politeness delay
