@@ -95,6 +95,17 @@ def article_page(title: str, paragraphs: list[str] | None = None,
             f"<footer>Contact the newsroom.</footer></body></html>")
 
 
+def _peer_closed(conn: socket.socket) -> bool:
+    """Whether the client closed (or reset) ``conn``: readable with nothing to read."""
+    try:
+        readable, _, _ = select.select([conn], [], [], 0)
+        return bool(readable) and conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
+
+
 class FaultServer:
     """The server; use as a context manager or call :meth:`close`."""
 
@@ -106,6 +117,7 @@ class FaultServer:
         self.hits: collections.Counter = collections.Counter()
         self.in_flight: collections.Counter = collections.Counter()
         self.peak: collections.Counter = collections.Counter()
+        self.open: collections.defaultdict = collections.defaultdict(set)
         self.requests = 0
         self.user_agents: set[str] = set()
         self._lock = threading.Lock()
@@ -122,7 +134,12 @@ class FaultServer:
                     server.user_agents.add(self.headers.get("User-Agent", ""))
                     server.hits[(host, self.path)] += 1
                     server.in_flight[host] += 1
-                    server.peak[host] = max(server.peak[host], server.in_flight[host])
+                    server.open[host].add(self.connection)
+                    # A handler still writing to a client that already gave up (a body
+                    # cut at the size limit, a stalled response past the deadline) is not
+                    # a request in flight: count only connections the client keeps open.
+                    live = sum(1 for c in server.open[host] if not _peer_closed(c))
+                    server.peak[host] = max(server.peak[host], live)
                 try:
                     if server.latency:
                         server._stop.wait(server.latency)
@@ -132,6 +149,7 @@ class FaultServer:
                 finally:
                     with server._lock:
                         server.in_flight[host] -= 1
+                        server.open[host].discard(self.connection)
 
             def log_message(self, *args: object) -> None:
                 pass
