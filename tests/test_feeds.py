@@ -286,20 +286,25 @@ def test_a_feed_the_parser_cannot_read_is_one_malformed_feed():
     assert not parsed.entries and parsed.bozo and parsed.reason == "malformed_feed"
 
 
-def test_watch_polling_survives_a_surrogate_feed(pages_server):
+def poll_once(url: str):
+    """One poll of ``url`` as ``watch`` polls it (through the polite fetcher)."""
     from transforms.politeness import PoliteFetcher
     from transforms.polling import FeedState, poll_feed
 
+    fetcher = PoliteFetcher(FetchPolicy(allow_private_network=True, max_attempts=1,
+                                        respect_robots=False), threads=1)
+    try:
+        return poll_feed(fetcher, FeedSpec(url=url), FeedState(), NOW)
+    finally:
+        fetcher.close()
+
+
+def test_watch_polling_survives_a_surrogate_feed(pages_server):
     url = pages_server.add("/feed.xml", b'<?xml version="1.0"?><rss version="2.0"><channel>'
                            b"<title>T</title><item><title>&#xD800;</title>"
                            b"<link>/p/1.html</link></item></channel></rss>",
                            "application/rss+xml")
-    fetcher = PoliteFetcher(FetchPolicy(allow_private_network=True, max_attempts=1,
-                                        respect_robots=False), threads=1)
-    try:
-        result = poll_feed(fetcher, FeedSpec(url=url), FeedState(), NOW)
-    finally:
-        fetcher.close()
+    result = poll_once(url)
     assert result.status == "fetched" and not result.errors
     assert [e.url for e in result.entries] == [pages_server.base_url + "/p/1.html"]
 
@@ -315,18 +320,10 @@ def test_resolving_links_leaves_charset_detection_alone():
 
 
 def test_relative_links_resolve_against_where_a_redirected_feed_was_fetched(pages_server):
-    from transforms.politeness import PoliteFetcher
-    from transforms.polling import FeedState, poll_feed
-
     pages_server.add("/news/feed.xml", b'<?xml version="1.0"?><rss version="2.0"><channel>'
                      b"<title>T</title><item><title>A</title><link>a.html</link></item>"
                      b"</channel></rss>", "application/rss+xml")
     old = pages_server.add("/old-feed", b"", "text/plain", status=301,
                            headers={"Location": "/news/feed.xml"})
-    fetcher = PoliteFetcher(FetchPolicy(allow_private_network=True, max_attempts=1,
-                                        respect_robots=False), threads=1)
-    try:
-        result = poll_feed(fetcher, FeedSpec(url=old), FeedState(), NOW)
-    finally:
-        fetcher.close()
+    result = poll_once(old)
     assert [e.url for e in result.entries] == [pages_server.base_url + "/news/a.html"]
