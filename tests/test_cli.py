@@ -45,7 +45,7 @@ def test_cli_reports_bad_arguments_without_traceback():
     assert "at least one --feeds" in proc.stderr and "Traceback" not in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "frobnicate"],
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "unknown command" in proc.stderr
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
 
 
 def _fails_fast(argv, capsys):
