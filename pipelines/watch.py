@@ -1,9 +1,10 @@
 """``newsbeam watch``: poll feeds forever on one machine, publishing every cycle.
 
-Size: about 630 lines, because the poll loop, the journal that makes a cycle recoverable
+Size: about 590 lines, because the poll loop, the journal that makes a cycle recoverable
 and the folding of a published cycle into the state files read each other's formats. The
-lines along which it splits are the journal (``fold_journal`` and the error journal) and
-the loop; they move to a stage package of their own with the entry-layer redesign.
+line along which it would split is the journal (``fold_journal`` and the error journal)
+against the loop; the run tail a cycle shares with batch runs is in
+:mod:`pipelines.execute`, its options in :mod:`pipelines.options`.
 
 Run it::
 
@@ -477,7 +478,7 @@ def run_cycle(number: int, config: WatchConfig, store: StateStore, fetcher: Poli
 
 
 def watch(config: WatchConfig, clock: Callable[[], dt.datetime] | None = None,
-          stop: threading.Event | None = None, out=sys.stdout,
+          stop: threading.Event | None = None, out=None,
           on_cycle: Callable[[CycleReport], None] | None = None,
           console=None) -> WatchReport:
     """Runs poll cycles until ``config.cycles`` are done or ``stop`` is set.
@@ -487,6 +488,7 @@ def watch(config: WatchConfig, clock: Callable[[], dt.datetime] | None = None,
     abandons the running cycle. The output folder's writer lease is held throughout
     (:class:`LeaseBusy` if another run holds it past ``--lock-wait``).
     """
+    out = out if out is not None else sys.stdout  # looked up now: callers may swap it
     root = config.ingest.output
     writer = config.options.view_as(WriterOptions)
     with OutputLease(root, "watch-" + new_run_id(), wait=writer.lock_wait,
