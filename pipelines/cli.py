@@ -207,16 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     for command in COMMANDS:
         parser = sub.add_parser(
             command.name, help=command.summary, description=command.summary,
-            allow_abbrev=False, add_help=command.parses_here,
-            epilog=(opts.BEAM_HELP if command.beam else None))
-        if command.groups:
-            for name in command.groups:
-                title, add = opts.GROUPS[name]
-                group = parser.add_argument_group(f"{name} ({title})")
-                if name == "output":
-                    opts.add_output_arguments(group, required=command.output_required)
-                else:
-                    add(group)
+            allow_abbrev=False, add_help=command.parses_here)
+        opts.add_groups(parser, command.groups, command.output_required, beam=command.beam)
         if command.arguments is not None:
             command.arguments(parser)
         if command.parses_here:

@@ -240,8 +240,7 @@ BEAM_HELP = (
     "--runner (default: the local FnApiRunner), --streaming (ingest: the unbounded "
     "pipeline; locally it runs as newsbeam watch), --direct_running_mode multi_processing "
     "--direct_num_workers N, --setup_file ./setup.py, --project, --region, "
-    "--temp_location. Run 'python -m apache_beam.examples.wordcount --help' for Beam's "
-    "full list.")
+    "--temp_location (Beam's pipeline options documentation lists them all).")
 
 GROUPS: dict[str, tuple[str, Callable[[Any], None]]] = {
     "sources": ("where entries come from", add_source_arguments),
@@ -259,9 +258,9 @@ WATCH_GROUPS = (*INGEST_GROUPS, "continuous")
 
 
 def add_groups(parser: argparse.ArgumentParser, names: Iterable[str],
-               output_required: bool = True) -> None:
+               output_required: bool = True, beam: bool = True) -> None:
     """Adds the named option groups to ``parser``, each as a titled ``--help`` section,
-    then the Beam section (text only: Beam's options are parsed by Beam)."""
+    then (``beam``) the Beam section (text only: Beam's options are parsed by Beam)."""
     for name in names:
         title, add = GROUPS[name]
         group = parser.add_argument_group(f"{name} ({title})")
@@ -269,7 +268,8 @@ def add_groups(parser: argparse.ArgumentParser, names: Iterable[str],
             add_output_arguments(group, required=output_required)
         else:
             add(group)
-    parser.add_argument_group("Beam", BEAM_HELP)
+    if beam:
+        parser.add_argument_group("Beam", BEAM_HELP)
 
 
 def validate(values: Any, mode: str = "ingest") -> list[str]:

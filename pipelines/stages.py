@@ -109,6 +109,8 @@ class Sources(beam.PTransform):
         for label, source in self._sources.items():
             for key, pcoll in (pbegin | label >> source).items():
                 parts.setdefault(key, []).append(pcoll)
+        for key in ("entries", "errors"):  # build() reads both, even when none came
+            parts.setdefault(key, [pbegin | f"No{key.title()}" >> beam.Create([])])
         return {key: (pcolls[0] if len(pcolls) == 1
                       else pcolls | f"All{key.title()}" >> beam.Flatten())
                 for key, pcolls in parts.items()}

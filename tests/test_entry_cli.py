@@ -49,8 +49,8 @@ def test_help_of_a_command_shows_its_own_groups(command):
                    "--log-level", "--runner"):
         assert option in out, option
     # Options appear under their own group: --poll-interval after the continuous title.
-    assert out.index("--poll-interval POLL") > out.index("continuous (")
-    assert out.index("--story-threshold STORY") > out.index("stories (")
+    assert out.index("\n  --poll-interval") > out.index("continuous (")
+    assert out.index("\n  --story-threshold") > out.index("stories (")
     assert "apitools" not in proc.stderr and proc.stderr == ""
 
 
