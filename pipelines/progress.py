@@ -161,7 +161,10 @@ class ProgressReporter:
 
     def tick(self, final: bool = False) -> None:
         """Reads the counts and prints a line if one is due."""
-        line = render(read_progress(self.folder), self._feeds_listed)
+        progress = read_progress(self.folder)
+        if not final and not any(progress["counts"].values()):
+            return  # nothing to say yet
+        line = render(progress, self._feeds_listed)
         now = self._clock()
         if self._live:
             if line != self._last_line or final:
