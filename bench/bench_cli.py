@@ -3,6 +3,8 @@ of a default demo run, for this checkout and an earlier revision side by side.
 
     nice .venv/bin/python bench/bench_cli.py --repeats 7            # help timings
     nice .venv/bin/python bench/bench_cli.py --repeats 0 --demo     # demo console lines
+    nice .venv/bin/python bench/bench_cli.py --repeats 0 --demo \
+        --demo-args "--direct_running_mode multi_processing --direct_num_workers 2"
 
 The earlier revision (``--base-rev``, default ``cb08b4b``, the release before the
 entry-layer redesign) is exported with ``git archive`` into a temporary folder and run
@@ -50,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--demo", action="store_true",
                         help="Also count the console lines of one default demo run each.")
+    parser.add_argument("--demo-args", default="",
+                        help="Options added to both demo runs, e.g. '--direct_running_mode "
+                             "multi_processing --direct_num_workers 2'.")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="newsbeam-bench-cli-") as tmp:
         trees = {"before": export(args.base_rev, Path(tmp)), "after": ROOT}
@@ -69,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.demo:
             for name, tree in trees.items():
                 out = Path(tmp) / f"demo-{name}"
-                seconds, proc = timed(tree, ["demo", "--output", str(out)])
+                seconds, proc = timed(tree, ["demo", "--output", str(out),
+                                             *args.demo_args.split()])
                 lines = proc.stdout.count("\n") + proc.stderr.replace("\r", "\n").count("\n")
                 beam = sum(1 for line in proc.stderr.splitlines()
                            if "apitools" in line or "INFO" in line
