@@ -196,3 +196,20 @@ def test_busy_output_exits_75_and_a_failed_run_exits_1(site):
                     "--allow-private-network", "--runner", "NoSuchRunner")
     assert proc.returncode == 1, proc.stderr
     assert "NoSuchRunner" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_watch_cycle_keeps_its_summary_in_its_manifest(site):
+    _, feeds, tmp = site
+    out = tmp / "watched"
+    proc = newsbeam("watch", "--feeds", str(feeds), "--output", str(out),
+                    "--allow-private-network", "--story-similarity", "lexical",
+                    "--per-host-delay", "0", "--cycles", "1", "--poll-interval", "0.01")
+    assert proc.returncode == 0, proc.stderr
+    assert "cycle 1 " in proc.stdout and "progress: " in proc.stderr
+    summary = _summary(out)
+    assert summary["command"] == "watch" and summary["exit_code"] == 0
+    articles, errors = _rows(out, "articles"), _rows(out, "errors")
+    assert summary["articles"] == len(articles) == 3
+    assert summary["entry_errors"] + summary["feed_errors"] == len(errors) == 2
+    assert summary["entries_read"] == 4 and summary["balanced"] is True
