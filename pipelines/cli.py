@@ -181,7 +181,14 @@ def configure_logging(console: Console) -> None:
     """One stderr handler on the root logger at the console's level."""
     root = logging.getLogger()
     for handler in list(root.handlers):
-        if getattr(handler, "newsbeam_console", False):
+        # Ours from an earlier call, and the one logging adds by itself when a library
+        # logs at import time before any handler exists (``python -m pipelines.ingest``
+        # imports Beam first): either would print every line a second time.
+        implicit = (type(handler) is logging.StreamHandler
+                    and handler.stream in (sys.stderr, sys.__stderr__)
+                    and handler.formatter is not None
+                    and handler.formatter._fmt == logging.BASIC_FORMAT)  # noqa: SLF001
+        if getattr(handler, "newsbeam_console", False) or implicit:
             root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     handler.newsbeam_console = True
