@@ -14,7 +14,7 @@ Shape of the pipeline::
       → FirstSighting    stateful, keyed by URL then GUID: drops re-listings, reports items
                          another feed brought earlier; forgets keys no feed lists any more
       → FixedWindows(poll interval)
-      → the batch stages from ``pipelines.ingest.build``: exact dedup, pages, language,
+      → the batch stages from ``pipelines.stages.build``: exact dedup, pages, language,
         topic, stories, and Parquet tables published once per window
         (``part-<run_id>-<window start>-<window end>-NNNNN.parquet``)
 

@@ -23,7 +23,7 @@ so a never-ending local pipeline would never show a single article. Instead, eac
    duplicate record; otherwise new;
 3. writes a journal of the cycle (``DIR/_state/journal-<run_id>.json``: the entries, the
    feed states to adopt and the feed errors behind any backoff), then runs the
-   batch pipeline (``pipelines.ingest.build``) over the new entries: pages fetched,
+   batch pipeline (``pipelines.stages.build``) over the new entries: pages fetched,
    language, topic, dedup, and the Parquet tables published at the end of the cycle;
 4. reads back what the cycle published and folds it into the state files; an entry whose
    fate was not published stays unseen and its feed's validators are not kept, so the

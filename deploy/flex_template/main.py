@@ -33,8 +33,9 @@ from collections.abc import Sequence
 import apache_beam as beam
 
 from pipelines import options as newsbeam_options
-from pipelines.ingest import build, parse_args
+from pipelines.ingest import parse_args
 from pipelines.options import ContinuousOptions
+from pipelines.stages import build
 from pipelines.streaming import build_streaming
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
