@@ -171,6 +171,10 @@ def run(argv: Sequence[str] | None = None, clock=None, quiet: bool = False,
     from transforms.sinks.lease import OutputLease, WriterOptions
 
     config, options = parse_args(argv)
+    if options.view_as(StandardOptions).streaming:
+        # Which mode a line asks for is the CLI's decision (pipelines.cli.run_ingest).
+        raise fail("newsbeam ingest: --streaming runs through pipelines.streaming.run "
+                   "(or the newsbeam command), not pipelines.ingest.run")
     writer = options.view_as(WriterOptions)
     with OutputLease(config.output, config.run_id, wait=writer.lock_wait,
                      lease_seconds=writer.lock_lease, command="newsbeam ingest") as lease:

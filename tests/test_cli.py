@@ -188,3 +188,11 @@ def test_version_names_the_installed_distribution():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"newsbeam {version('newsbeam')}"
+
+
+def test_ingest_run_leaves_the_streaming_mode_to_the_cli(tmp_path):
+    from pipelines.ingest import run
+
+    with pytest.raises(UsageError, match="pipelines.streaming.run"):
+        run(["--feeds", "https://a.example/rss", "--output", str(tmp_path), "--streaming"])
+    assert not any(tmp_path.iterdir())

@@ -53,6 +53,7 @@ from apache_beam.transforms import userstate
 
 from pipelines.demo.server import SiteServer
 from pipelines.ingest import build, parse_args, run
+from pipelines.streaming import run as run_streaming
 from pipelines.summary import run_files
 from transforms.fetching.http import HttpClient
 
@@ -235,8 +236,10 @@ def _outputs(root: str, run_id: str) -> dict[str, list[tuple]]:
 
 
 def _ingest(feeds: str, output: Path | str, run_id: str, *runner_args: str):
-    _, summary = run(["--feeds", feeds, "--output", str(output), "--allow-private-network",
-                      "--run-id", run_id, "--fetch-threads", "4", *runner_args], quiet=True)
+    # The mode is the CLI's choice; here, as there, --streaming runs the unbounded pipeline.
+    entry = run_streaming if "--streaming" in runner_args else run
+    _, summary = entry(["--feeds", feeds, "--output", str(output), "--allow-private-network",
+                        "--run-id", run_id, "--fetch-threads", "4", *runner_args], quiet=True)
     return summary, _outputs(str(output), run_id)
 
 
