@@ -116,6 +116,7 @@ from transforms.stories.similarity import (
     LexicalSimilarity,
     Sketch,
     StorySimilarity,
+    load_models,
     near_duplicate,
 )
 from transforms.util import NAMESPACE, fires_once
@@ -340,7 +341,12 @@ class SketchArticleFn(beam.DoFn):
 
     def __init__(self, similarity: StorySimilarity):
         self._sim = similarity
+        self._models: object = None
         self.sketch_bytes = Metrics.distribution(NAMESPACE, "story_sketch_bytes")
+
+    def setup(self) -> None:
+        # The encoder loads here, once per worker process, not where the pipeline is built.
+        self._models = load_models(self._sim)
 
     def process(self, article: Article) -> Iterator[tuple[str, StoryItem]]:
         item = make_item(self._sim, article.article_id, article.title, article.body,
@@ -1000,7 +1006,11 @@ class ReadSeedsFn(beam.DoFn):
 
     def __init__(self, similarity: StorySimilarity):
         self._sim = similarity
+        self._models: object = None
         self.seeds = Metrics.counter(NAMESPACE, "story_seeds_read")
+
+    def setup(self) -> None:
+        self._models = load_models(self._sim)
 
     def process(self, path: str) -> Iterator[tuple[str, StoryItem]]:
         import pyarrow.parquet as pq
