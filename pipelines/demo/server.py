@@ -1,5 +1,9 @@
 """The project's loopback web server: the demo site, the tests' sites and the benches'.
 
+Size: about 530 lines, one server whose HTTP behaviour (validators, gzip, overrides,
+request log, gate) every user of it relies on together; the handler and the site are
+read side by side.
+
 :class:`SiteServer` serves a folder (by default the bundled ``site/``; ``root=None`` for
 none) and pages held in memory on 127.0.0.1 at an ephemeral port, from a daemon thread,
 behaving enough like a real news site for the pipeline's HTTP layer to be exercised for
