@@ -1,5 +1,8 @@
 """``newsbeam compact``: rewrite a table's many small Parquet files into a few large ones.
 
+Size: about 550 lines: planning, the atomic folder exchange and its recovery are one
+protocol, kept in one file.
+
 Continuous ingestion publishes one file per cycle, window and partition, so a day of
 polling leaves hundreds of small files per ``date=…/topic=…`` folder; readers pay for
 each one. Compaction rewrites every partition of ``DIR/articles``, ``DIR/duplicates`` and

@@ -193,13 +193,10 @@ class FetchArticles(beam.PTransform):
     """Entries → Articles (main ``articles``) and ErrorRecords (``errors``).
 
     ``threads`` bounds the requests in flight per DoFn instance; the per-host limits
-    come from ``policy`` (see :class:`~transforms.fetching.http.FetchPolicy`). ``batch_size`` is
-    accepted for compatibility and unused: entries are no longer batched, since a
-    host-aware queue keeps every thread busy without it.
+    come from ``policy`` (see :class:`~transforms.fetching.http.FetchPolicy`).
     """
 
-    def __init__(self, policy: FetchPolicy, threads: int = 16, batch_size: int = 32,
-                 clock=None, resolver=None):
+    def __init__(self, policy: FetchPolicy, threads: int = 16, clock=None, resolver=None):
         super().__init__()
         self._policy = policy
         self._threads = threads

@@ -1,5 +1,9 @@
 """Feed stage: fetch each feed, parse it with feedparser, and normalise its entries.
 
+Size: about 540 lines: the guards in front of feedparser (entities, character references,
+compression), the entry normalisation behind it and the fetching DoFn, one path from bytes
+to entries.
+
 Each feed is fetched with our own :class:`~transforms.fetching.http.HttpClient` (timeouts, gzip,
 redirects, SSRF guard) through a :class:`~transforms.fetching.politeness.PoliteFetcher` (per-host
 limits, robots.txt), many feeds at once. The bytes plus response headers are handed to

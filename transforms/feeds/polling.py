@@ -233,7 +233,6 @@ class PollFeedFn(beam.DoFn):
         self._cap = cap
         self._resolver = resolver
         self._fetcher: PoliteFetcher | None = None
-        self._client = None
         self.polled = Metrics.counter(NAMESPACE, "feeds_fetched")
         self.not_modified = Metrics.counter(NAMESPACE, "feeds_not_modified")
         self.failed = Metrics.counter(NAMESPACE, "feeds_failed")
@@ -244,8 +243,6 @@ class PollFeedFn(beam.DoFn):
         # stage of this process are what spread the polls out.
         self._fetcher = PoliteFetcher(self._policy, threads=2, resolver=self._resolver,
                                       name="poll-feed")
-        # Held here too so that checks of what a DoFn opened can see the client.
-        self._client = self._fetcher.client
 
     def teardown(self) -> None:
         if self._fetcher is not None:

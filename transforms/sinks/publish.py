@@ -1,5 +1,8 @@
 """Publishing a run as a unit: staged files, an intent log, and a commit manifest.
 
+Size: about 510 lines: the commit protocol (plan, intent, roll forward, manifest) and its
+recovery must be read as one to see that a crash at any step is recoverable.
+
 A batch run (``newsbeam ingest``, one ``watch`` cycle) publishes all its tables at once,
 after its pipeline has finished, from the launching process and under the output's
 writer lease (:mod:`transforms.sinks.lease`):
