@@ -6,6 +6,8 @@ Subcommands::
     newsbeam demo [--output DIR]
     newsbeam watch --feeds SOURCE [...] --output DIR [--poll-interval N] [--cycles K]
     newsbeam compact DIR [--date YYYY-MM-DD] [--target-size BYTES]
+    newsbeam sql DIR [-c QUERY | -f FILE.sql | --views]
+    newsbeam report DIR [--out report.html]
     newsbeam --version
 
 ``demo`` and ``watch`` accept the options of ``ingest`` too (e.g. ``--topic-encoder``,
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -72,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except LeaseBusy as e:
             print(f"newsbeam demo: {e}", file=sys.stderr)
             return EXIT_BUSY
+    if command in ("sql", "report"):
+        return importlib.import_module(f"pipelines.{command}").main(rest)
     print(f"newsbeam: unknown command {command!r}\n{__doc__}", file=sys.stderr)
     return 2
 
