@@ -105,6 +105,8 @@ def _svg(fig: Any, label: str) -> str:
     plt.close(fig)
     text = buf.getvalue()
     text = text[text.index("<svg"):]
+    # The RDF block only names matplotlib and the SVG type: not needed inline.
+    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, count=1, flags=re.S)
     # Scales with the page; the label is what screen readers say.
     return text.replace("<svg ", f'<svg role="img" aria-label="{html.escape(label)}" '
                                  'class="plot" ', 1)
@@ -291,8 +293,9 @@ def render_html(data: dict[str, Any], root: str, generated_at: dt.datetime) -> s
                     "</div></section>")
 
     payload = json.dumps(data, ensure_ascii=False, sort_keys=True)
-    # Inside <script>, only "</" can end the element early: escape it.
-    payload = payload.replace("</", "<\\/")
+    # Inside <script>, markup in the data ("</script>", "<!--") could end or change the
+    # element: JSON's \\u escapes keep every such character out of the HTML parser's way.
+    payload = payload.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

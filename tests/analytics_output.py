@@ -17,8 +17,7 @@ Stories (``story_id`` = the lead's ``article_id``):
 - ``s-rates``: lead ``a5`` (Vostochny Kurier, ru, 24 Nov, no published time: fetched
   24 Nov 06:00) and a ``url`` re-listing of it by Tallis (not a copy): 1 article;
 - ``s-cup``: lead ``a6`` (Pitchside Daily, en, 24 Nov 18:00), title with markup and a
-  ``</script>``, echo ``a7`` (Pitchside Daily again, en, 25 Nov 07:00): 2 articles,
-  1 outlet.
+  ``</script>``, echo ``a7`` (Harbour Sport, en, 25 Nov 07:00): 2 articles, 2 outlets.
 """
 
 from __future__ import annotations
@@ -78,7 +77,7 @@ ARTICLES = [
     article("s-rates", "s-rates", "Vostochny Kurier", "ru", "economy-business-finance", None,
             "Центробанк сохранил ставку", fetched=t(24, 6)),
     article("s-cup", "s-cup", "Pitchside Daily", "en", "sport", t(24, 18), HOSTILE_TITLE),
-    article("a7", "s-cup", "Pitchside Daily", "en", "sport", t(25, 7),
+    article("a7", "s-cup", "Harbour Sport", "en", "sport", t(25, 7),
             "Sharks win the cup after a shoot-out"),
 ]
 UNCOMMITTED = article("zz", "zz", "Ghost Gazette", "en", "sport", t(24, 10), "Not committed")
