@@ -127,3 +127,27 @@ def test_spark_reads_dates_and_merges_older_files(out):
     assert isinstance(types["date"], DateType) and isinstance(types["topic"], StringType)
     assert n_articles == len(ARTICLES) + 1
     assert sources == sorted([""] + [d.source or "" for d in DUPLICATES])
+
+
+def test_compaction_merges_older_files_into_the_current_schema(tmp_path):
+    from pipelines import compact as c
+    from pipelines import sql as nsql
+    from schemas import DUPLICATE_SCHEMA
+    from tests.analytics_output import _stage, _v1, duplicate, t
+    from transforms.sinks import publish as pub
+
+    root = str(tmp_path)
+    by_date = (lambda r: f"date={r.date}")  # noqa: E731
+    old = [duplicate("d1", "a", "content", None, None, t(23, 1))]
+    new = [duplicate("d2", "a", "near", "Rheinblick", "de", t(23, 2))]
+    _stage(root, "r1", "duplicates", old, _v1(DUPLICATE_SCHEMA), by_date)
+    pub.publish_run(root, "r1")
+    _stage(root, "r2", "duplicates", new, DUPLICATE_SCHEMA, by_date)
+    pub.publish_run(root, "r2")
+    report = c.compact(root, target=1 << 30)
+    assert not report.failed and [r.status for r in report.results] == ["compacted"]
+    files = nsql.committed_files(root, "duplicates")
+    assert len(files) == 1 and pq.read_schema(files[0]).names == DUPLICATE_SCHEMA.names
+    assert nsql.connect(root).sql("SELECT article_id, source, language FROM duplicates "
+                                  "ORDER BY 1").fetchall() == [
+        ("d1", None, None), ("d2", "Rheinblick", "de")]
