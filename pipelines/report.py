@@ -71,6 +71,11 @@ QUERIES = {
 """The queries behind the page, over the views of :mod:`pipelines.sql`."""
 
 
+COLUMNS = {"articles": ("date", "topic", "language", "source"),
+           "duplicates": ("level",), "errors": ("stage", "reason", "level")}
+"""Columns the queries read beyond those of the stories view."""
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, (dt.datetime, dt.date)):
         return value.isoformat()
@@ -328,7 +333,7 @@ def build(root: str, clock: Any = None) -> tuple[str, dict[str, Any]]:
     """(page, figures) for the committed output at ``root``."""
     from pipelines.sql import connect
 
-    con = connect(root)
+    con = connect(root, load=COLUMNS)  # seven queries: read the files once
     try:
         data = figures(con)
     finally:

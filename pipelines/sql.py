@@ -179,10 +179,34 @@ def committed_files(root: str, table: str, attempts: int = 10) -> list[str]:
     raise ValueError(f"{root}: the set of committed runs kept changing while reading")
 
 
-def views(root: str) -> list[str]:
-    """The ``CREATE VIEW`` statements over the committed files of ``root``."""
+STORY_COLUMNS = {
+    "articles": ("article_id", "story_id", "is_story_lead", "title", "url", "source",
+                 "language", "topic", "published_at", "fetched_at", "date"),
+    "duplicates": ("duplicate_of", "level", "source", "language"),
+    "errors": (),
+}
+"""Columns the ``stories`` view reads from each table."""
+
+
+def views(root: str, load: dict[str, Sequence[str]] | None = None) -> list[str]:
+    """The statements that create the views over the committed files of ``root``.
+
+    ``load`` (table → columns): read those columns of each table once into a temporary
+    table of the table's name instead, for many queries in a row. Every query over a view
+    opens every file again, at a cost per file that outweighs the rows when files are
+    small (``bench/bench_report.py``); fewer columns read is less of it.
+    """
     root = os.path.abspath(root) if "://" not in root else root
-    out = [table_view(t, committed_files(root, t)) for t in TABLE_SCHEMAS]
+    out = []
+    for table in TABLE_SCHEMAS:
+        statement = table_view(table, committed_files(root, table))
+        if load is not None:
+            columns = list(dict.fromkeys([*STORY_COLUMNS[table], *load.get(table, ())]))
+            statement = statement.replace(f"CREATE OR REPLACE VIEW {table} AS",
+                                          f"CREATE OR REPLACE VIEW _{table}_files AS", 1)
+            statement += (f";\nCREATE OR REPLACE TEMP TABLE {table} AS "
+                          f"SELECT {', '.join(columns) or '*'} FROM _{table}_files")
+        out.append(statement)
     return [*out, STORIES_VIEW]
 
 
@@ -197,13 +221,15 @@ def check_output(root: str) -> None:
                          "errors/ or _runs/ in it)")
 
 
-def connect(root: str, database: str = ":memory:") -> Any:
-    """A DuckDB connection with the views over ``root``'s committed output."""
+def connect(root: str, database: str = ":memory:",
+            load: dict[str, Sequence[str]] | None = None) -> Any:
+    """A DuckDB connection with the views over ``root``'s committed output (``load``: see
+    :func:`views`)."""
     import duckdb
 
     check_output(root)
     con = duckdb.connect(database)
-    for statement in views(root):
+    for statement in views(root, load):
         con.execute(statement)
     return con
 
