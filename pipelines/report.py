@@ -174,7 +174,7 @@ background:#f6f7f9}
 main{max-width:980px;margin:0 auto;padding:24px}
 h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px}
 .sub{color:#5b6475;margin:0 0 18px}
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(130px,1fr));gap:10px}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(112px,1fr));gap:10px}
 .card{background:#fff;border:1px solid #e2e5ea;border-radius:8px;padding:10px 12px}
 .card .figure{display:block;font-size:24px;font-weight:600}
 .card .name{color:#5b6475;font-size:13px}
