@@ -234,8 +234,12 @@ def connect(root: str, database: str = ":memory:",
     return con
 
 
-def split_statements(text: str) -> list[str]:
-    """SQL text → statements, split on ``;`` outside quotes and comments."""
+def _scan(text: str) -> tuple[list[str], str]:
+    """SQL text → (statements ended by ``;``, the text after the last one).
+
+    ``;`` inside quotes, ``--`` line comments and ``/* */`` block comments does not end a
+    statement; comments are dropped.
+    """
     statements, current, i, n = [], [], 0, len(text)
     quote: str | None = None
     while i < n:
@@ -251,14 +255,24 @@ def split_statements(text: str) -> list[str]:
             end = text.find("\n", i)
             i = n if end < 0 else end
             continue
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            i = n if end < 0 else end + 2
+            current.append(" ")
+            continue
         elif ch == ";":
-            statements.append("".join(current))
+            statements.append("".join(current).strip())
             current = []
         else:
             current.append(ch)
         i += 1
-    statements.append("".join(current))
-    return [s.strip() for s in statements if s.strip()]
+    return [s for s in statements if s], "".join(current).strip()
+
+
+def split_statements(text: str) -> list[str]:
+    """SQL text → statements, split on ``;`` outside quotes and comments."""
+    statements, tail = _scan(text)
+    return [*statements, tail] if tail else statements
 
 
 def render(result: Any, fmt: str, max_rows: int) -> str:
@@ -359,8 +373,9 @@ def shell(con: Any, root: str, stdin: Any = None, out: Any = None, interactive: 
             continue
         buffer.append(line)
         text = "\n".join(buffer)
-        if not split_statements(text) or not text.rstrip().endswith(";"):
-            if not text.strip():
+        complete, tail = _scan(text)
+        if tail or not complete:  # a statement still open, or only blanks and comments
+            if not tail:
                 buffer = []
             continue
         buffer = []

@@ -133,7 +133,8 @@ def test_file_of_statements_and_printed_views(out, tmp_path, capsys):
 def test_prompt_reads_statements_and_keeps_going_after_an_error(out):
     con = nsql.connect(out)
     stdin = io.StringIO(".tables\nSELECT count(*) AS n\nFROM errors;\nSELECT nope;\n"
-                        "SELECT 'after' AS still_here;\n.quit\nSELECT 'not run';\n")
+                        "SELECT 'after' AS still_here;\n/* a; b */ SELECT 2 AS two; -- done\n"
+                        ".quit\nSELECT 'not run';\n")
     shown = io.StringIO()
     assert nsql.shell(con, out, stdin=stdin, out=shown, interactive=False, fmt="csv") == 1
     lines = shown.getvalue().splitlines()
@@ -142,7 +143,7 @@ def test_prompt_reads_statements_and_keeps_going_after_an_error(out):
                          f"stories     {4:>9,} rows"]
     assert lines[4:6] == ["n", "4"]
     assert lines[6].startswith("error: ") and "nope" in lines[6]
-    assert lines[7:] == ["still_here", "after"]
+    assert lines[7:] == ["still_here", "after", "two", "2"]
 
 
 def test_bad_input_gets_one_line_and_exit_code(out, tmp_path, capsys):
