@@ -98,6 +98,15 @@ def test_reading_the_root_fails_naming_the_note_instead_of_mixing_tables(out, tm
     for read in (lambda p: pd.read_parquet(p), lambda p: ds.dataset(p, partitioning="hive")):
         with pytest.raises(pa.ArrowInvalid, match=LAYOUT_NOTE):
             read(out)
+    # DuckDB and polars refuse a glob over the root by themselves.
+    import duckdb
+    import polars as pl
+
+    with pytest.raises(duckdb.Error, match="Hive partition mismatch"):
+        duckdb.sql(f"SELECT count(*) FROM read_parquet('{out}/**/*.parquet', "
+                   "hive_partitioning=true)").fetchall()
+    with pytest.raises(pl.exceptions.PolarsError, match="extra column"):
+        pl.read_parquet(f"{out}/**/*.parquet")
     # What the note prevents: without it, pandas mixes the three tables into one frame.
     bare = tmp_path / "bare"
     shutil.copytree(out, bare)
@@ -122,11 +131,17 @@ def test_spark_reads_dates_and_merges_older_files(out):
         n_articles = articles.count()
         dups = spark.read.option("mergeSchema", "true").parquet(f"{out}/duplicates")
         sources = sorted((r["source"] or "") for r in dups.select("source").collect())
+        try:
+            spark.read.parquet(out).count()
+            root_error = ""
+        except Exception as e:  # noqa: BLE001 - Spark raises its own (Py4J) error types
+            root_error = str(e)
     finally:
         spark.stop()
     assert isinstance(types["date"], DateType) and isinstance(types["topic"], StringType)
     assert n_articles == len(ARTICLES) + 1
     assert sources == sorted([""] + [d.source or "" for d in DUPLICATES])
+    assert "CONFLICTING_DIRECTORY_STRUCTURES" in root_error
 
 
 def test_compaction_merges_older_files_into_the_current_schema(tmp_path):

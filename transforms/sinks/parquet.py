@@ -56,8 +56,9 @@ _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 LAYOUT_NOTE = "README.txt"
 """A text file at the root of every output: it says how to read the tables, and it makes
-a reader given the root itself fail (pandas, pyarrow and Spark name it: "not a parquet
-file") instead of silently mixing the rows of three tables with different columns."""
+a reader given the root itself fail (pandas and pyarrow, naming it: "Is this a 'parquet'
+file?") instead of silently mixing the rows of three tables with different columns.
+DuckDB, polars and Spark refuse the root on their own (the tables' layouts differ)."""
 
 LAYOUT_TEXT = """\
 This folder is a newsbeam output: three Parquet tables, each in a folder of its own.
