@@ -16,8 +16,8 @@ Examples::
     newsbeam sql demo-output                       # interactive; end a statement with ;
     newsbeam sql demo-output -c "SELECT * FROM stories ORDER BY outlet_count DESC LIMIT 5"
     newsbeam sql demo-output -f queries.sql --format csv
-    newsbeam sql demo-output --views > views.sql   # the CREATE VIEW statements, for any
-                                                   # DuckDB client (duckdb -init views.sql)
+    newsbeam sql demo-output --views > views.sql   # the CREATE VIEW statements, to run
+                                                   # in any DuckDB session
 
 The views name the committed files at the moment they are created: a run that commits
 later is seen by the next ``newsbeam sql`` (or by printing the views again).

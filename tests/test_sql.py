@@ -155,3 +155,17 @@ def test_bad_input_gets_one_line_and_exit_code(out, tmp_path, capsys):
     assert nsql.main([out, "-c", "SELECT * FROM no_such_table"]) == 1
     assert "no_such_table" in capsys.readouterr().err
     assert nsql.main([out, "-f", str(tmp_path / "none.sql")]) == 2
+
+
+def test_console_script_reads_piped_statements(out):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).with_name("newsbeam")
+    done = subprocess.run(
+        [str(script), "sql", out, "--format", "csv"], capture_output=True, text=True,
+        input="SELECT count(*) AS stories FROM stories;\nSELECT bad;\n", timeout=300)
+    assert done.returncode == 1  # a piped statement failed
+    assert done.stdout.splitlines()[:2] == ["stories", "4"]
+    assert "error: " in done.stdout
