@@ -6,6 +6,8 @@
     newsbeam watch --feeds SOURCE [...] --output DIR [--poll-interval N] [--cycles K]
     newsbeam demo [--output DIR]
     newsbeam compact DIR [--date YYYY-MM-DD] [--target-size BYTES]
+    newsbeam sql DIR [-c QUERY | -f FILE.sql | --views]
+    newsbeam report DIR [--out report.html]
     newsbeam COMMAND --help        # the command's options, by group
     newsbeam --version
 
@@ -92,6 +94,10 @@ COMMANDS: list[Command] = [
             beam=True, output_required=False),
     Command("compact", "Rewrite each partition's small Parquet files into a few large ones.",
             "pipelines.compact:main", arguments=opts.add_compact_arguments),
+    Command("sql", "Query a committed output with DuckDB: views over articles, duplicates, "
+            "errors and stories.", "pipelines.sql:main"),
+    Command("report", "Write a self-contained HTML report of a committed output.",
+            "pipelines.report:main"),
 ]
 """The subcommands, in ``--help`` order."""
 

@@ -311,12 +311,22 @@ def _stream_group(paths: list[str], out_path: str, schema: pa.Schema,
 
 
 def _schema_of(paths: list[str]) -> pa.Schema:
-    schema = pq.read_schema(paths[0])
-    for p in paths[1:]:
-        other = pq.read_schema(p)
-        if not other.equals(schema, check_metadata=False):
+    """The schema of the merged file: the widest of the inputs' schemas.
+
+    A file of an older schema version may lack the nullable columns a newer version
+    appended (``source`` and ``language`` of duplicates and errors, version 2); its rows
+    are merged with those columns null. Any other difference stops the merge.
+    """
+    schemas = [pq.read_schema(p) for p in paths]
+    widest = max(range(len(paths)), key=lambda i: len(schemas[i]))
+    schema = schemas[widest]
+    for p, other in zip(paths, schemas, strict=True):
+        head = pa.schema(list(schema)[:len(other)])
+        appended = list(schema)[len(other):]
+        if not (other.equals(head, check_metadata=False)
+                and all(f.nullable for f in appended)):
             raise ValueError(f"{os.path.basename(p)} has a different schema than "
-                             f"{os.path.basename(paths[0])}; not merging them")
+                             f"{os.path.basename(paths[widest])}; not merging them")
     return schema
 
 

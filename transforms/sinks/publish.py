@@ -317,6 +317,9 @@ def plan(root: str, run_id: str, lists: list[dict]) -> list[dict]:
 
 
 def _roll_forward(root: str, intent: dict, pause: Any = None) -> RunManifest:
+    from transforms.sinks.parquet import write_layout_note  # that module imports this one
+
+    write_layout_note(root)
     made: set[str] = set()
     for f in intent["files"]:
         if pause:

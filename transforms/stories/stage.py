@@ -330,7 +330,8 @@ def duplicate_of(article: Article, kept_id: str, level: str, similarity: float,
         url=article.url, feed_url=article.feed_url, article_id=article.article_id,
         duplicate_of=kept_id, level=level, similarity=float(similarity),
         title=article.title[:1000], detected_at=detected_at,
-        date=detected_at.strftime("%Y-%m-%d"), schema_version=SCHEMA_VERSION)
+        date=detected_at.strftime("%Y-%m-%d"), schema_version=SCHEMA_VERSION,
+        source=article.source or None, language=article.language or None)
 
 
 # ------------------------------------------------------------------------- DoFns
