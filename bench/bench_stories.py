@@ -106,6 +106,8 @@ MIN_BUCKET = 20
 SHORT_CHARS = 200
 """Headline stand-in length for ``pairs --short`` (texts without a title line)."""
 INNER_FOLDS = 4
+STAGE_OPTIONS: dict = {}
+"""Extra keyword arguments of AssignStories for every run of the stage (``--common-share``)."""
 ALPHAS = (0.0, 0.25, 0.5, 0.75)
 """Candidate weights of the graded-rating fit in the blend (see :func:`fit_blend`)."""
 
@@ -351,7 +353,8 @@ def assign_stories(articles: list, kind: str | object, threshold: float | None =
     sim = make_similarity(kind) if isinstance(kind, str) else kind
     started = time.perf_counter()
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
-        out = p | beam.Create(articles) | AssignStories(sim, threshold=threshold)
+        out = p | beam.Create(articles) | AssignStories(sim, threshold=threshold,
+                                                        **STAGE_OPTIONS)
         _ = (out.articles | "StoryOf" >> beam.Map(lambda a: json.dumps([a.article_id,
                                                                         a.story_id]))
              | "WriteStories" >> beam.io.WriteToText(f"{tmp}/stories"))
@@ -603,10 +606,12 @@ def ingest_week(rows: list[dict], kind: str, threshold: float | None, workdir: P
     Returns (id → story_id for every row, id → how it left: ``written``, a duplicate level
     or ``error``, the run summary, seconds). The lines are stripped to the backfill fields.
     """
+    import functools
     import json
 
     import pyarrow.dataset as ds
 
+    from pipelines import ingest
     from pipelines.ingest import run
     from transforms.fetching.urls import canonical_url
 
@@ -620,7 +625,13 @@ def ingest_week(rows: list[dict], kind: str, threshold: float | None, workdir: P
     if threshold is not None:
         argv += ["--story-threshold", str(threshold)]
     started = time.perf_counter()
-    _, summary = run(argv, clock=lambda: WEEK_FETCHED, quiet=True)
+    stage = ingest.AssignStories
+    if STAGE_OPTIONS:  # stage settings the command line does not offer
+        ingest.AssignStories = functools.partial(stage, **STAGE_OPTIONS)
+    try:
+        _, summary = run(argv, clock=lambda: WEEK_FETCHED, quiet=True)
+    finally:
+        ingest.AssignStories = stage
     took = time.perf_counter() - started
     by_url = {canonical_url(r["url"]): r["id"] for r in rows}
 
@@ -754,7 +765,13 @@ def main() -> None:
                              "../shared/seeds/) to the batch as members of the seed story.")
     parser.add_argument("--similarity", choices=KINDS, default="multilingual",
                         help="Which similarity to measure (default: the pipeline's).")
+    parser.add_argument("--common-share", type=float, default=None,
+                        help="pairs-batch, seeds, week: weigh sketches by the batch's "
+                             "document frequency (AssignStories(common_share=...); default: "
+                             "the stage's default, off).")
     args = parser.parse_args()
+    if args.common_share is not None:
+        STAGE_OPTIONS["common_share"] = args.common_share
     print("command: .venv/bin/python bench/bench_stories.py " + " ".join(sys.argv[1:]))
     if args.what == "pairs":
         run_pairs(args.similarity, args.fit, args.limit, args.short)
