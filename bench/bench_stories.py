@@ -89,7 +89,7 @@ from transforms.stories.similarity import (  # noqa: E402
     make_similarity,
 )
 
-KINDS = ("multilingual", "lexical")
+KINDS = ("multilingual", "lexical", "multilingual-uk")
 """The similarities this benchmark fits and measures (``make_similarity`` names)."""
 
 SHARED = Path(os.environ.get("NEWSBEAM_SHARED", ROOT.parent / "shared"))
@@ -498,7 +498,9 @@ def fold_similarity(kind: str, fitted, short_fitted):
     if kind == "lexical":
         return LexicalSimilarity(model=model(fitted, len(LexicalSimilarity.feature_names)))
     n = len(MultilingualSimilarity.feature_names)
-    return MultilingualSimilarity(model=model(fitted, n), short_model=model(short_fitted, n))
+    centred = make_similarity(kind).centred
+    return MultilingualSimilarity(model=model(fitted, n), short_model=model(short_fitted, n),
+                                  centred=centred)
 
 
 def text_id(text: str) -> str:

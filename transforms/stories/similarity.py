@@ -712,10 +712,10 @@ ENCODER_CHARS = 1000
 
 ENCODER_LANGUAGES = frozenset({"ar", "de", "en", "es", "fr", "it", "ja", "ko", "nl", "pl",
                                "pt", "ru", "th", "tr", "zh"})
-"""Languages the encoder was trained on. Pairs involving a language of
-:func:`~transforms.stories.centring.centred_languages` (Ukrainian) are scored on cosines
-taken from each language's centre; pairs involving any other language are scored by the
-lexical model alone."""
+"""Languages the encoder was trained on. Pairs involving any other language are scored by
+the lexical model alone, except, with ``--story-similarity multilingual-uk``, those
+involving a language of :func:`~transforms.stories.centring.centred_languages`
+(Ukrainian), scored on cosines taken from each language's centre."""
 
 MEANING_FEATURES = (*FEATURES, "meaning")
 """Inputs of :data:`MULTILINGUAL_MODEL`: the lexical channels plus the encoder cosine."""
@@ -916,14 +916,18 @@ class MultilingualSimilarity(LexicalSimilarity):
 
     lexical_model: LexicalModel = field(default_factory=LexicalModel)
     short_model: LexicalModel = field(default_factory=lambda: SHORT_MODEL)
+    centred: frozenset[str] = frozenset()
+    """Languages outside the encoder's own that get vectors all the same, scored on
+    cosines from each language's centre (:mod:`transforms.stories.centring`); empty by
+    default, ``{"uk"}`` for ``multilingual-uk``."""
 
     def sketch(self, title: str, body: str, language: str) -> Sketch:
         """Lexical sketch plus the quantised embedding of headline and lead (for the
         encoder's languages only)."""
-        from transforms.stories.centring import centre, centred_languages
+        from transforms.stories.centring import centre
 
         s = super().sketch(title, body, language)
-        own = s.language in centred_languages()
+        own = s.language in self.centred
         if s.language not in ENCODER_LANGUAGES and not own:
             return s
         vec = (self.encode or encode_meaning)([meaning_text(title, body)])[0]
@@ -941,11 +945,12 @@ class MultilingualSimilarity(LexicalSimilarity):
         """P(same story). Headline-only pairs use the headline model, pairs without two
         embeddings the lexical one, each shifted so that its own threshold lands on
         :attr:`threshold` (one decision point for all three)."""
-        from transforms.stories.centring import centred_languages, centred_offset
+        from transforms.stories.centring import centred_offset
 
         pair = language_pair(a.language, b.language)
-        centred = centred_languages()
-        if a.vector and b.vector and (a.language in centred or b.language in centred):
+        centred = self.centred
+        if centred and a.vector and b.vector and (a.language in centred
+                                                  or b.language in centred):
             if min(a.words, b.words) >= SHORT_WORDS:
                 # Ukrainian: the encoder cosine taken from each language's centre, put on
                 # the model's scale by the offset fitted with the centres.
@@ -1065,7 +1070,7 @@ class EmbeddingSimilarity:
         return (1.0 - self.weight) * lex + self.weight * emb
 
 
-SIMILARITIES = ("multilingual", "lexical", "embedding")
+SIMILARITIES = ("multilingual", "lexical", "embedding", "multilingual-uk")
 
 
 def make_similarity(kind: str = "multilingual", model: str | None = None) -> StorySimilarity:
@@ -1073,6 +1078,11 @@ def make_similarity(kind: str = "multilingual", model: str | None = None) -> Sto
     if kind == "multilingual":
         _encoder()
         return MultilingualSimilarity()
+    if kind == "multilingual-uk":
+        from transforms.stories.centring import centred_languages
+
+        _encoder()
+        return MultilingualSimilarity(name=kind, centred=centred_languages())
     if kind == "lexical":
         return LexicalSimilarity()
     if kind == "embedding":
