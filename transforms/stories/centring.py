@@ -14,7 +14,9 @@ for the raw cosine.
 holds the centres (the mean unit vector, as sketches quantise it, of the headline and lead
 of news texts of each language) and the log-odds ``offset`` that puts a centred pair's
 score on the decision point of the multilingual model, fitted on the dev week set's
-Ukrainian pairs. :data:`CENTRED_LANGUAGES` are the languages scored this way.
+Ukrainian pairs; :func:`centred_languages` are the languages it was fitted for. The
+scoring is opt-in (``--story-similarity multilingual-uk``): see the README's Stories section
+for what it gains and costs.
 """
 
 from __future__ import annotations
