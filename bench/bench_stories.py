@@ -57,11 +57,12 @@ repository; they exit with a message when it is missing). It prints:
 Run::
 
     .venv/bin/python bench/bench_stories.py pairs [--fit]
-    .venv/bin/python bench/bench_stories.py pairs-batch [--similarity lexical]
+    .venv/bin/python bench/bench_stories.py pairs-batch [--similarity lexical] [--common-share X]
     .venv/bin/python bench/bench_stories.py headlines [--half dev|test] [--limit N] [--oracle]
                                                    [--threshold T]
-    .venv/bin/python bench/bench_stories.py week [--set dev|test] [--similarity lexical]
-                                              [--seeds [DIR]] [--threshold T]
+    .venv/bin/python bench/bench_stories.py week [--set dev|test] [--seeds [DIR]]
+                                              [--similarity lexical|multilingual-uk]
+                                              [--threshold T] [--common-share X]
 """
 
 from __future__ import annotations
