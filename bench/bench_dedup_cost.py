@@ -268,15 +268,22 @@ def main() -> None:
     parser.add_argument("--assignments", type=Path, default=None,
                         help="also write every decision of the stage, per similarity, to "
                              "FILE.<similarity>.json (default: digest only)")
+    parser.add_argument("--common-share", type=float, default=None,
+                        help="weigh sketches by the batch's document frequency "
+                             "(AssignStories(common_share=...); default: the stage's "
+                             "default, off)")
     args = parser.parse_args()
+    stage_options = ({} if args.common_share is None
+                     else {"common_share": args.common_share})
     print(f"command: .venv/bin/python bench/bench_dedup_cost.py --n {args.n} --seed {args.seed} "
-          f"--similarity {' '.join(args.similarity)} --repeat {args.repeat}")
+          f"--similarity {' '.join(args.similarity)} --repeat {args.repeat}"
+          + (f" --common-share {args.common_share}" if stage_options else ""))
     articles = load(args.n, args.seed)
     chars = sum(len(a.body) for a in articles) / len(articles)
     print(f"articles: {len(articles)}, mean body {chars:.0f} chars, "
           f"{len({a.language for a in articles})} languages")
     for kind in args.similarity:
-        measure(kind, articles, args.assignments, max(1, args.repeat))
+        measure(kind, articles, args.assignments, max(1, args.repeat), stage_options)
 
 
 def best_and_median(seconds: list[float]) -> tuple[float, float]:
@@ -284,7 +291,8 @@ def best_and_median(seconds: list[float]) -> tuple[float, float]:
     return min(seconds), statistics.median(seconds)
 
 
-def measure(kind: str, articles: list[Article], assignments: Path | None, repeat: int) -> None:
+def measure(kind: str, articles: list[Article], assignments: Path | None, repeat: int,
+            stage_options: dict | None = None) -> None:
     """All figures for one similarity, printed under its name (each pass ``repeat`` times:
     the machine is shared, so the best run and the median are both printed)."""
     sim = make_similarity(kind)
@@ -327,7 +335,8 @@ def measure(kind: str, articles: list[Article], assignments: Path | None, repeat
                 if caches == "empty":
                     clear_word_caches()
                 collect = str(folder) if caches == "empty" and i == 0 else None
-                stage.append(run_pipeline(path, AssignStories(sim), collect))
+                stage.append(run_pipeline(path, AssignStories(sim, **(stage_options or {})),
+                                          collect))
                 if collect:
                     print_decisions(folder, kind, assignments)
             best, median = best_and_median(stage)

@@ -1,6 +1,6 @@
 """Story similarity: pure functions that say whether two articles tell the same story.
 
-Size: about 1,040 lines, holding the sketch, the lexical channels, the encoder and the
+Size: about 1,090 lines, holding the sketch, the lexical channels, the encoder and the
 pair models. They share the sketch's byte layout, which the parity tool and the stability
 tests pin; the split along those four parts is planned with the stage packages.
 
@@ -724,8 +724,10 @@ ENCODER_CHARS = 1000
 
 ENCODER_LANGUAGES = frozenset({"ar", "de", "en", "es", "fr", "it", "ja", "ko", "nl", "pl",
                                "pt", "ru", "th", "tr", "zh"})
-"""Languages the encoder was trained on; pairs involving any other language (Ukrainian
-among them) are scored by the lexical model alone."""
+"""Languages the encoder was trained on. Pairs involving any other language are scored by
+the lexical model alone, except, with ``--story-similarity multilingual-uk``, those
+involving a language of :func:`~transforms.stories.centring.centred_languages`
+(Ukrainian), scored on cosines taken from each language's centre."""
 
 MEANING_FEATURES = (*FEATURES, "meaning")
 """Inputs of :data:`MULTILINGUAL_MODEL`: the lexical channels plus the encoder cosine."""
@@ -875,7 +877,22 @@ def unit_vector(b: bytes) -> np.ndarray:
     return v.astype(np.float64) / float(norm or 1.0)
 
 
-def vector_keys(b: bytes) -> tuple[str, ...]:
+@functools.lru_cache(maxsize=4096)
+def _centred_unit(b: bytes, language: str) -> np.ndarray:
+    """A :func:`quantize`-d vector taken from its language's centre, unit length (cached)."""
+    from transforms.stories.centring import centred
+
+    return centred(unit_vector(b), language, _vector_planes()[1])
+
+
+def centred_vector_cosine(a: bytes, lang_a: str, b: bytes, lang_b: str) -> float:
+    """Cosine of two :func:`quantize`-d vectors, each taken from its language's centre."""
+    if not a or not b or len(a) != len(b):
+        return 0.0
+    return float(_centred_unit(a, lang_a) @ _centred_unit(b, lang_b))
+
+
+def vector_keys(b: bytes, origin: np.ndarray | None = None) -> tuple[str, ...]:
     """Blocking keys of an encoder vector: random-hyperplane signs in bands.
 
     Each of VECTOR_BANDS keys holds the signs of VECTOR_BITS projections of the vector,
@@ -883,12 +900,13 @@ def vector_keys(b: bytes) -> tuple[str, ...]:
     from the origin would say little). Two articles share a key with a probability that
     grows with their cosine: a retelling in other words or another language, which shares
     no rare word or name with the original, is still compared with it. The planes are
-    seeded, so every worker gives the same keys.
+    seeded, so every worker gives the same keys. ``origin``: project from this point
+    instead (a language's own centre, for the languages the encoder was not trained on).
     """
     if not b:
         return ()
     planes, centre = _vector_planes()
-    bits = (planes @ (unit_vector(b) - centre)) > 0.0
+    bits = (planes @ (unit_vector(b) - (centre if origin is None else origin))) > 0.0
     weights = 1 << np.arange(VECTOR_BITS)
     values = bits.reshape(VECTOR_BANDS, VECTOR_BITS) @ weights
     return tuple(f"e{band}:{int(v):02x}" for band, v in enumerate(values))
@@ -922,6 +940,10 @@ class MultilingualSimilarity(LexicalSimilarity):
 
     lexical_model: LexicalModel = field(default_factory=LexicalModel)
     short_model: LexicalModel = field(default_factory=lambda: SHORT_MODEL)
+    centred: frozenset[str] = frozenset()
+    """Languages outside the encoder's own that get vectors all the same, scored on
+    cosines from each language's centre (:mod:`transforms.stories.centring`); empty by
+    default, ``{"uk"}`` for ``multilingual-uk``."""
 
     def load(self) -> object:
         """The packaged encoder, loaded once per worker process (:func:`load_models`)."""
@@ -930,12 +952,18 @@ class MultilingualSimilarity(LexicalSimilarity):
     def sketch(self, title: str, body: str, language: str) -> Sketch:
         """Lexical sketch plus the quantised embedding of headline and lead (for the
         encoder's languages only)."""
+        from transforms.stories.centring import centre
+
         s = super().sketch(title, body, language)
-        if s.language not in ENCODER_LANGUAGES:
+        own = s.language in self.centred
+        if s.language not in ENCODER_LANGUAGES and not own:
             return s
         vec = (self.encode or encode_meaning)([meaning_text(title, body)])[0]
         vector = quantize(vec)
-        return replace(s, vector=vector, keys=s.keys + vector_keys(vector))
+        # A centred language's vectors are banded from its own centre, so that its
+        # retellings fall into the bands of the same story in the encoder's languages.
+        keys = vector_keys(vector, centre(s.language) if own else None)
+        return replace(s, vector=vector, keys=s.keys + keys)
 
     def features(self, a: Sketch, b: Sketch) -> list[float]:
         """The lexical inputs plus the encoder cosine, in the order of MEANING_FEATURES."""
@@ -945,8 +973,21 @@ class MultilingualSimilarity(LexicalSimilarity):
         """P(same story). Headline-only pairs use the headline model, pairs without two
         embeddings the lexical one, each shifted so that its own threshold lands on
         :attr:`threshold` (one decision point for all three)."""
+        from transforms.stories.centring import centred_offset
+
         pair = language_pair(a.language, b.language)
-        if not a.vector or not b.vector:
+        centred = self.centred
+        if centred and a.vector and b.vector and (a.language in centred
+                                                  or b.language in centred):
+            if min(a.words, b.words) >= SHORT_WORDS:
+                # Ukrainian: the encoder cosine taken from each language's centre, put on
+                # the model's scale by the offset fitted with the centres.
+                cos = centred_vector_cosine(a.vector, a.language, b.vector, b.language)
+                features = [*LexicalSimilarity.features(self, a, b), max(0.0, cos)]
+                return _sigmoid(self.model.logit(features, pair) + centred_offset())
+            m = self.lexical_model  # headlines: no centred fit; the lexical model decides
+            z = m.logit(LexicalSimilarity.features(self, a, b), pair)
+        elif not a.vector or not b.vector:
             # A language the encoder does not know: the lexical model decides.
             m = self.lexical_model
             z = m.logit(LexicalSimilarity.features(self, a, b), pair)
@@ -1119,7 +1160,7 @@ class EmbeddingSimilarity:
         return (1.0 - self.weight) * lex + self.weight * emb
 
 
-SIMILARITIES = ("multilingual", "lexical", "embedding")
+SIMILARITIES = ("multilingual", "lexical", "embedding", "multilingual-uk")
 
 
 def make_similarity(kind: str = "multilingual", model: str | None = None) -> StorySimilarity:
@@ -1129,6 +1170,11 @@ def make_similarity(kind: str = "multilingual", model: str | None = None) -> Sto
         if problem := encoder_missing():
             raise MissingBackendError(problem)
         return MultilingualSimilarity()
+    if kind == "multilingual-uk":
+        from transforms.stories.centring import centred_languages
+
+        _encoder()
+        return MultilingualSimilarity(name=kind, centred=centred_languages())
     if kind == "lexical":
         return LexicalSimilarity()
     if kind == "embedding":

@@ -95,6 +95,7 @@ from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from schemas import SCHEMA_VERSION, Article, DuplicateRecord
+from transforms.stories.frequency import WeighByWindowFrequency
 from transforms.stories.messages import (
     Ask,
     Decision,
@@ -1055,7 +1056,11 @@ class AssignStories(beam.PTransform):
     :class:`VoteStories` (0: every echo stays in the story of its best match).
     ``apart_floor``: compared pairs scoring from it up to the threshold are evidence
     against a story in the vote (:func:`vote_story`); ``None`` lets every match vote for
-    its story, as when membership was decided pair by pair.
+    its story, as when membership was decided pair by pair. ``common_share``: sketches
+    are weighed by the document frequency of their window (features in more than this
+    share of the window's articles count less: :mod:`transforms.stories.frequency`, whose
+    ``COMMON_SHARE`` is the measured choice); ``None``, the default, leaves them as they
+    are (see the README for why).
     """
 
     def __init__(self, similarity: StorySimilarity | None = None,
@@ -1063,7 +1068,8 @@ class AssignStories(beam.PTransform):
                  drop_echoes: bool = False, existing: str | None = None,
                  run_id: str | None = None, max_per_key: int = MAX_PER_KEY,
                  rounds: int = RESOLVE_ROUNDS, clock=None, across_windows: bool = False,
-                 vote_rounds: int = VOTE_ROUNDS, apart_floor: float | None = APART_FLOOR):
+                 vote_rounds: int = VOTE_ROUNDS, apart_floor: float | None = APART_FLOOR,
+                 common_share: float | None = None):
         super().__init__()
         self._sim = similarity or LexicalSimilarity()
         self._threshold = self._sim.threshold if threshold is None else threshold
@@ -1081,6 +1087,7 @@ class AssignStories(beam.PTransform):
         self._clock = clock
         self._across = across_windows
         self._votes = vote_rounds
+        self._share = common_share
         # Pairs found apart only matter to the vote.
         self._apart = (None if not vote_rounds or apart_floor is None
                        else min(apart_floor, self._threshold))
@@ -1145,6 +1152,8 @@ class AssignStories(beam.PTransform):
                 StoryItem, dropped=tuple[str, Exact]).with_outputs("dropped", main="kept")
             kept = by_content.kept
             exact_sets.append(by_content.dropped)
+        if self._share is not None:
+            kept = kept | "WeighByWindow" >> WeighByWindowFrequency(self._share)
         compare_fn = (CompareInGroupFn if once and not self._across else CompareWithinKeyFn)(
             self._sim, self._threshold if self._apart is None else self._apart,
             self._window, self._max, 0.0 if self._apart is None else self._threshold)
