@@ -10,7 +10,10 @@ repository; they exit with a message when it is missing). It prints:
    offsets, the blend with a graded-rating fit (picked by an inner cross-validation) and
    the threshold are all chosen by 5-fold cross-validation: every pair is scored by a
    model fitted and thresholded on the other folds only. ``--fit`` also prints the model
-   fitted the same way on all pairs (what ``LexicalModel`` ships as defaults).
+   fitted the same way on all pairs, the one the pipeline ships; ``--fit --write`` writes
+   it into its entry of ``transforms/data/story_models.json`` (``lexical`` for
+   ``--similarity lexical``, ``multilingual``, and ``short`` for ``--short``: the
+   multilingual inputs on the pairs cut to their headlines), rounded as printed.
 2. ``headlines``: on headline-stories-dev.csv, BCubed precision/recall/F1 of the
    ``story_id`` that :class:`transforms.stories.stage.AssignStories` gives when each headline
    is fed through the real Beam stage as a title-only article, with the default
@@ -56,7 +59,8 @@ repository; they exit with a message when it is missing). It prints:
 
 Run::
 
-    .venv/bin/python bench/bench_stories.py pairs [--fit]
+    .venv/bin/python bench/bench_stories.py pairs [--fit [--write]] [--short]
+                                              [--similarity lexical]
     .venv/bin/python bench/bench_stories.py pairs-batch [--similarity lexical] [--common-share X]
     .venv/bin/python bench/bench_stories.py headlines [--half dev|test] [--limit N] [--oracle]
                                                    [--threshold T]
@@ -70,6 +74,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import json
 import os
 import re
 import sys
@@ -90,6 +95,11 @@ from transforms.stories.similarity import (  # noqa: E402
     make_similarity,
 )
 
+MODELS_FILE = ROOT / "transforms" / "data" / "story_models.json"
+"""The shipped story models, by name (read by ``similarity.story_model``)."""
+MODEL_NAMES = {("lexical", False): "lexical", ("multilingual", False): "multilingual",
+               ("multilingual", True): "short"}
+"""Entry of MODELS_FILE that ``pairs --fit --write`` writes, by (similarity, --short)."""
 KINDS = ("multilingual", "lexical", "multilingual-uk")
 """The similarities this benchmark fits and measures (``make_similarity`` names)."""
 
@@ -255,7 +265,21 @@ def fit_model(x: np.ndarray, overall: np.ndarray, langs: list[str]):
     return w, buckets, t, alpha
 
 
-def run_pairs(kind: str, fit: bool, limit: int | None, short: bool = False) -> None:
+def write_model(name: str, features: tuple[str, ...], intercept: float,
+                weights: list[float], offsets: dict[str, float], threshold: float,
+                command: str) -> None:
+    """Replaces the numbers of entry ``name`` of MODELS_FILE (other entries, and the
+    entry's other keys, stay as they are)."""
+    data = json.loads(MODELS_FILE.read_text(encoding="utf-8"))
+    entry = data["models"].setdefault(name, {})
+    entry.update(fitted_by=command, features=list(features), intercept=intercept,
+                 weights=weights, pair_offsets=offsets, threshold=threshold)
+    MODELS_FILE.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n",
+                           encoding="utf-8")
+
+
+def run_pairs(kind: str, fit: bool, limit: int | None, short: bool = False,
+              write: bool = False) -> None:
     x, overall, cross, langs = pair_channels(kind, limit, short)
     gold = overall <= GOLD_MAX
     rng = np.random.default_rng(SEED)
@@ -296,11 +320,19 @@ def run_pairs(kind: str, fit: bool, limit: int | None, short: bool = False) -> N
         w, buckets, t, alpha = fit_model(x, overall, langs)
         names = make_similarity(kind).feature_names
         n = len(names)
-        offsets = tuple((str(b), round(float(v), 3)) for b, v in zip(buckets, w[1 + n:],
-                                                                 strict=True))
-        print(f"fitted on all pairs (shipped defaults, blend {alpha}): intercept={w[0]:.3f} "
-              f"threshold={t:.3f}\n  weights ({', '.join(names)}) = "
-              f"{tuple(np.round(w[1:1 + n], 3).tolist())}\n  pair_offsets = {offsets}")
+        intercept, threshold = round(float(w[0]), 3), round(float(t), 3)
+        weights = [round(float(v), 3) for v in w[1:1 + n]]
+        offsets = {str(b): round(float(v), 3) for b, v in zip(buckets, w[1 + n:],
+                                                              strict=True)}
+        print(f"fitted on all pairs (shipped model, blend {alpha}): intercept={intercept} "
+              f"threshold={threshold}\n  weights ({', '.join(names)}) = {tuple(weights)}"
+              f"\n  pair_offsets = {tuple(offsets.items())}")
+        if write:
+            name = MODEL_NAMES[kind, short]
+            command = (f".venv/bin/python bench/bench_stories.py pairs --fit --similarity "
+                       f"{kind}{' --short' if short else ''} --write")
+            write_model(name, names, intercept, weights, offsets, threshold, command)
+            print(f"  written as {name!r} to {MODELS_FILE.relative_to(ROOT)}")
 
 
 def bcubed(pred: list[str], gold: list[str]) -> tuple[float, float, float]:
@@ -746,6 +778,9 @@ def main() -> None:
     parser.add_argument("what", choices=["pairs", "pairs-batch", "headlines", "seeds",
                                          "week"])
     parser.add_argument("--fit", action="store_true")
+    parser.add_argument("--write", action="store_true",
+                        help="pairs --fit: write the model fitted on all pairs into "
+                             "transforms/data/story_models.json.")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--short", action="store_true",
                         help="pairs: compare headlines only (title line, else first "
@@ -773,11 +808,15 @@ def main() -> None:
                              "document frequency (AssignStories(common_share=...); default: "
                              "the stage's default, off).")
     args = parser.parse_args()
+    if args.write and (args.what != "pairs" or not args.fit or args.limit is not None
+                       or (args.similarity, args.short) not in MODEL_NAMES):
+        parser.error("--write goes with pairs --fit on all pairs (no --limit), for "
+                     "--similarity lexical, multilingual, or multilingual --short")
     if args.common_share is not None:
         STAGE_OPTIONS["common_share"] = args.common_share
     print("command: .venv/bin/python bench/bench_stories.py " + " ".join(sys.argv[1:]))
     if args.what == "pairs":
-        run_pairs(args.similarity, args.fit, args.limit, args.short)
+        run_pairs(args.similarity, args.fit, args.limit, args.short, args.write)
     elif args.what == "pairs-batch":
         run_pairs_batch(args.similarity, args.limit)
     elif args.what == "seeds":

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import pickle
+from importlib import resources
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from transforms.stories.similarity import (
     ENCODER_LANGUAGES,
     FEATURES,
     MEANING_FEATURES,
+    MODELS_FILE,
     NUM_PERM,
     SHORT_WORDS,
     EmbeddingSimilarity,
@@ -31,6 +34,7 @@ from transforms.stories.similarity import (
     near_duplicate,
     quantize,
     skeleton,
+    story_model,
     token_features,
     tokenize,
     vector_cosine,
@@ -124,8 +128,32 @@ def _features(**kw):
     return [values[n] for n in FEATURES]
 
 
+def test_shipped_models_follow_the_similarities_features():
+    # Every entry of the data file loads, and its weights follow the features of the
+    # similarity that scores with it.
+    data = json.loads(resources.files("transforms").joinpath("data", MODELS_FILE)
+                      .read_text(encoding="utf-8"))["models"]
+    assert data["lexical"]["features"] == list(FEATURES)
+    assert data["multilingual"]["features"] == list(MEANING_FEATURES)
+    assert data["short"]["features"] == list(MEANING_FEATURES)
+    for name, entry in data.items():
+        m = story_model(name)
+        assert isinstance(m, LexicalModel)
+        assert len(m.weights) == len(entry["features"])
+        assert 0.0 < m.threshold < 1.0
+        assert dict(m.pair_offsets).keys() == entry["pair_offsets"].keys()
+        assert "bench/bench_stories.py pairs --fit" in entry["fitted_by"]
+    assert LexicalSimilarity().model is story_model("lexical")
+    multi = MultilingualSimilarity(encode=lambda texts: np.zeros((len(texts), 512)))
+    assert multi.model is story_model("multilingual")
+    assert multi.lexical_model is story_model("lexical")
+    assert multi.short_model is story_model("short")
+    with pytest.raises(ValueError, match="no story model 'nope'"):
+        story_model("nope")
+
+
 def test_lexical_model_probability_is_monotonic():
-    m = LexicalModel()
+    m = story_model("lexical")
     assert len(m.weights) == len(FEATURES)
     for channel in ("term", "name", "gram", "lead", "number"):
         assert m.probability(_features(**{channel: 0.2})) < m.probability(

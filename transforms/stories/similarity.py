@@ -25,10 +25,10 @@ The default, :class:`LexicalSimilarity`, works offline with data shipped by PyPI
   the strongest signal across languages;
 * character 4-grams of the transliterated lemmas form a third channel, which meets
   inflections, compounds and cognates that whole words miss;
-* a small logistic model (weights fitted by ``bench/bench_stories.py``, with
-  cross-validated figures) turns the channel similarities (plus lead-word and number
+* a small logistic model turns the channel similarities (plus lead-word and number
   overlap, a length ratio and a per-language-pair offset) into a probability of
-  "same story".
+  "same story"; its weights are fitted by ``bench/bench_stories.py pairs --fit --write``
+  (which reports cross-validated figures) into ``transforms/data/story_models.json``.
 
 Near-identical copies are found with a MinHash over word bigrams (bigram hashes built
 from per-word CRC-32s, ``datasketch``'s seeded permutations): its Jaccard estimate and
@@ -520,28 +520,19 @@ def language_pair(a: str, b: str) -> str:
 
 @dataclass(frozen=True)
 class LexicalModel:
-    """Logistic combination of channel similarities; fitted by ``bench/bench_stories.py``.
+    """Logistic combination of channel similarities (see :func:`story_model`).
 
-    ``weights`` follow :data:`FEATURES`. ``pair_offsets`` shift the intercept per language
-    pair (per-language calibration: a Chinese character-bigram cosine or a German compound
-    cosine does not mean what an English word cosine means); pairs not listed get none.
-    The shipped values and ``threshold`` were fitted on all pairs of the stories-dev
-    corpus with the recipe whose cross-validated figures the README reports.
+    ``weights`` follow the similarity's feature names (:data:`FEATURES`, or
+    :data:`MEANING_FEATURES` for the multilingual models). ``pair_offsets`` shift the
+    intercept per language pair (per-language calibration: a Chinese character-bigram
+    cosine or a German compound cosine does not mean what an English word cosine means);
+    pairs not listed get none. Pairs scoring ``threshold`` or more are one story.
     """
 
-    # Output of `.venv/bin/python bench/bench_stories.py pairs --fit` on all 1,221 pairs:
-    # a blend (weight 0.75, picked by inner cross-validation) of a same-story fit and a
-    # fit to the graded rating; the threshold is the F1-best one on those pairs, fixed
-    # before any headline run.
-    intercept: float = -3.442
-    weights: tuple[float, ...] = (2.67, 1.317, 0.966, 1.876, 0.392, 0.231, 0.656, 0.168, 0.439,
-                                  -0.216)
-    pair_offsets: tuple[tuple[str, float], ...] = (
-        ("ar-ar", 0.491), ("de-de", 0.41), ("de-en", -0.531), ("de-fr", -0.779),
-        ("en-en", 0.025), ("en-es", -0.002), ("en-pl", 0.579), ("en-zh", 1.275),
-        ("es-es", 0.06), ("es-it", 0.114), ("fr-fr", -0.422), ("it-it", -0.322),
-        ("pl-pl", 0.61), ("ru-ru", -0.781), ("tr-tr", -0.667), ("zh-zh", -0.061))
-    threshold: float = 0.524
+    intercept: float
+    weights: tuple[float, ...]
+    pair_offsets: tuple[tuple[str, float], ...]
+    threshold: float
 
     def logit(self, features: Sequence[float], pair: str = "") -> float:
         """The linear score (log-odds) for one pair's features."""
@@ -555,6 +546,42 @@ class LexicalModel:
     @functools.cached_property
     def _offset_of(self) -> dict[str, float]:
         return dict(self.pair_offsets)
+
+
+MODELS_FILE = "story_models.json"
+"""The fitted story models, by name (``transforms/data/``; each entry is written by
+``bench/bench_stories.py pairs --fit --write``, the command its ``fitted_by`` names)."""
+
+
+@functools.lru_cache(maxsize=1)
+def _story_models() -> dict:
+    import json
+    from importlib import resources
+
+    return json.loads(resources.files("transforms").joinpath("data", MODELS_FILE)
+                      .read_text(encoding="utf-8"))["models"]
+
+
+@functools.lru_cache(maxsize=8)
+def story_model(name: str) -> LexicalModel:
+    """The shipped model ``name`` of :data:`MODELS_FILE`, read once: ``lexical`` (the
+    lexical channels, :data:`FEATURES`), ``multilingual`` (plus the encoder cosine,
+    :data:`MEANING_FEATURES`) or ``short`` (the multilingual inputs, fitted on the pairs
+    cut to their headlines: pairs where either article is shorter than SHORT_WORDS)."""
+    models = _story_models()
+    if name not in models:
+        raise ValueError(f"no story model {name!r} in transforms/data/{MODELS_FILE} "
+                         f"(it has {', '.join(models)})")
+    entry = models[name]
+    if len(entry["weights"]) != len(entry["features"]):
+        raise ValueError(f"story model {name!r} in transforms/data/{MODELS_FILE}: "
+                         f"{len(entry['weights'])} weights for "
+                         f"{len(entry['features'])} features")
+    return LexicalModel(
+        intercept=float(entry["intercept"]),
+        weights=tuple(float(w) for w in entry["weights"]),
+        pair_offsets=tuple((str(p), float(v)) for p, v in entry["pair_offsets"].items()),
+        threshold=float(entry["threshold"]))
 
 
 def _sigmoid(z: float) -> float:
@@ -639,7 +666,7 @@ _WEIGHT = operator.itemgetter(1)
 class LexicalSimilarity:
     """The default, offline similarity: lemmas + IDF, names/numbers skeletons, char grams."""
 
-    model: LexicalModel = field(default_factory=LexicalModel)
+    model: LexicalModel = field(default_factory=lambda: story_model("lexical"))
     name: str = "lexical"
     feature_names: ClassVar[tuple[str, ...]] = FEATURES
 
@@ -730,35 +757,8 @@ involving a language of :func:`~transforms.stories.centring.centred_languages`
 (Ukrainian), scored on cosines taken from each language's centre."""
 
 MEANING_FEATURES = (*FEATURES, "meaning")
-"""Inputs of :data:`MULTILINGUAL_MODEL`: the lexical channels plus the encoder cosine."""
-
-MULTILINGUAL_MODEL = LexicalModel(
-    # Output of `.venv/bin/python bench/bench_stories.py pairs --fit --similarity
-    # multilingual` on all 1,221 pairs (same recipe as the lexical model above; the
-    # README gives its cross-validated figures). The encoder cosine carries most weight.
-    intercept=-4.347,
-    weights=(1.123, 0.95, 0.349, 1.239, 0.364, 0.476, 0.292, 0.245, 0.269, -0.002, 4.223),
-    pair_offsets=(
-        ("ar-ar", 0.501), ("de-de", 0.304), ("de-en", -0.396), ("de-fr", -0.855),
-        ("en-en", -0.002), ("en-es", 0.022), ("en-pl", 0.512), ("en-zh", 0.835),
-        ("es-es", 0.038), ("es-it", 0.173), ("fr-fr", -0.355), ("it-it", -0.212),
-        ("pl-pl", 0.573), ("ru-ru", -0.754), ("tr-tr", -0.391), ("zh-zh", 0.006)),
-    threshold=0.587)
-"""Weights of :class:`MultilingualSimilarity`, following :data:`MEANING_FEATURES`."""
-
-SHORT_MODEL = LexicalModel(
-    # Output of `.venv/bin/python bench/bench_stories.py pairs --fit --short`: the same
-    # pairs, each text cut to its headline (title line, else first sentence), so that
-    # title-only articles are scored by a model that has seen only headlines.
-    intercept=-3.23,
-    weights=(1.45, 0.671, 0.196, -0.068, 0.619, 0.434, 0.215, 0.055, -0.598, 0.638, 4.174),
-    pair_offsets=(
-        ("ar-ar", 0.377), ("de-de", 0.278), ("de-en", -0.486), ("de-fr", -0.675),
-        ("en-en", -0.133), ("en-es", 0.213), ("en-pl", 0.785), ("en-zh", 0.318),
-        ("es-es", 0.34), ("es-it", 0.059), ("fr-fr", -0.276), ("it-it", 0.048),
-        ("pl-pl", 0.836), ("ru-ru", -0.966), ("tr-tr", -0.35), ("zh-zh", -0.37)),
-    threshold=0.38)
-"""Weights for pairs where either article is about a headline long (see SHORT_WORDS)."""
+"""Inputs of the ``multilingual`` and ``short`` models (:func:`story_model`): the lexical
+channels plus the encoder cosine."""
 
 SHORT_WORDS = 30
 """An article of fewer words (title and body) is compared as a headline."""
@@ -933,13 +933,13 @@ class MultilingualSimilarity(LexicalSimilarity):
     plus :func:`vector_keys` of the embedding.
     """
 
-    model: LexicalModel = field(default_factory=lambda: MULTILINGUAL_MODEL)
+    model: LexicalModel = field(default_factory=lambda: story_model("multilingual"))
     name: str = "multilingual"
     encode: Callable[[Sequence[str]], np.ndarray] | None = None
     feature_names: ClassVar[tuple[str, ...]] = MEANING_FEATURES
 
-    lexical_model: LexicalModel = field(default_factory=LexicalModel)
-    short_model: LexicalModel = field(default_factory=lambda: SHORT_MODEL)
+    lexical_model: LexicalModel = field(default_factory=lambda: story_model("lexical"))
+    short_model: LexicalModel = field(default_factory=lambda: story_model("short"))
     centred: frozenset[str] = frozenset()
     """Languages outside the encoder's own that get vectors all the same, scored on
     cosines from each language's centre (:mod:`transforms.stories.centring`); empty by
