@@ -28,6 +28,11 @@ BIN="$RUNNERS_DIR/bin"
 PRISM="$BIN/prism"
 PRISM_STAMP="$RUNNERS_DIR/prism.version"
 
+# Go's official installs live in /usr/local/go, which a non-login shell may not have on PATH.
+if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
+  PATH="/usr/local/go/bin:$PATH"
+fi
+
 log() { printf 'local-runners: %s\n' "$*" >&2; }
 
 prism_ready() {
