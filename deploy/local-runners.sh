@@ -3,7 +3,7 @@
 # a cache in the checkout (.runners/ by default; RUNNERS_DIR overrides it). Idempotent: a
 # runner already built at the pinned version is left alone, so running it again is cheap.
 #
-#   deploy/local-runners.sh            build Prism (needs Go 1.24+; fetched by module name
+#   deploy/local-runners.sh            build Prism (needs Go 1.26+; fetched by module name
 #                                       through the Go module proxy, built from source)
 #   deploy/local-runners.sh --check    print what is built, build nothing; exit 1 if absent
 #   deploy/local-runners.sh --java     also try the Flink and Spark job-server jars from
@@ -45,8 +45,8 @@ build_prism() {
     return 0
   fi
   if ! command -v go >/dev/null 2>&1; then
-    log "go is not installed; Prism is built from source with Go (Debian: golang-go is too"
-    log "old for Beam $BEAM_VERSION, use Go 1.24 or newer)"
+    log "go is not installed; Prism is built from source with Go (Beam $BEAM_VERSION's"
+    log "module needs Go 1.26 or newer; Debian's golang-go is older)"
     return 1
   fi
   mkdir -p "$BIN"
@@ -55,6 +55,8 @@ build_prism() {
   # lets `rm -rf .runners` remove them. The build cache stays Go's default (shared, safe).
   GOPATH="$RUNNERS_DIR/go" GOBIN="$BIN" GOFLAGS="-modcacherw" GOTOOLCHAIN=local \
     nice go install "$PRISM_MODULE@v$BEAM_VERSION"
+  # The sources (about 870 MB of modules) are not needed once the binary is built.
+  GOPATH="$RUNNERS_DIR/go" go clean -modcache
   printf 'v%s\n' "$BEAM_VERSION" > "$PRISM_STAMP.tmp"
   mv "$PRISM_STAMP.tmp" "$PRISM_STAMP"
   log "prism built: $PRISM"

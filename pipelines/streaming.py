@@ -1,4 +1,4 @@
-"""The unbounded ingestion pipeline, for streaming runners (Dataflow, Flink).
+"""The unbounded ingestion pipeline, for streaming runners (Dataflow, Flink, Prism).
 
 Run it::
 
@@ -28,8 +28,10 @@ Decisions are taken in event time: a poll's time is its impulse's timestamp, so 
 and forgetting are deterministic under ``TestStream``.
 
 Locally, ``--streaming`` without a streaming runner runs :mod:`pipelines.watch` instead,
-because Beam's local runner publishes a streaming pipeline's files only when it ends. Give
-``--stop-after SECONDS`` to run this pipeline locally anyway as a bounded test run.
+because Beam's in-process runner (the FnApiRunner) publishes a streaming pipeline's files
+only when it ends. Give ``--stop-after SECONDS`` to run this pipeline locally anyway as a
+bounded test run. ``--runner PrismRunner`` (Beam's portable local runner, built by
+``deploy/local-runners.sh``) is a streaming runner: it publishes every window as it closes.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from apache_beam.transforms.window import FixedWindows
 from apache_beam.utils.timestamp import MAX_TIMESTAMP
 
 from pipelines.ingest import IngestConfig, build, counters
+from pipelines.runners import with_local_prism
 from pipelines.watch import ContinuousOptions, WatchConfig, watch
 from schemas import FeedSpec
 from transforms.feeds import NAMESPACE
@@ -64,7 +67,7 @@ from transforms.sources import Subscriptions
 
 _LOG = logging.getLogger(__name__)
 LOCAL_RUNNERS = frozenset({None, "", "directrunner", "direct", "fnapirunner",
-                           "bundlebaseddirectrunner", "switchingdirectrunner", "prismrunner"})
+                           "bundlebaseddirectrunner", "switchingdirectrunner"})
 
 
 class _CountEntriesFn(beam.DoFn):
@@ -147,7 +150,10 @@ def build_streaming(pipeline: beam.Pipeline, config: IngestConfig, poll_interval
 
 
 def is_local_runner(options: PipelineOptions) -> bool:
-    """True for runners that run in this process (they publish only when a job ends)."""
+    """True for runners that run in this process (they publish only when a job ends).
+
+    Prism is not one of them: it runs jobs in its own process, with watermarks, and
+    publishes each window when it closes (``tests/test_runners.py``)."""
     runner = options.view_as(StandardOptions).runner
     name = runner if isinstance(runner, str) or runner is None else type(runner).__name__
     return (name or "").lower() in LOCAL_RUNNERS
@@ -172,8 +178,9 @@ def run_continuous(config: IngestConfig, options: PipelineOptions, clock=None,
     if is_local_runner(options) and opts.stop_after is None:
         print("newsbeam: the local runner publishes a streaming job's files only when it "
               "ends, so --streaming runs here as `newsbeam watch` (a batch pipeline per poll "
-              "cycle, published every cycle). Use a streaming runner (Dataflow, Flink) for "
-              "the unbounded pipeline, or --stop-after SECONDS for a bounded local run.",
+              "cycle, published every cycle). Use a streaming runner (Dataflow, Flink, or "
+              "Prism locally: --runner PrismRunner) for the unbounded pipeline, or "
+              "--stop-after SECONDS for a bounded local run.",
               file=sys.stderr, flush=True)
         if "://" in config.output:
             raise SystemExit("newsbeam ingest --streaming: locally, --output must be a "
@@ -186,7 +193,7 @@ def run_continuous(config: IngestConfig, options: PipelineOptions, clock=None,
     options.view_as(StandardOptions).streaming = True
     start = time.time()
     stop = start + opts.stop_after if opts.stop_after is not None else None
-    pipeline = beam.Pipeline(options=options)
+    pipeline = beam.Pipeline(options=with_local_prism(options))
     build_streaming(pipeline, config, opts.poll_interval, start, stop, forget,
                     opts.feed_backoff, clock=clock)
     result = pipeline.run()
