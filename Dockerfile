@@ -25,7 +25,7 @@ COPY pipelines ./pipelines
 # never replace the SDK (and the pyarrow/protobuf builds it was tested with).
 RUN pip install --no-cache-dir "apache-beam==${BEAM_VERSION}" . \
     && python -c "import apache_beam, pipelines.ingest; \
-from transforms.topics import load_category_map; load_category_map(); \
+from transforms.topics.assign import load_category_map; load_category_map(); \
 assert apache_beam.__version__ == '${BEAM_VERSION}', apache_beam.__version__"
 
 # The base image's ENTRYPOINT (/opt/apache/beam/boot, the SDK harness) is kept as is.

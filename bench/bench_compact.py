@@ -46,7 +46,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from pipelines import compact as compaction  # noqa: E402
 from schemas import ARTICLE_SCHEMA, SCHEMA_VERSION, Article  # noqa: E402
-from transforms.sinks import to_rows  # noqa: E402
+from transforms.sinks.parquet import to_rows  # noqa: E402
 
 DATES = ("2024-11-22", "2024-11-23")
 TOPICS = ("politics", "business", "sport")

@@ -6,8 +6,8 @@ days with a fixed seed, and measures, for each similarity:
 
 * sketching alone (pure Python, one process): articles/s;
 * the pure-Python floor: sketching, grouping by blocking key, comparing within each
-  group (:func:`transforms.stories.matches_in_group`) and choosing parents, no Beam;
-* :class:`transforms.stories.AssignStories` on the FnApiRunner in one process (one core).
+  group (:func:`transforms.stories.stage.matches_in_group`) and choosing parents, no Beam;
+* :class:`transforms.stories.stage.AssignStories` on the FnApiRunner in one process (one core).
   The articles are written to a local file (pickled records) before any timer starts; a
   ``ReadArticles`` step reads them back into the pipeline. The same pipeline with a no-op
   step in place of the stage is the harness (runner start-up, reading and unpickling the
@@ -64,12 +64,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from schemas import SCHEMA_VERSION, Article  # noqa: E402
-from transforms import similarity  # noqa: E402
-from transforms.similarity import (  # noqa: E402
+from transforms.extraction.text import content_hash  # noqa: E402
+from transforms.stories import similarity  # noqa: E402
+from transforms.stories.similarity import (  # noqa: E402
     StorySimilarity,
     make_similarity,
 )
-from transforms.stories import (  # noqa: E402
+from transforms.stories.stage import (  # noqa: E402
     DEFAULT_WINDOW,
     MAX_PER_KEY,
     AssignStories,
@@ -81,7 +82,6 @@ from transforms.stories import (  # noqa: E402
     make_item,
     matches_in_group,
 )
-from transforms.text import content_hash  # noqa: E402
 
 SHARED = Path(os.environ.get("NEWSBEAM_SHARED", ROOT.parent / "shared")) / "corpora"
 """``../shared/corpora`` beside the repository, or ``$NEWSBEAM_SHARED/corpora``."""
@@ -166,7 +166,7 @@ def pure_floor(sim: StorySimilarity, articles: list[Article]) -> tuple[float, in
 
 
 def clear_word_caches() -> None:
-    """Empties the per-word caches of :mod:`transforms.similarity` (tables stay loaded),
+    """Empties the per-word caches of :mod:`transforms.stories.similarity` (tables stay loaded),
     and simplemma's own cache of lemmas where the similarity's lemmatiser keeps one."""
     for name, value in vars(similarity).items():
         if hasattr(value, "cache_clear") and name not in TABLES:
@@ -179,7 +179,7 @@ def clear_word_caches() -> None:
 
 TABLES = frozenset({"_frequencies", "_lemma_languages", "_lemmatizer", "_permutations",
                     "_load_encoder", "_offsets"})
-"""Cached loaders of whole tables and models in :mod:`transforms.similarity`: a worker
+"""Cached loaders of whole tables and models in :mod:`transforms.stories.similarity`: a worker
 loads them once, so they stay loaded between the timed passes."""
 
 

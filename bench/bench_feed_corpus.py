@@ -6,9 +6,9 @@ RDF and JSON feeds, odd encodings and entity tricks. Response headers that a tes
 declares in its ``Header:`` comment lines are passed along, as feedparser's own test
 harness does.
 
-* ``parse`` (default): :func:`transforms.feeds.parse_feed` on every file, in-process;
+* ``parse`` (default): :func:`transforms.feeds.parse.parse_feed` on every file, in-process;
 * ``stage``: every file served by the loopback test server and read by the real
-  :class:`transforms.feeds.ReadFeeds` stage in a Beam pipeline (DirectRunner).
+  :class:`transforms.feeds.parse.ReadFeeds` stage in a Beam pipeline (DirectRunner).
 
 Either way it prints how many files yielded entries, only entry-level error records
 (items without a usable link: most test files exercise one element and omit links), a
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from schemas import FeedSpec  # noqa: E402
-from transforms.feeds import parse_feed  # noqa: E402
+from transforms.feeds.parse import parse_feed  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpora" / "feedparser-tests" / "feeds.tar.gz"
 NOW = dt.datetime(2024, 11, 23, 12, 0, tzinfo=dt.UTC)
@@ -108,8 +108,8 @@ def bench_stage(files) -> int:
 
     from pipelines.ingest import counters
     from tests.faults import FaultServer
-    from transforms.feeds import ReadFeeds
-    from transforms.http import FetchPolicy
+    from transforms.feeds.parse import ReadFeeds
+    from transforms.fetching.http import FetchPolicy
 
     with FaultServer() as server:
         specs = []

@@ -6,11 +6,11 @@ compete with the fetcher for the GIL) plays 20 virtual hosts, ``site00.test`` â€
 every request after 200 ms. The real page stage runs over 400 pages listed host
 by host (all of site00 first: the worst order for naive batching):
 
-* ``dofn``: :class:`transforms.extract.FetchPagesFn` driven by hand (setup, start_bundle,
+* ``dofn``: :class:`transforms.extraction.extract.FetchPagesFn` driven by hand (setup, start_bundle,
   process per entry, finish_bundle), fetch and trafilatura extraction included;
-* ``pipeline``: the :class:`transforms.extract.FetchArticles` PTransform in a Beam
+* ``pipeline``: the :class:`transforms.extraction.extract.FetchArticles` PTransform in a Beam
   pipeline on the DirectRunner; its wall time includes pipeline start-up;
-* ``fetcher``: the :class:`transforms.politeness.PoliteFetcher` alone, without
+* ``fetcher``: the :class:`transforms.fetching.politeness.PoliteFetcher` alone, without
   extraction, which shows what the network scheduling allows when CPU is not the limit.
 
 It prints pages/s and the most requests the server ever saw in flight for one host
@@ -39,10 +39,10 @@ import apache_beam as beam  # noqa: E402
 
 from schemas import Article, Entry  # noqa: E402
 from tests.faults import FaultServer  # noqa: E402
-from transforms.extract import FetchArticles, FetchPagesFn  # noqa: E402
-from transforms.http import FetchPolicy  # noqa: E402
-from transforms.politeness import PoliteFetcher  # noqa: E402
-from transforms.urls import stable_id  # noqa: E402
+from transforms.extraction.extract import FetchArticles, FetchPagesFn  # noqa: E402
+from transforms.fetching.http import FetchPolicy  # noqa: E402
+from transforms.fetching.politeness import PoliteFetcher  # noqa: E402
+from transforms.fetching.urls import stable_id  # noqa: E402
 
 NOW = dt.datetime(2024, 11, 23, 12, 0, tzinfo=dt.UTC)
 

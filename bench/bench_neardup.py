@@ -9,7 +9,7 @@ seed, a labelled set:
 * negatives: pairs of unrelated articles, and (reported apart) same-story pairs written
   by different outlets, which must stay echoes, not copies.
 
-It scores :func:`transforms.similarity.near_duplicate` with its fixed defaults (nothing
+It scores :func:`transforms.stories.similarity.near_duplicate` with its fixed defaults (nothing
 is tuned here), alone and behind the blocking keys the stage uses (a copy is only found
 when the two sketches share a key). Run::
 
@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from transforms.similarity import LexicalSimilarity, near_duplicate  # noqa: E402
+from transforms.stories.similarity import LexicalSimilarity, near_duplicate  # noqa: E402
 
 SHARED = Path(os.environ.get("NEWSBEAM_SHARED", ROOT.parent / "shared")) / "corpora"
 """``../shared/corpora`` beside the repository, or ``$NEWSBEAM_SHARED/corpora``."""

@@ -47,14 +47,14 @@ def plain_loop(base: str, feeds: int, out: str, similarity_name: str,
     import pyarrow.parquet as pq
 
     from schemas import ARTICLE_SCHEMA, FeedSpec
-    from transforms.classify import TopicClassifier
-    from transforms.extract import PAGE_ACCEPT, PAGE_TYPES, build_article, extract_page
-    from transforms.feeds import FEED_ACCEPT, parse_feed
-    from transforms.http import FetchPolicy, HttpClient, decode_html
-    from transforms.language import detect_language
-    from transforms.similarity import make_similarity
-    from transforms.sinks import to_rows
-    from transforms.topics import assign_topic, load_category_map
+    from transforms.extraction.extract import PAGE_ACCEPT, PAGE_TYPES, build_article, extract_page
+    from transforms.extraction.language import detect_language
+    from transforms.feeds.parse import FEED_ACCEPT, parse_feed
+    from transforms.fetching.http import FetchPolicy, HttpClient, decode_html
+    from transforms.sinks.parquet import to_rows
+    from transforms.stories.similarity import make_similarity
+    from transforms.topics.assign import assign_topic, load_category_map
+    from transforms.topics.classify import TopicClassifier
 
     client = HttpClient(FetchPolicy(allow_private_network=True))
     mapping = load_category_map()

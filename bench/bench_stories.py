@@ -12,7 +12,7 @@ repository; they exit with a message when it is missing). It prints:
    model fitted and thresholded on the other folds only. ``--fit`` also prints the model
    fitted the same way on all pairs (what ``LexicalModel`` ships as defaults).
 2. ``headlines``: on headline-stories-dev.csv, BCubed precision/recall/F1 of the
-   ``story_id`` that :class:`transforms.stories.AssignStories` gives when each headline
+   ``story_id`` that :class:`transforms.stories.stage.AssignStories` gives when each headline
    is fed through the real Beam stage as a title-only article, with the default
    threshold fixed in advance. ``--half dev|test`` keeps one half of the gold stories
    (split by story with a fixed seed): designs are chosen on ``dev`` and reported on
@@ -30,7 +30,7 @@ repository; they exit with a message when it is missing). It prints:
    model is fitted on the other folds (lexical weights, per-pair offsets, blend and
    threshold, and the headline model on the pairs cut to headlines, as ``pairs --fit``
    and ``pairs --fit --short`` fit them); then every text of the held-back fold goes
-   through the real :class:`~transforms.stories.AssignStories` stage in ONE batch with
+   through the real :class:`~transforms.stories.stage.AssignStories` stage in ONE batch with
    one published date, and a pair is predicted "same story" when both texts get the
    same ``story_id`` (a text dropped as a copy takes the story of what it copies). So a
    pair can be joined, or kept apart, by the other texts of its batch, as in a real
@@ -82,7 +82,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from transforms.similarity import (  # noqa: E402
+from transforms.stories.similarity import (  # noqa: E402
     LexicalSimilarity,
     Sketch,
     language_pair,
@@ -345,7 +345,7 @@ def assign_stories(articles: list, kind: str | object, threshold: float | None =
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from transforms.stories import AssignStories
+    from transforms.stories.stage import AssignStories
 
     tmp = tempfile.mkdtemp(prefix="bench-stories-")
     sim = make_similarity(kind) if isinstance(kind, str) else kind
@@ -375,7 +375,7 @@ def article(aid: str, title: str, body: str, language: str, when: dt.datetime,
             source: str = "", url: str = "") -> object:
     """A backfill-like Article for the story stage alone."""
     from schemas import SCHEMA_VERSION, Article
-    from transforms.text import content_hash
+    from transforms.extraction.text import content_hash
 
     return Article(
         article_id=aid, url=url or f"https://bench.invalid/{aid}", feed_url="", source=source,
@@ -394,7 +394,7 @@ def run_seeds(kind: str) -> None:
     """
     import json
 
-    from transforms.extract import extract_page
+    from transforms.extraction.extract import extract_page
 
     need(SEEDS)
     site = ROOT / "pipelines" / "demo" / "site"
@@ -478,7 +478,11 @@ HARD_OVERALL = 2.5
 
 def fold_similarity(kind: str, fitted, short_fitted):
     """The similarity of ``kind`` with the models fitted on the training folds only."""
-    from transforms.similarity import LexicalModel, LexicalSimilarity, MultilingualSimilarity
+    from transforms.stories.similarity import (
+        LexicalModel,
+        LexicalSimilarity,
+        MultilingualSimilarity,
+    )
 
     def model(fit, n):
         w, buckets, t, _ = fit
@@ -604,7 +608,7 @@ def ingest_week(rows: list[dict], kind: str, threshold: float | None, workdir: P
     import pyarrow.dataset as ds
 
     from pipelines.ingest import run
-    from transforms.urls import canonical_url
+    from transforms.fetching.urls import canonical_url
 
     src = workdir / "articles.jsonl"
     src.write_text("".join(json.dumps({k: r[k] for k in BACKFILL_FIELDS if k in r},

@@ -43,8 +43,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from transforms.classify import DEFAULT_THRESHOLD, TopicClassifier  # noqa: E402
-from transforms.language import detect_language  # noqa: E402
+from transforms.extraction.language import detect_language  # noqa: E402
+from transforms.topics.classify import DEFAULT_THRESHOLD, TopicClassifier  # noqa: E402
 
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpora" / "topics-dev" / "bbc-dev.csv"
 LABELS = {

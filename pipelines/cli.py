@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.add_argument("--output", default="demo-output",
                             help="Output folder. Default: ./demo-output.")
         args, beam_args = parser.parse_known_args(rest)
-        from transforms.lease import EXIT_BUSY, LeaseBusy
+        from transforms.sinks.lease import EXIT_BUSY, LeaseBusy
 
         try:
             return run_demo(args.output, beam_args)

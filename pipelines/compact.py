@@ -30,11 +30,11 @@ How one partition is swapped, and what a concurrent reader sees:
    run finish or undo a compaction that was interrupted at any point.
 
 Compaction is a writer like a run: it holds the output folder's writer lease
-(:mod:`transforms.lease`; another writer waits or refuses), finishes any interrupted
-publish first (:func:`transforms.publish.recover`), merges only files that a commit
+(:mod:`transforms.sinks.lease`; another writer waits or refuses), finishes any interrupted
+publish first (:func:`transforms.sinks.publish.recover`), merges only files that a commit
 manifest names, and commits its new files with a manifest of its own
 (``DIR/_runs/compact-<token>.json``) just before the swap, so readers that follow the
-manifests (:func:`transforms.publish.committed_files`) see the same rows before and after.
+manifests (:func:`transforms.sinks.publish.committed_files`) see the same rows before and after.
 
 Only local file systems are supported: object stores have no atomic folder exchange.
 """
@@ -61,10 +61,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from transforms.lease import EXIT_BUSY, LeaseBusy, OutputLease
-from transforms.publish import committed_files
-from transforms.publish import recover as recover_publish
-from transforms.publish import write_json as write_manifest
+from transforms.sinks.lease import EXIT_BUSY, LeaseBusy, OutputLease
+from transforms.sinks.publish import committed_files
+from transforms.sinks.publish import recover as recover_publish
+from transforms.sinks.publish import write_json as write_manifest
 
 _LOG = logging.getLogger(__name__)
 

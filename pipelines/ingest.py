@@ -28,20 +28,25 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, 
 
 from pipelines.preflight import articles_problem, fail, output_problem
 from schemas import ARTICLE_SCHEMA, DUPLICATE_SCHEMA, ERROR_SCHEMA
-from transforms.backfill import ReadBackfill
-from transforms.classify import DEFAULT_THRESHOLD as DEFAULT_TOPIC_THRESHOLD
-from transforms.classify import encoder_available
-from transforms.dedup import DropExactDuplicates
-from transforms.errors import error_record
-from transforms.extract import FetchArticles
-from transforms.feeds import NAMESPACE, ReadFeeds
-from transforms.http import DEFAULT_CONTACT_URL, DEFAULT_USER_AGENT, FetchPolicy, user_agent_for
-from transforms.language import DetectLanguageFn
-from transforms.similarity import SIMILARITIES, MissingBackendError, make_similarity
-from transforms.sinks import WriteParquetTable, article_partition, date_partition
-from transforms.sources import SourceError, Subscriptions, read_sources
-from transforms.stories import AssignStories
-from transforms.topics import AssignTopicFn, load_category_map
+from transforms.extraction.extract import FetchArticles
+from transforms.extraction.language import DetectLanguageFn
+from transforms.feeds.backfill import ReadBackfill
+from transforms.feeds.parse import ReadFeeds
+from transforms.feeds.sources import SourceError, Subscriptions, read_sources
+from transforms.fetching.http import (
+    DEFAULT_CONTACT_URL,
+    DEFAULT_USER_AGENT,
+    FetchPolicy,
+    user_agent_for,
+)
+from transforms.sinks.parquet import WriteParquetTable, article_partition, date_partition
+from transforms.stories.exact import DropExactDuplicates
+from transforms.stories.similarity import SIMILARITIES, MissingBackendError, make_similarity
+from transforms.stories.stage import AssignStories
+from transforms.topics.assign import AssignTopicFn, load_category_map
+from transforms.topics.classify import DEFAULT_THRESHOLD as DEFAULT_TOPIC_THRESHOLD
+from transforms.topics.classify import encoder_available
+from transforms.util import NAMESPACE, error_record
 
 _LOG = logging.getLogger(__name__)
 
@@ -258,7 +263,7 @@ def build(pipeline: beam.Pipeline, config: IngestConfig, clock=None,
     ``across_windows`` (the unbounded pipeline, whose feed stage emits fixed windows):
     the story stage matches copies and echoes of earlier windows too.
     ``launcher_publishes`` (``run`` and ``watch``): the pipeline stops at staged files and
-    the launcher publishes the run as one unit (:func:`transforms.publish.publish_run`);
+    the launcher publishes the run as one unit (:func:`transforms.sinks.publish.publish_run`);
     otherwise each table and window is published and committed inside the pipeline.
     """
     now = dt.datetime.now(dt.UTC)
@@ -363,15 +368,15 @@ def run(argv: Sequence[str] | None = None, clock=None, quiet: bool = False,
         pause=None):
     """Parses ``argv``, runs the pipeline to completion, publishes it and prints a summary.
 
-    The whole run holds the output folder's writer lease (:mod:`transforms.lease`): a
+    The whole run holds the output folder's writer lease (:mod:`transforms.sinks.lease`): a
     second writer waits ``--lock-wait`` seconds, then gets :class:`LeaseBusy`. Before the
-    pipeline starts, what dead runs left is recovered (:func:`transforms.publish.recover`);
+    pipeline starts, what dead runs left is recovered (:func:`transforms.sinks.publish.recover`);
     after it ends, the run is published as one unit with a commit manifest. ``pause``
     (fault injection) is called with a step name between the steps of the publish.
     """
     from pipelines.summary import summarize
-    from transforms.lease import OutputLease, WriterOptions
-    from transforms.publish import TABLES, publish_run, recover
+    from transforms.sinks.lease import OutputLease, WriterOptions
+    from transforms.sinks.publish import TABLES, publish_run, recover
 
     config, options = parse_args(argv)
     writer = options.view_as(WriterOptions)
@@ -417,8 +422,8 @@ class LeaseLost(RuntimeError):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``newsbeam ingest``: 0 when the accounting balances, 1 when it does not,
-    :data:`~transforms.lease.EXIT_BUSY` when another run holds the output folder."""
-    from transforms.lease import EXIT_BUSY, LeaseBusy
+    :data:`~transforms.sinks.lease.EXIT_BUSY` when another run holds the output folder."""
+    from transforms.sinks.lease import EXIT_BUSY, LeaseBusy
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -54,16 +54,16 @@ from pipelines.ingest import IngestConfig, build, counters
 from pipelines.runners import with_local_prism
 from pipelines.watch import ContinuousOptions, WatchConfig, watch
 from schemas import FeedSpec
-from transforms.feeds import NAMESPACE
-from transforms.http import FetchPolicy
-from transforms.polling import (
+from transforms.feeds.polling import (
     DEFAULT_BACKOFF,
     DEFAULT_FORGET_AFTER,
     DEFAULT_MAX_BACKOFF,
     DropEarlierSightings,
     PollFeedFn,
 )
-from transforms.sources import Subscriptions
+from transforms.feeds.sources import Subscriptions
+from transforms.fetching.http import FetchPolicy
+from transforms.util import NAMESPACE
 
 _LOG = logging.getLogger(__name__)
 LOCAL_RUNNERS = frozenset({None, "", "directrunner", "direct", "fnapirunner",

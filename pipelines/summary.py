@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.publish import RunManifest, read_manifest
+from transforms.sinks.publish import RunManifest, read_manifest
 
 
 @dataclass

@@ -30,7 +30,7 @@ so a never-ending local pipeline would never show a single article. Instead, eac
    and publishes the journaled feed errors the cycle had not published (exactly once), so
    a feed never backs off without an error row saying why.
 
-Feeds are polled through the same :class:`~transforms.politeness.PoliteFetcher` as the
+Feeds are polled through the same :class:`~transforms.fetching.politeness.PoliteFetcher` as the
 batch stages: robots.txt, per-host concurrency and spacing, ``Retry-After`` and the
 per-host circuit breaker.
 
@@ -80,12 +80,8 @@ from pipelines.ingest import (
 )
 from pipelines.summary import Summary, cleanup_staging, run_files, summarize
 from schemas import ERROR_SCHEMA, DuplicateRecord, Entry, ErrorRecord, FeedSpec
-from transforms.dedup import duplicate_record, entry_order
-from transforms.feeds import fetch_outcome
-from transforms.http import HOST_DOWN_REASONS, TRANSIENT_STATUSES
-from transforms.lease import EXIT_BUSY, LeaseBusy, OutputLease, WriterOptions
-from transforms.politeness import PoliteFetcher
-from transforms.polling import (
+from transforms.feeds.parse import fetch_outcome
+from transforms.feeds.polling import (
     DEFAULT_BACKOFF,
     DEFAULT_FORGET_AFTER,
     DEFAULT_MAX_BACKOFF,
@@ -98,17 +94,21 @@ from transforms.polling import (
     poll_outcome,
     poll_request,
 )
-from transforms.publish import (
+from transforms.feeds.sources import Subscriptions
+from transforms.fetching.http import HOST_DOWN_REASONS, TRANSIENT_STATUSES
+from transforms.fetching.politeness import PoliteFetcher
+from transforms.sinks.lease import EXIT_BUSY, LeaseBusy, OutputLease, WriterOptions
+from transforms.sinks.parquet import COMPRESSION, date_partition, to_rows
+from transforms.sinks.publish import (
     STAGED_SUFFIX,
     publish_run,
     read_manifest,
     staging_folder,
     write_json,
 )
-from transforms.publish import recover as recover_publish
-from transforms.sinks import COMPRESSION, date_partition, to_rows
-from transforms.sources import Subscriptions
-from transforms.state import StateStore, read_json, write_json_atomic
+from transforms.sinks.publish import recover as recover_publish
+from transforms.sinks.state import StateStore, read_json, write_json_atomic
+from transforms.stories.exact import duplicate_record, entry_order
 
 _LOG = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from schemas import ARTICLE_SCHEMA, ERROR_SCHEMA
-from transforms.sinks import to_rows
+from transforms.sinks.parquet import to_rows
 
 NOW = dt.datetime(2024, 11, 24, 12, tzinfo=dt.UTC)
 

@@ -17,8 +17,8 @@ import pytest
 
 from pipelines import compact as c
 from schemas import ARTICLE_SCHEMA, SCHEMA_VERSION, Article
-from transforms import publish as pub
-from transforms.sinks import to_rows
+from transforms.sinks import publish as pub
+from transforms.sinks.parquet import to_rows
 
 T0 = dt.datetime(2024, 11, 23, 9, 0, tzinfo=dt.UTC)
 

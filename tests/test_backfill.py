@@ -7,7 +7,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from pipelines.ingest import run
-from transforms.backfill import BackfillError, parse_backfill_line
+from transforms.feeds.backfill import BackfillError, parse_backfill_line
 
 NOW = dt.datetime(2024, 11, 24, 12, tzinfo=dt.UTC)
 

@@ -20,10 +20,10 @@ from apache_beam.testing.util import assert_that, equal_to
 from schemas import FeedSpec
 from tests.conftest import article_html, rss
 from tests.faults import FaultServer
-from transforms.extract import FetchArticles
-from transforms.feeds import ReadFeeds
-from transforms.http import FetchError, FetchPolicy, HttpClient
-from transforms.politeness import HostBreaker, PoliteFetcher
+from transforms.extraction.extract import FetchArticles
+from transforms.feeds.parse import ReadFeeds
+from transforms.fetching.http import FetchError, FetchPolicy, HttpClient
+from transforms.fetching.politeness import HostBreaker, PoliteFetcher
 
 
 class FakeClock:

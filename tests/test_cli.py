@@ -142,7 +142,7 @@ def test_ingest_with_topic_encoder_classifies_a_non_english_article(tmp_path):
     import pyarrow.dataset as ds
 
     from pipelines.cli import main
-    from transforms.classify import TopicClassifier
+    from transforms.topics.classify import TopicClassifier
 
     lines = [
         {"url": "https://meteo.example/allerta", "title": ITALIAN_WEATHER[0],

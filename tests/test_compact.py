@@ -13,8 +13,8 @@ import pytest
 
 from pipelines import compact as c
 from schemas import ARTICLE_SCHEMA, ERROR_SCHEMA, SCHEMA_VERSION, Article
-from transforms.errors import error_record
-from transforms.sinks import to_rows
+from transforms.sinks.parquet import to_rows
+from transforms.util import error_record
 
 T0 = dt.datetime(2024, 11, 23, 9, 0, tzinfo=dt.UTC)
 

@@ -8,7 +8,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from schemas import Entry
-from transforms.dedup import DropExactDuplicates, guid_key
+from transforms.stories.exact import DropExactDuplicates, guid_key
 
 NOW = dt.datetime(2024, 11, 24, 12, tzinfo=dt.UTC)
 
@@ -61,7 +61,8 @@ def test_guid_scope():
 def test_repeating_trigger_uses_keyed_state_and_still_keeps_one_per_key():
     from apache_beam.transforms import trigger, window
 
-    from transforms.dedup import KeepFirstPerKey, KeepFirstPerKeyFn, fires_once
+    from transforms.stories.exact import KeepFirstPerKey, KeepFirstPerKeyFn
+    from transforms.util import fires_once
 
     with TestPipeline() as p:
         entries = (p | beam.Create(ENTRIES[:2] + ENTRIES[:2])

@@ -2,8 +2,8 @@ import datetime as dt
 
 from schemas import Entry
 from tests.conftest import article_html
-from transforms.extract import Extracted, build_article, choose_body, extract_page
-from transforms.text import clean_text, content_hash, html_to_text
+from transforms.extraction.extract import Extracted, build_article, choose_body, extract_page
+from transforms.extraction.text import clean_text, content_hash, html_to_text
 
 NOW = dt.datetime(2024, 11, 24, 12, tzinfo=dt.UTC)
 

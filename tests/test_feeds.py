@@ -16,9 +16,9 @@ from apache_beam.testing.util import assert_that, equal_to
 from schemas import FeedSpec
 from tests.conftest import rss
 from tests.faults import FaultServer
-from transforms.feeds import ReadFeeds, parse_feed, strip_doctype, unsafe_xml
-from transforms.http import FetchPolicy
-from transforms.jsonfeed import JsonFeedError, looks_like_json_feed, parse_json_feed
+from transforms.feeds.jsonfeed import JsonFeedError, looks_like_json_feed, parse_json_feed
+from transforms.feeds.parse import ReadFeeds, parse_feed, strip_doctype, unsafe_xml
+from transforms.fetching.http import FetchPolicy
 
 NOW = dt.datetime(2024, 11, 23, 12, 0, tzinfo=dt.UTC)
 SPEC = FeedSpec(url="http://public.test/feed")
@@ -288,8 +288,8 @@ def test_a_feed_the_parser_cannot_read_is_one_malformed_feed():
 
 def poll_once(url: str):
     """One poll of ``url`` as ``watch`` polls it (through the polite fetcher)."""
-    from transforms.politeness import PoliteFetcher
-    from transforms.polling import FeedState, poll_feed
+    from transforms.feeds.polling import FeedState, poll_feed
+    from transforms.fetching.politeness import PoliteFetcher
 
     fetcher = PoliteFetcher(FetchPolicy(allow_private_network=True, max_attempts=1,
                                         respect_robots=False), threads=1)

@@ -20,9 +20,9 @@ from pipelines.summary import cleanup_staging
 from schemas import FeedSpec
 from tests.conftest import rss
 from tests.faults import FaultServer, article_page
-from transforms.http import FetchPolicy
-from transforms.sources import Subscriptions
-from transforms.urls import canonical_url
+from transforms.feeds.sources import Subscriptions
+from transforms.fetching.http import FetchPolicy
+from transforms.fetching.urls import canonical_url
 
 pytestmark = pytest.mark.slow
 

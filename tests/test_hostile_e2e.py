@@ -19,7 +19,7 @@ import pytest
 
 from pipelines.cli import main
 from tests.conftest import article_html
-from transforms.urls import canonical_url
+from transforms.fetching.urls import canonical_url
 
 pytestmark = pytest.mark.slow
 

@@ -28,14 +28,14 @@ from tests.hostile import (
     hostile_text,
     render_feed,
 )
-from transforms.backfill import BackfillError, decode_line, line_preview, parse_backfill_line
-from transforms.errors import error_record
-from transforms.extract import Extracted, build_article, extract_page
-from transforms.feeds import parse_feed
-from transforms.language import detect_language
-from transforms.sources import read_sources
-from transforms.text import has_unstorable
-from transforms.urls import canonical_url, is_http_url
+from transforms.extraction.extract import Extracted, build_article, extract_page
+from transforms.extraction.language import detect_language
+from transforms.extraction.text import has_unstorable
+from transforms.feeds.backfill import BackfillError, decode_line, line_preview, parse_backfill_line
+from transforms.feeds.parse import parse_feed
+from transforms.feeds.sources import read_sources
+from transforms.fetching.urls import canonical_url, is_http_url
+from transforms.util import error_record
 
 ENTRY_REASONS = {"missing_link", "unsupported_scheme", "bad_url", "bad_entry"}
 FEED_REASONS = {"malformed_feed", "unsafe_xml", "too_large"}

@@ -17,7 +17,7 @@ from concurrent.futures import wait
 import pytest
 
 from tests.faults import PNG, FaultServer, article_page
-from transforms.http import (
+from transforms.fetching.http import (
     DEFAULT_USER_AGENT,
     FetchError,
     FetchPolicy,
@@ -28,7 +28,7 @@ from transforms.http import (
     parse_retry_after,
     user_agent_for,
 )
-from transforms.politeness import HostLimiter, HostScheduler, PoliteFetcher
+from transforms.fetching.politeness import HostLimiter, HostScheduler, PoliteFetcher
 
 PINNED = (("public.test", "127.0.0.1"), ("other.test", "127.0.0.1"))
 PAGE_TYPES = ("text/html", "application/xhtml+xml", "text/plain")

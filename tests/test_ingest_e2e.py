@@ -21,7 +21,7 @@ from pipelines.demo import SITE_DIR
 from pipelines.demo.run import demo_feeds_file
 from pipelines.demo.server import SiteServer
 from pipelines.ingest import run
-from transforms.urls import canonical_url
+from transforms.fetching.urls import canonical_url
 
 pytestmark = pytest.mark.slow
 EXPECTED = json.loads((Path(SITE_DIR) / "expected.json").read_text(encoding="utf-8"))

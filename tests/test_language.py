@@ -1,6 +1,6 @@
 import pytest
 
-from transforms.language import detect_language
+from transforms.extraction.language import detect_language
 
 TEXTS = {
     "en": "The government announced on Tuesday that it would raise spending on railways "

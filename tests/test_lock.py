@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from transforms.lease import EXIT_BUSY, LEASE_FILE, LeaseBusy, OutputLease
+from transforms.sinks.lease import EXIT_BUSY, LEASE_FILE, LeaseBusy, OutputLease
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -124,7 +124,7 @@ def test_staged_package_installs_and_works_outside_the_source_tree(sdist, tmp_pa
     script = (
         "import sys, pipelines, pipelines.ingest\n"
         "from pipelines.demo import SITE_DIR\n"
-        "from transforms.topics import load_category_map\n"
+        "from transforms.topics.assign import load_category_map\n"
         f"assert pipelines.__file__.startswith({str(target)!r}), pipelines.__file__\n"
         "mapping = load_category_map()\n"
         "print(len(mapping), sum(1 for p in SITE_DIR.rglob('*') if p.is_file()))\n")

@@ -19,8 +19,8 @@ import yaml
 
 from pipelines.ingest import run
 from tests.conftest import article_html, rss
-from transforms.sinks import article_partition, date_partition
-from transforms.topics import MEDIA_TOPICS, TOPIC_SLUGS
+from transforms.sinks.parquet import article_partition, date_partition
+from transforms.topics.taxonomy import MEDIA_TOPICS, TOPIC_SLUGS
 
 HOSTILE_CATEGORIES = [
     "../../etc",

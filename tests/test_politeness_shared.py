@@ -1,7 +1,7 @@
 """The per-host limit holds across the feed and page stages of one worker process."""
 
-from transforms.http import FetchPolicy
-from transforms.politeness import PoliteFetcher
+from transforms.fetching.http import FetchPolicy
+from transforms.fetching.politeness import PoliteFetcher
 
 
 def test_fetchers_of_one_process_share_their_host_limits():

@@ -24,8 +24,8 @@ from apache_beam.transforms.window import TimestampedValue
 
 from pipelines.watch import parse_watch_args, watch
 from schemas import FeedSpec
-from transforms.http import FetchPolicy
-from transforms.polling import PollFeedFn
+from transforms.feeds.polling import PollFeedFn
+from transforms.fetching.http import FetchPolicy
 
 START = dt.datetime(2024, 11, 23, 10, 0, tzinfo=dt.UTC)
 DELAY = 0.4

@@ -54,7 +54,7 @@ from apache_beam.transforms import userstate
 from pipelines.demo.server import SiteServer
 from pipelines.ingest import build, parse_args, run
 from pipelines.summary import run_files
-from transforms.http import HttpClient
+from transforms.fetching.http import HttpClient
 
 # Columns that must not depend on the runner, the process or the wall clock.
 ARTICLE_COLUMNS = ["article_id", "url", "feed_url", "source", "title", "body", "body_source",

@@ -16,7 +16,7 @@ import pytest
 from pipelines.demo.run import demo_feeds_file
 from pipelines.demo.server import SiteServer
 from pipelines.ingest import run
-from transforms import publish as pub
+from transforms.sinks import publish as pub
 
 ROOT = Path(__file__).resolve().parents[1]
 

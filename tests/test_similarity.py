@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from transforms.similarity import (
+from transforms.stories.similarity import (
     ENCODER_LANGUAGES,
     FEATURES,
     MEANING_FEATURES,
@@ -215,7 +215,7 @@ def test_multilingual_links_echoes_across_languages_and_not_other_stories():
 
 
 def test_vector_keys_meet_across_languages_and_repeat():
-    from transforms.similarity import VECTOR_BANDS, vector_keys
+    from transforms.stories.similarity import VECTOR_BANDS, vector_keys
 
     sk = {lang: MULTI.sketch(t, b, lang) for lang, (t, b) in ECHO.items()}
     sport = MULTI.sketch(*SPORT_DE, "de")

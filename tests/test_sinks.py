@@ -9,7 +9,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 
 from schemas import ARTICLE_SCHEMA, SCHEMA_VERSION, Article
-from transforms.sinks import WriteParquetTable, article_partition
+from transforms.sinks.parquet import WriteParquetTable, article_partition
 
 NOW = dt.datetime(2024, 11, 24, 12, tzinfo=dt.UTC)
 TOPICS = ["sport", "politics-government", "unclassified"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 
-from transforms.similarity import LexicalSimilarity, Sketch
+from transforms.stories.similarity import LexicalSimilarity, Sketch
 
 TEXTS = [
     ("Parliament passes railway budget",

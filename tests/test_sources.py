@@ -1,6 +1,6 @@
 import pytest
 
-from transforms.sources import SourceError, read_sources
+from transforms.feeds.sources import SourceError, read_sources
 
 
 def test_url_text_yaml_and_opml_sources(tmp_path):

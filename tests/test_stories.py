@@ -18,14 +18,15 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from schemas import ARTICLE_SCHEMA, SCHEMA_VERSION, Article
-from transforms.similarity import (
+from transforms.extraction.text import content_hash
+from transforms.sinks.parquet import WriteParquetTable, article_partition
+from transforms.stories.similarity import (
     SHORT_WORDS,
     STORE_KEYS,
     LexicalSimilarity,
     MultilingualSimilarity,
 )
-from transforms.sinks import WriteParquetTable, article_partition
-from transforms.stories import (
+from transforms.stories.stage import (
     AssignStories,
     Edge,
     Node,
@@ -43,7 +44,6 @@ from transforms.stories import (
     tagged_groups,
     vote_story,
 )
-from transforms.text import content_hash
 
 T0 = dt.datetime(2024, 11, 23, 8, tzinfo=dt.UTC)
 NOW = dt.datetime(2024, 11, 25, tzinfo=dt.UTC)
@@ -314,7 +314,7 @@ def test_an_article_is_kept_under_every_key_of_its_encoder_vector():
     assert vector_keys and all(indexed_under(a, k) for k in vector_keys)
     assert not indexed_under(a, a.sketch.keys[STORE_KEYS])
     # Kept for the firing only: state would otherwise hold eight more copies of a sketch.
-    from transforms.stories import kept_in_state
+    from transforms.stories.stage import kept_in_state
 
     assert not any(kept_in_state(k) for k in vector_keys)
     assert all(kept_in_state(k) for k in a.sketch.keys[:STORE_KEYS])
@@ -452,7 +452,7 @@ def test_vote_story_joins_a_story_only_when_it_agrees_with_it():
 
 
 def test_headlines_found_apart_are_no_evidence():
-    from transforms.stories import compare
+    from transforms.stories.stage import compare
 
     long_a = item("a", 0, KURSK["en-soldiers"][2])
     long_b = item("b", 1, UNRELATED["aid"][2])
@@ -466,7 +466,7 @@ def test_headlines_found_apart_are_no_evidence():
 
 
 def test_apart_pairs_do_not_become_parents():
-    from transforms.stories import _first_node
+    from transforms.stories.stage import _first_node
 
     order = ((0, 5, "x"), None)
     messages = [("item", order), ("edge", ("p", 1, 0.3, None)), ("edge", ("q", 2, 0.7, None))]

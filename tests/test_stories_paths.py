@@ -1,6 +1,6 @@
 """The story stage's two execution paths give the same stories.
 
-With the default trigger every key fires once, so :class:`transforms.stories.AssignStories`
+With the default trigger every key fires once, so :class:`transforms.stories.stage.AssignStories`
 uses plain DoFns; with a trigger that can fire repeatedly it keeps keyed state. Both are
 run here on the fixture corpus of ``tests/test_stories.py``.
 """
@@ -13,7 +13,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import trigger, window
 
 from tests.test_stories import NOW, copies, corpus, expected_stories
-from transforms.stories import AssignStories, StoryItem, fires_once, keep_first
+from transforms.stories.stage import AssignStories, StoryItem, keep_first
+from transforms.util import fires_once
 
 
 def test_fires_once_only_for_the_default_trigger_without_lateness():

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from transforms.backfill import parse_backfill_line
-from transforms.urls import canonical_url, host_of
+from transforms.feeds.backfill import parse_backfill_line
+from transforms.fetching.urls import canonical_url, host_of
 
 FIXTURES = Path(__file__).parent / "fixtures" / "stories"
 FIELDS = {"id", "url", "source", "language", "published", "title", "text", "event"}

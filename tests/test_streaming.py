@@ -18,7 +18,7 @@ from pipelines.ingest import parse_args, run
 from pipelines.streaming import build_streaming, is_local_runner
 from pipelines.watch import WatchReport
 from tests.test_watch import make_site, rss
-from transforms.polling import (
+from transforms.feeds.polling import (
     FeedState,
     after_failure,
     after_response,
@@ -364,7 +364,7 @@ def test_story_stage_across_windows_gives_the_batch_stories():
     """The fixture corpus of tests/test_stories.py, each story told over four windows:
     the same story ids and dropped copies as when it all comes in one batch."""
     from tests.test_stories import NOW, copies, corpus, expected_stories
-    from transforms.stories import AssignStories
+    from transforms.stories.stage import AssignStories
 
     by_id = {a.article_id: a for a in corpus() + copies()}
     windows = [["en-soldiers", "battle", "wire"], ["en-zelensky", "strike", "exact"],
@@ -387,7 +387,7 @@ def test_story_stage_across_windows_gives_the_batch_stories():
 def test_story_chains_resolve_through_earlier_windows():
     """A chain c5 → c4 → … → c0, one article per window: every article gets the root
     c0, and a near copy of a near copy points at what its parent copied."""
-    from transforms.stories import Node, ResolveStories
+    from transforms.stories.stage import Node, ResolveStories
 
     def echo(aid, parent, level="echo"):
         return Node(aid, parent, False, level, 0.5, parent)

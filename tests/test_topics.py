@@ -12,7 +12,14 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from schemas import SCHEMA_VERSION, Article
-from transforms.classify import (
+from transforms.feeds.sources import read_sources
+from transforms.stories.similarity import ENCODER_CHARS
+from transforms.topics.assign import (
+    AssignTopicFn,
+    assign_topic,
+    load_category_map,
+)
+from transforms.topics.classify import (
     SUPPORTED_LANGUAGES,
     EncoderHead,
     TopicClassifier,
@@ -27,15 +34,7 @@ from transforms.classify import (
     term_weight,
     words,
 )
-from transforms.similarity import ENCODER_CHARS
-from transforms.sources import read_sources
-from transforms.topics import (
-    MEDIA_TOPICS,
-    UNCLASSIFIED,
-    AssignTopicFn,
-    assign_topic,
-    load_category_map,
-)
+from transforms.topics.taxonomy import MEDIA_TOPICS, UNCLASSIFIED
 
 NOW = dt.datetime(2024, 11, 23, 9, tzinfo=dt.UTC)
 
@@ -284,7 +283,7 @@ def test_the_encoder_head_is_opt_in_and_reaches_the_dofn():
 def test_the_encoder_head_reads_the_story_stage_encoder():
     import numpy as np
 
-    from transforms import similarity
+    from transforms.stories import similarity
 
     head = load_encoder_head()
     _, _, title, body = FIXTURES[0]

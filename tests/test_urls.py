@@ -1,6 +1,6 @@
 import pytest
 
-from transforms.urls import canonical_url, host_of, is_http_url, stable_id
+from transforms.fetching.urls import canonical_url, host_of, is_http_url, stable_id
 
 
 @pytest.mark.parametrize("raw, expected", [

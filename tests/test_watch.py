@@ -20,9 +20,9 @@ import pytest
 from pipelines.demo.server import SiteServer
 from pipelines.watch import fold_journal, parse_watch_args, watch
 from schemas import ARTICLE_SCHEMA, SCHEMA_VERSION, Article
-from transforms.polling import FeedState, classify, kept_keys, listing_keys
-from transforms.sinks import to_rows
-from transforms.state import SeenIndex, StateStore, read_json, write_json_atomic
+from transforms.feeds.polling import FeedState, classify, kept_keys, listing_keys
+from transforms.sinks.parquet import to_rows
+from transforms.sinks.state import SeenIndex, StateStore, read_json, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 START = dt.datetime(2024, 11, 23, 10, 0, tzinfo=dt.UTC)
@@ -371,7 +371,7 @@ def test_fold_journal_keeps_transient_page_failures_unseen_until_the_last_attemp
     """Pure state handling: a 503 leaves the entry unseen for two cycles, not the third;
     a 404 is seen at once; folding the same journal twice counts one attempt."""
     from schemas import ERROR_SCHEMA
-    from transforms.errors import error_record
+    from transforms.util import error_record
 
     store = StateStore(str(tmp_path))
     feed = "http://x.test/feed"

@@ -18,9 +18,9 @@ import pipelines.watch as watch_module
 from pipelines.demo.server import SiteServer
 from pipelines.watch import parse_watch_args, publish_journaled_errors, watch
 from schemas import ERROR_SCHEMA
-from transforms.errors import error_record
-from transforms.sinks import to_rows
-from transforms.state import StateStore
+from transforms.sinks.parquet import to_rows
+from transforms.sinks.state import StateStore
+from transforms.util import error_record
 
 START = dt.datetime(2024, 11, 23, 10, 0, tzinfo=dt.UTC)
 PAGE = ("<html lang='en'><head><title>Harbour</title></head><body><article><h1>Harbour</h1>"
@@ -101,7 +101,7 @@ def test_a_cycle_killed_before_publishing_keeps_its_feed_error(tmp_path, monkeyp
         assert server.count("/b/feed.xml") == 1
         assert store.journals() == []
         # A reader that follows the commit manifests sees the recovered row too.
-        from transforms.publish import committed_files
+        from transforms.sinks.publish import committed_files
 
         committed = committed_files(str(out), "errors")
         assert sum(pq.read_table(p).num_rows for p in committed) == 1

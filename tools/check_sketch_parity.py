@@ -1,8 +1,8 @@
 """Checks that the lexical sketch still gives every article the same features.
 
-The shipped logistic models in :mod:`transforms.similarity` were fitted on the features
+The shipped logistic models in :mod:`transforms.stories.similarity` were fitted on the features
 the sketch produced when they were fitted, so a change that only makes sketching faster
-must leave them byte for byte alone. This script loads ``transforms/similarity.py`` as it
+must leave them byte for byte alone. This script loads ``transforms/stories/similarity.py`` as it
 was at a git revision (``--base``, default ``main``), sketches the same texts with that
 code and with the working tree's, and compares every field of :class:`Sketch`:
 
@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from transforms import similarity as current  # noqa: E402
+from transforms.stories import similarity as current  # noqa: E402
 
 FEATURE_FIELDS = ("language", "terms", "term_weights", "names", "name_weights", "grams",
                   "gram_weights", "lead", "numbers", "words", "keys", "shingles")
@@ -66,9 +66,9 @@ EDGE_CASES = [
 
 
 def load_base(revision: str):
-    """``transforms/similarity.py`` at ``revision``, imported as a separate module."""
+    """``transforms/stories/similarity.py`` at ``revision``, imported as a separate module."""
     source = subprocess.run(
-        ["git", "-C", str(ROOT), "show", f"{revision}:transforms/similarity.py"],
+        ["git", "-C", str(ROOT), "show", f"{revision}:transforms/stories/similarity.py"],
         check=True, capture_output=True).stdout
     with tempfile.NamedTemporaryFile("wb", suffix=".py", delete=False) as f:
         f.write(source)

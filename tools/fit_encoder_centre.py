@@ -1,7 +1,7 @@
 """Writes ``transforms/data/encoder_centre.json``: the mean encoder vector of news texts.
 
 The multilingual encoder's vectors all lean one way, so the blocking keys taken from them
-(:func:`transforms.similarity.vector_keys`) project each vector from this centre. The
+(:func:`transforms.stories.similarity.vector_keys`) project each vector from this centre. The
 centre is the mean of the unit-length (4-bit quantised, as sketches keep them) vectors of
 the headline and lead of every text of the shared stories-dev article pairs: the texts
 only, no rating is read.
@@ -24,7 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from transforms.similarity import (  # noqa: E402
+from transforms.stories.similarity import (  # noqa: E402
     CENTRE_FILE,
     ENCODER_LANGUAGES,
     encode_meaning,

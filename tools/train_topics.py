@@ -61,15 +61,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from transforms.classify import (  # noqa: E402
+from transforms.extraction.language import detect_language  # noqa: E402
+from transforms.topics.classify import (  # noqa: E402
     SUPPORTED_LANGUAGES,
     TITLE_WEIGHT,
     TopicClassifier,
     TopicModel,
     model_features,
 )
-from transforms.language import detect_language  # noqa: E402
-from transforms.topics import MEDIA_TOPICS  # noqa: E402
+from transforms.topics.taxonomy import MEDIA_TOPICS  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "corpora"
 PAIRS = SHARED / "stories-dev" / "article-pairs-dev.csv"
@@ -308,7 +308,7 @@ def lexicon_matrix(clf: TopicClassifier, items: list[tuple[str, str, str]]) -> n
 
 def train_encoder(args) -> int:
     """Fits the encoder head; prints cross-validated and held-out figures; writes the file."""
-    from transforms.classify import encode, encoder_text
+    from transforms.topics.classify import encode, encoder_text
 
     missing = [p for p in (PAIRS, HEADLINES) if not p.is_file()]
     if missing:

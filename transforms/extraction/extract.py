@@ -25,17 +25,11 @@ from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
 from schemas import SCHEMA_VERSION, Article, Entry
-from transforms.errors import error_record
-from transforms.feeds import (
-    MAX_LIST_ITEMS,
-    MAX_TITLE_CHARS,
-    NAMESPACE,
-    plausible_date,
-    windowed,
-)
-from transforms.http import FetchError, FetchPolicy, Response, decode_html
-from transforms.politeness import PoliteFetchFn
-from transforms.text import clean_text, content_hash, storable
+from transforms.extraction.text import clean_text, content_hash, storable
+from transforms.feeds.parse import MAX_LIST_ITEMS, MAX_TITLE_CHARS, plausible_date
+from transforms.fetching.http import FetchError, FetchPolicy, Response, decode_html
+from transforms.fetching.politeness import PoliteFetchFn
+from transforms.util import NAMESPACE, error_record, windowed
 
 _LOG = logging.getLogger(__name__)
 PAGE_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"
@@ -132,10 +126,10 @@ class FetchPagesFn(PoliteFetchFn):
     """Fetches entries' pages concurrently and extracts each one.
 
     Beam hands a DoFn one element at a time, so each entry is queued on the worker's
-    :class:`~transforms.politeness.PoliteFetcher` (at most ``per_host_concurrency``
+    :class:`~transforms.fetching.politeness.PoliteFetcher` (at most ``per_host_concurrency``
     requests and ``per_host_delay`` seconds between starts per host, robots.txt and the
     circuit breaker honoured, ``threads`` requests in flight in all; the skeleton is
-    :class:`~transforms.politeness.PoliteFetchFn`, shared with the feed stage) and its
+    :class:`~transforms.fetching.politeness.PoliteFetchFn`, shared with the feed stage) and its
     page is extracted when the fetch completes. Extraction runs on the bundle thread,
     where Beam's metrics and outputs live. Every entry ends as exactly one article or
     one error record.
@@ -199,7 +193,7 @@ class FetchArticles(beam.PTransform):
     """Entries → Articles (main ``articles``) and ErrorRecords (``errors``).
 
     ``threads`` bounds the requests in flight per DoFn instance; the per-host limits
-    come from ``policy`` (see :class:`~transforms.http.FetchPolicy`). ``batch_size`` is
+    come from ``policy`` (see :class:`~transforms.fetching.http.FetchPolicy`). ``batch_size`` is
     accepted for compatibility and unused: entries are no longer batched, since a
     host-aware queue keeps every thread busy without it.
     """

@@ -10,7 +10,7 @@ articles with ``story_id``, ``is_story_lead`` and ``story_similarity`` set, plus
 
 * ``content``: same normalised body hash as an earlier article;
 * ``near``: a near-identical copy (wire copy, re-post with other boilerplate, light edits),
-  by MinHash over word bigrams (:func:`transforms.similarity.near_duplicate`);
+  by MinHash over word bigrams (:func:`transforms.stories.similarity.near_duplicate`);
 * ``echo`` (only with ``drop_echoes``): the same story told in other words, possibly in
   another language; without ``drop_echoes`` echoes are written and share the ``story_id``
   of the story's first article;
@@ -18,8 +18,8 @@ articles with ``story_id``, ``is_story_lead`` and ``story_similarity`` set, plus
 
 How it scales (every step is keyed; there is no global index):
 
-1. each article is sketched once (:mod:`transforms.similarity`): a few hundred bytes;
-2. ``ByContent``: grouped by body hash, first wins (the pattern of :mod:`transforms.dedup`);
+1. each article is sketched once (:mod:`transforms.stories.similarity`): a few hundred bytes;
+2. ``ByContent``: grouped by body hash, first wins (the pattern of :mod:`transforms.stories.exact`);
 3. ``CompareWithinKey``: each sketch is sent under its blocking keys (its rarest names
    and words, at most NUM_KEYS, and with the encoder the sign bands of its vector); a
    DoFn per key compares each article with the earlier ones
@@ -94,9 +94,7 @@ from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from schemas import SCHEMA_VERSION, Article, DuplicateRecord
-from transforms.dedup import fires_once
-from transforms.feeds import NAMESPACE
-from transforms.similarity import (
+from transforms.stories.similarity import (
     SHORT_WORDS,
     SKETCH_BYTES,
     STORE_KEYS,
@@ -105,6 +103,7 @@ from transforms.similarity import (
     StorySimilarity,
     near_duplicate,
 )
+from transforms.util import NAMESPACE, fires_once
 
 _LOG = logging.getLogger(__name__)
 VECTOR_KEY = "e"
@@ -288,12 +287,12 @@ def indexed_under(item: StoryItem, key: str | None) -> bool:
     """Whether ``item`` is kept as an earlier article under blocking key ``key``.
 
     An article looks for earlier ones under all its keys but is kept only under its
-    strongest :data:`~transforms.similarity.STORE_KEYS`: state holds fewer copies of
+    strongest :data:`~transforms.stories.similarity.STORE_KEYS`: state holds fewer copies of
     each sketch, and fewer weak links chain unrelated stories. A headline-only article
-    (fewer than :data:`~transforms.similarity.SHORT_WORDS` words) is kept under all its
+    (fewer than :data:`~transforms.stories.similarity.SHORT_WORDS` words) is kept under all its
     keys: its few words are all a later headline can find it by, and its sketch is about
     half an article's, so state holds about as many bytes for it. Keys of the encoder
-    vector (:func:`~transforms.similarity.vector_keys`) keep every article: few articles
+    vector (:func:`~transforms.stories.similarity.vector_keys`) keep every article: few articles
     share one, and they are what finds a retelling that shares no word. ``None``: every
     key.
     """
@@ -407,7 +406,7 @@ def keep_first(group: Iterable[StoryItem], kept: str | None,
     return kept, out
 
 
-class KeepFirstInGroupFn(beam.DoFn):
+class KeepFirstItemInGroupFn(beam.DoFn):
     """On grouped items of one key, one firing per key: the first is kept (see
     :func:`keep_first`)."""
 
@@ -422,7 +421,7 @@ class KeepFirstInGroupFn(beam.DoFn):
 
 
 class KeepFirstItemFn(beam.DoFn):
-    """Stateful version of :class:`KeepFirstInGroupFn` for triggers that fire repeatedly.
+    """Stateful version of :class:`KeepFirstItemInGroupFn` for triggers that fire repeatedly.
 
     The winner of a key is kept in state until the window has passed.
     """
@@ -1066,7 +1065,7 @@ class StoriesOutput(NamedTuple):
 class AssignStories(beam.PTransform):
     """Articles → articles with story fields (``articles``) and DuplicateRecords.
 
-    ``similarity`` is any :class:`~transforms.similarity.StorySimilarity` (default
+    ``similarity`` is any :class:`~transforms.stories.similarity.StorySimilarity` (default
     lexical); ``threshold`` defaults to the similarity's own. ``existing`` is the output
     folder whose published articles seed the state (re-runs add no rows); ``run_id``
     excludes this run's own files from it. ``across_windows`` (the continuous pipeline,
@@ -1150,7 +1149,7 @@ class AssignStories(beam.PTransform):
             kept = by_content["main"]
             exact_sets.append(by_content["dropped"])
         else:
-            keep_fn = (KeepFirstInGroupFn("content") if once
+            keep_fn = (KeepFirstItemInGroupFn("content") if once
                        else KeepFirstItemFn("content", self._window))
             by_content = by_content | "KeepFirstByContent" >> beam.ParDo(keep_fn).with_outputs(
                 "dropped", main="kept")

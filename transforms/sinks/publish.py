@@ -2,11 +2,11 @@
 
 A batch run (``newsbeam ingest``, one ``watch`` cycle) publishes all its tables at once,
 after its pipeline has finished, from the launching process and under the output's
-writer lease (:mod:`transforms.lease`):
+writer lease (:mod:`transforms.sinks.lease`):
 
 1. the pipeline leaves its rows in staging files under ``DIR/_staging/<run_id>/`` and,
    per table and window, a list of the files of committed bundles
-   (``<table>-<window>.staged.json``, see :mod:`transforms.sinks`);
+   (``<table>-<window>.staged.json``, see :mod:`transforms.sinks.parquet`);
 2. rows that an earlier run already published are taken out (``skip_published``: stable
    identities per table, see :func:`identity`), so a re-run over the same inputs adds
    nothing to any table;

@@ -34,11 +34,11 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.utils.timestamp import Timestamp
 
 from schemas import Entry, ErrorRecord, FeedSpec
-from transforms.dedup import duplicate_record, guid_key
-from transforms.errors import error_record
-from transforms.feeds import NAMESPACE, feed_request, parse_feed
-from transforms.http import FetchError, FetchPolicy, Response
-from transforms.politeness import PoliteFetcher
+from transforms.feeds.parse import feed_request, parse_feed
+from transforms.fetching.http import FetchError, FetchPolicy, Response
+from transforms.fetching.politeness import PoliteFetcher
+from transforms.stories.exact import duplicate_record, guid_key
+from transforms.util import NAMESPACE, error_record
 
 DEFAULT_BACKOFF = 60.0
 """Seconds before a feed that failed once is polled again (doubles per failure)."""
@@ -220,7 +220,7 @@ class PollFeedFn(beam.DoFn):
     timestamp (the impulse's), not the wall clock, so backoff is decided in event time and
     a test can drive it with ``TestStream``. Entries go to the main output stamped with
     the poll time; errors are tagged ``errors``. Feeds are fetched by a
-    :class:`~transforms.politeness.PoliteFetcher`, as in the batch feed stage: robots.txt,
+    :class:`~transforms.fetching.politeness.PoliteFetcher`, as in the batch feed stage: robots.txt,
     the per-host limits shared with the page stage, ``Retry-After`` and the breaker.
     """
 

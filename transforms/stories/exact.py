@@ -31,7 +31,7 @@ from apache_beam.transforms.userstate import (
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from schemas import SCHEMA_VERSION, DuplicateRecord, Entry
-from transforms.feeds import NAMESPACE
+from transforms.util import NAMESPACE, fires_once
 
 DEFAULT_TTL = dt.timedelta(hours=72)
 _FAR_FUTURE = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
@@ -58,20 +58,6 @@ def duplicate_record(entry: Entry, kept_id: str, level: str, similarity: float,
         duplicate_of=kept_id, level=level, similarity=similarity, title=entry.title[:1000],
         detected_at=detected_at, date=detected_at.strftime("%Y-%m-%d"),
         schema_version=SCHEMA_VERSION)
-
-
-def fires_once(windowing) -> bool:
-    """Whether a GroupByKey under ``windowing`` emits each key and window exactly once.
-
-    True for the default trigger without allowed lateness (batch, or fixed windows in
-    the continuous pipeline): no later firing can need what an earlier one saw, so the
-    stateful DoFns are replaced by plain ones. Keyed state costs a lot in the Python SDK
-    harness: every state write re-measures the cached value with ``objsize``, which
-    walks all loaded modules (about 4 ms per call here), several times per key.
-    """
-    from apache_beam.transforms.trigger import DefaultTrigger
-
-    return isinstance(windowing.triggerfn, DefaultTrigger) and windowing.allowed_lateness == 0
 
 
 class KeepFirstPerKeyFn(beam.DoFn):

@@ -4,7 +4,7 @@ Size: about 1,040 lines, holding the sketch, the lexical channels, the encoder a
 pair models. They share the sketch's byte layout, which the parity tool and the stability
 tests pin; the split along those four parts is planned with the stage packages.
 
-Nothing here touches Beam; :mod:`transforms.stories` calls these functions from its DoFns.
+Nothing here touches Beam; :mod:`transforms.stories.stage` calls these functions from its DoFns.
 
 The work is split in two so that it scales:
 

@@ -30,16 +30,14 @@ import listparser
 import yaml
 
 from schemas import FeedSpec
-from transforms.text import has_unstorable
-from transforms.urls import is_http_url
+from transforms.extraction.text import has_unstorable
+from transforms.fetching.urls import is_http_url
+from transforms.topics.taxonomy import MEDIA_TOPICS
 
 _LANG = re.compile(r"^[a-z]{2,3}$")
 
 
 def _media_topics() -> frozenset[str]:
-    # Imported late: the topic table lives with the Beam stage that applies it.
-    from transforms.topics import MEDIA_TOPICS
-
     return frozenset(MEDIA_TOPICS)
 
 

@@ -13,7 +13,7 @@ which follows the commit protocol of Beam's own file sinks:
    * (``publish=False``, batch runs) writes the list of those files to
      ``DIR/_staging/<run_id>/<table>-<window>.staged.json``; the launching process then
      publishes all tables of the run as one unit once the pipeline has finished
-     (:func:`transforms.publish.publish_run`: intent log, renames, commit manifest); or
+     (:func:`transforms.sinks.publish.publish_run`: intent log, renames, commit manifest); or
    * (``publish=True``, the unbounded pipeline, which never finishes) creates the
      partition folders, renames each staged file to its final name and writes the
      window's commit manifest ``DIR/_runs/<run_id>-<window>-<table>.json``.
@@ -23,7 +23,7 @@ which follows the commit protocol of Beam's own file sinks:
 
 Readers of ``DIR/<table>/`` never see a partly written file: staging lives outside the
 table folders and the rename is the publish step; readers that need whole runs read the
-files commit manifests name (:func:`transforms.publish.committed_files`). (Spark and
+files commit manifests name (:func:`transforms.sinks.publish.committed_files`). (Spark and
 pyarrow skip ``_``-prefixed names, but a DuckDB glob over ``DIR/**`` does not: read
 ``DIR/articles/**``.) All paths go through ``apache_beam.io.filesystems``, so ``gs://``
 and ``s3://`` work as outputs.
@@ -45,9 +45,9 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.feeds import NAMESPACE
-from transforms.publish import RUNS_DIR, STAGED_SUFFIX, write_json
-from transforms.topics import TOPIC_SLUGS
+from transforms.sinks.publish import RUNS_DIR, STAGED_SUFFIX, write_json
+from transforms.topics.taxonomy import TOPIC_SLUGS
+from transforms.util import NAMESPACE
 
 COMPRESSION = "zstd"
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -226,7 +226,7 @@ class WriteParquetTable(beam.PTransform):
 
     ``publish=True`` publishes and commits each window inside the pipeline and returns
     PublishedFiles; ``publish=False`` stops at the staged lists and returns StagedFiles
-    (the launcher publishes the run: :func:`transforms.publish.publish_run`).
+    (the launcher publishes the run: :func:`transforms.sinks.publish.publish_run`).
     """
 
     def __init__(self, root: str, table: str, schema: pa.Schema,

@@ -51,7 +51,7 @@ from urllib.parse import urlsplit
 import apache_beam as beam
 from protego import Protego
 
-from transforms.http import (
+from transforms.fetching.http import (
     HOST_DOWN_REASONS,
     PRODUCT_TOKEN,
     FetchError,
@@ -59,7 +59,7 @@ from transforms.http import (
     HttpClient,
     Response,
 )
-from transforms.urls import host_of, is_http_url
+from transforms.fetching.urls import host_of, is_http_url
 
 _LOG = logging.getLogger(__name__)
 MAX_QUEUED = 2048
@@ -124,7 +124,7 @@ class HostBreaker:
 
     ``failures`` requests in a row that end in a host-level failure (the name does not
     resolve, the connection is refused or the host is unreachable; see
-    :data:`~transforms.http.HOST_DOWN_REASONS`) open the host's breaker. While it is open,
+    :data:`~transforms.fetching.http.HOST_DOWN_REASONS`) open the host's breaker. While it is open,
     every request for that host fails at once, without a connection, a retry or a
     per-host slot, with the reason that opened it. After ``cooldown`` seconds one request
     goes through as a probe (the others wait in their queue): if the host answers at all

@@ -6,7 +6,7 @@ The topic comes from the first of these that decides:
 2. the feed's or page's category strings, through a user-editable mapping file
    (``transforms/data/categories.yaml``, extendable with ``--category-map``)
    (``topic_source = category``);
-3. the built-in classifier (``transforms/classify.py``: multilingual lexicons, optionally
+3. the built-in classifier (``transforms/topics/classify.py``: multilingual lexicons, optionally
    blended with a head on the packaged sentence encoder; offline),
    when its confidence reaches ``--topic-threshold`` (``topic_source = classifier``);
 4. otherwise ``unclassified`` (``topic_source = none``).
@@ -28,34 +28,9 @@ import yaml
 from apache_beam.metrics import Metrics
 
 from schemas import Article
-from transforms.classify import DEFAULT_THRESHOLD, USE_ENCODER, TopicClassifier
-from transforms.feeds import NAMESPACE
-
-UNCLASSIFIED = "unclassified"
-
-MEDIA_TOPICS: dict[str, tuple[str, str]] = {
-    # slug: (IPTC code, label)
-    "arts-culture-entertainment-media": ("medtop:01000000",
-                                         "arts, culture, entertainment and media"),
-    "crime-law-justice": ("medtop:02000000", "crime, law and justice"),
-    "disaster-accident-emergency": ("medtop:03000000",
-                                    "disaster, accident and emergency incident"),
-    "economy-business-finance": ("medtop:04000000", "economy, business and finance"),
-    "education": ("medtop:05000000", "education"),
-    "environment": ("medtop:06000000", "environment"),
-    "health": ("medtop:07000000", "health"),
-    "human-interest": ("medtop:08000000", "human interest"),
-    "labour": ("medtop:09000000", "labour"),
-    "lifestyle-leisure": ("medtop:10000000", "lifestyle and leisure"),
-    "politics-government": ("medtop:11000000", "politics and government"),
-    "religion": ("medtop:12000000", "religion"),
-    "science-technology": ("medtop:13000000", "science and technology"),
-    "society": ("medtop:14000000", "society"),
-    "sport": ("medtop:15000000", "sport"),
-    "conflict-war-peace": ("medtop:16000000", "conflict, war and peace"),
-    "weather": ("medtop:17000000", "weather"),
-}
-TOPIC_SLUGS = frozenset(MEDIA_TOPICS) | {UNCLASSIFIED}
+from transforms.topics.classify import DEFAULT_THRESHOLD, USE_ENCODER, TopicClassifier
+from transforms.topics.taxonomy import MEDIA_TOPICS, UNCLASSIFIED
+from transforms.util import NAMESPACE
 
 
 def load_category_map(extra: str | None = None) -> dict[str, str | None]:
@@ -118,7 +93,7 @@ class AssignTopicFn(beam.DoFn):
     The classifier is created in ``setup`` (once per worker, never when the pipeline is
     built or pickled); each language's lexicon loads on its first article. Pass
     ``use_classifier=False`` to stop at the category mapping, ``use_encoder=True`` to blend
-    the sentence-encoder head into the classifier (see ``transforms/classify.py``).
+    the sentence-encoder head into the classifier (see ``transforms/topics/classify.py``).
     """
 
     def __init__(self, category_map: Mapping[str, str | None],

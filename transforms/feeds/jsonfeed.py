@@ -3,7 +3,7 @@
 feedparser only reads XML, so JSON feeds are recognised here and turned into plain
 dicts shaped like feedparser's entries (``link``, ``id``, ``title``, ``summary``,
 ``content``, ``published_parsed``, ``authors``, ``tags``), which lets
-:func:`transforms.feeds.parse_feed` normalise both kinds with one code path.
+:func:`transforms.feeds.parse.parse_feed` normalise both kinds with one code path.
 
 Example::
 

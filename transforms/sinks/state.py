@@ -2,7 +2,7 @@
 
 The local ``newsbeam watch`` loop restarts from these files:
 
-* ``feeds.json``: per feed URL, its :class:`~transforms.polling.FeedState` (validators,
+* ``feeds.json``: per feed URL, its :class:`~transforms.feeds.polling.FeedState` (validators,
   failures, when it may be polled again);
 * ``seen.json``: which feed listed which item (``listed``) and which article was kept for
   each canonical URL and GUID (``kept``), each with the time it was last seen;
@@ -58,8 +58,8 @@ def read_json(path: str | Path, default: Any) -> Any:
 class SeenIndex:
     """Earlier sightings: ``listed`` key → last seen; ``kept`` key → [article_id, last seen].
 
-    Keys come from :func:`transforms.polling.listing_keys` and
-    :func:`transforms.polling.kept_keys`. Times are POSIX seconds.
+    Keys come from :func:`transforms.feeds.polling.listing_keys` and
+    :func:`transforms.feeds.polling.kept_keys`. Times are POSIX seconds.
     """
 
     listed: dict[str, float] = field(default_factory=dict)

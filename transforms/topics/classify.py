@@ -23,7 +23,7 @@ How an article is scored:
 5. when the lexicons found any evidence, the sentence-encoder head
    (``transforms/data/topics/encoder.npz``, built by ``tools/train_topics.py --encoder``)
    reads the headline and lead with the packaged USE multilingual encoder, through the
-   project's shared loader (``transforms.similarity.encode_meaning``, the same copy the
+   project's shared loader (``transforms.stories.similarity.encode_meaning``, the same copy the
    story stage uses, so a worker holds its weights once), turns
    the 512-dim embedding into topic probabilities with one softmax layer, and its
    probabilities are blended with the shares above (weights stored with the head, chosen
@@ -45,7 +45,7 @@ news in many languages and all 17 topics it is far better.
 
 Try it::
 
-    python -m transforms.classify de "Der FC Bayern gewann das Spiel gegen Dortmund 2:1."
+    python -m transforms.topics.classify de "Der FC Bayern gewann das Spiel gegen Dortmund 2:1."
 """
 
 from __future__ import annotations
@@ -62,6 +62,8 @@ from functools import lru_cache
 from importlib import resources
 
 import yaml
+
+from transforms.topics.taxonomy import MEDIA_TOPICS
 
 SUPPORTED_LANGUAGES = ("en", "de", "uk", "ru")
 USE_ENCODER = False
@@ -328,11 +330,11 @@ def load_models(path=None) -> tuple[dict[str, TopicModel], float]:
 def encode(texts: Sequence[str]):
     """Unit-length 512-dim embeddings of ``texts`` from the packaged USE multilingual encoder.
 
-    This is the project's shared encoder (``transforms.similarity.encode_meaning``): the
+    This is the project's shared encoder (``transforms.stories.similarity.encode_meaning``): the
     story stage reads the same one, so a worker process loads its weights (a 65 MB
     embedding table among them) once, whichever stages use it.
     """
-    from transforms.similarity import encode_meaning
+    from transforms.stories.similarity import encode_meaning
 
     return encode_meaning(texts)
 
@@ -356,7 +358,7 @@ def encoder_available() -> str | None:
 
 def encoder_text(title: str, body: str) -> str:
     """What the encoder reads: the headline and the lead (same text as the story stage)."""
-    from transforms.similarity import meaning_text
+    from transforms.stories.similarity import meaning_text
 
     return meaning_text(title, body) or " "
 
@@ -460,8 +462,6 @@ class TopicClassifier:
         """The lexicon of ``language``, loaded on first use (about 2 s per language)."""
         lex = self.lexicons.get(language)
         if lex is None:
-            from transforms.topics import MEDIA_TOPICS
-
             with self._lock:  # one load even when several threads share this instance
                 lex = self.lexicons.get(language)
                 if lex is None:
@@ -542,10 +542,10 @@ class TopicClassifier:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m transforms.classify LANG TEXT``: prints the guess and the top scores."""
+    """``python -m transforms.topics.classify LANG TEXT``: prints the guess and the top scores."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) < 2:
-        print("usage: python -m transforms.classify LANG TEXT", file=sys.stderr)
+        print("usage: python -m transforms.topics.classify LANG TEXT", file=sys.stderr)
         return 2
     guess = TopicClassifier.load().classify("", " ".join(args[1:]), args[0])
     print(f"topic={guess.topic} best={guess.best} confidence={guess.confidence} "

@@ -1,13 +1,13 @@
 """Feed stage: fetch each feed, parse it with feedparser, and normalise its entries.
 
-Each feed is fetched with our own :class:`~transforms.http.HttpClient` (timeouts, gzip,
-redirects, SSRF guard) through a :class:`~transforms.politeness.PoliteFetcher` (per-host
+Each feed is fetched with our own :class:`~transforms.fetching.http.HttpClient` (timeouts, gzip,
+redirects, SSRF guard) through a :class:`~transforms.fetching.politeness.PoliteFetcher` (per-host
 limits, robots.txt), many feeds at once. The bytes plus response headers are handed to
 ``feedparser.parse``, so feedparser never touches the network, after two checks of our
 own: a DTD that declares external, parameter or nested entities is removed before
 parsing (no file is read, no entity bomb expands; the references are left unexpanded and
 the rest of the feed is still read), and JSON Feeds (jsonfeed.org 1.0/1.1, which feedparser
-cannot read) are parsed by :mod:`transforms.jsonfeed`. A body that is itself gzip (a
+cannot read) are parsed by :mod:`transforms.feeds.jsonfeed`. A body that is itself gzip (a
 ``feed.xml.gz`` served without Content-Encoding) is inflated under the size cap first.
 Every entry becomes an :class:`~schemas.Entry` with a canonical URL, a stable GUID and a
 plausible date or none.
@@ -35,24 +35,21 @@ import apache_beam as beam
 import feedparser
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
-from apache_beam.utils.timestamp import Timestamp
-from apache_beam.utils.windowed_value import WindowedValue
 
 from schemas import Entry, ErrorRecord, FeedSpec
-from transforms.errors import error_record
-from transforms.http import FetchError, FetchPolicy, Response
-from transforms.jsonfeed import (
+from transforms.extraction.text import clean_text, has_unstorable, html_to_text, storable
+from transforms.feeds.jsonfeed import (
     InvalidItem,
     JsonFeedError,
     looks_like_json_feed,
     parse_json_feed,
 )
-from transforms.politeness import PoliteFetchFn, fetch_outcome
-from transforms.text import clean_text, has_unstorable, html_to_text, storable
-from transforms.urls import canonical_url, is_http_url, stable_id
+from transforms.fetching.http import FetchError, FetchPolicy, Response
+from transforms.fetching.politeness import PoliteFetchFn, fetch_outcome
+from transforms.fetching.urls import canonical_url, is_http_url, stable_id
+from transforms.util import NAMESPACE, error_record, windowed
 
 _LOG = logging.getLogger(__name__)
-NAMESPACE = "newsbeam"
 FEED_ACCEPT = ("application/rss+xml, application/atom+xml, application/feed+json, "
                "application/xml;q=0.9, text/xml;q=0.9, */*;q=0.1")
 FEED_REFUSED_TYPES = ("image/", "audio/", "video/", "font/", "application/pdf",
@@ -431,17 +428,6 @@ def _normalise_entry(raw: Mapping[str, Any], where: str, spec: FeedSpec, source:
         fetched_at=fetched_at)
 
 
-def windowed(value: Any, timestamp: Any, window: Any) -> WindowedValue:
-    """``value`` in ``window`` at ``timestamp`` (seconds or a Beam Timestamp).
-
-    Outputs of ``finish_bundle`` must carry their window explicitly; the fetch DoFns
-    use the same form in ``process`` so both paths emit identical elements.
-    """
-    if isinstance(timestamp, (int, float)):
-        timestamp = Timestamp.of(timestamp)
-    return WindowedValue(value, timestamp, (window,))
-
-
 def feed_request(headers: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The GET arguments of a feed fetch, the same in every mode (batch, streaming,
     watch); ``headers`` carries the validators of a conditional GET."""
@@ -455,7 +441,7 @@ class FetchFeedsFn(PoliteFetchFn):
     """Fetches and parses feeds, many at once; entries on the main output, errors tagged.
 
     Each element is queued on the worker's :class:`PoliteFetcher` (per-host limits,
-    robots.txt, circuit breaker; see :class:`~transforms.politeness.PoliteFetchFn`) and
+    robots.txt, circuit breaker; see :class:`~transforms.fetching.politeness.PoliteFetchFn`) and
     handled when its fetch completes. Parsing runs on the bundle thread.
     """
 
@@ -545,4 +531,4 @@ class ReadFeeds(beam.PTransform):
 
 __all__ = ["ErrorRecord", "FetchFeedsFn", "ParsedFeed", "ReadFeeds", "entry_link_problem",
            "feed_location", "feed_request", "fetch_outcome", "language_code", "parse_feed",
-           "plausible_date", "repair_charrefs", "strip_doctype", "unsafe_xml", "windowed"]
+           "plausible_date", "repair_charrefs", "strip_doctype", "unsafe_xml"]

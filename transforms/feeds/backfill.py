@@ -35,16 +35,15 @@ from apache_beam import coders, pvalue
 from apache_beam.metrics import Metrics
 
 from schemas import Entry
-from transforms.errors import error_record
-from transforms.feeds import (
+from transforms.extraction.text import clean_text, has_unstorable, storable
+from transforms.feeds.parse import (
     MAX_NAME_CHARS,
     MAX_TITLE_CHARS,
-    NAMESPACE,
     language_code,
     plausible_date,
 )
-from transforms.text import clean_text, has_unstorable, storable
-from transforms.urls import canonical_url, host_of, stable_id
+from transforms.fetching.urls import canonical_url, host_of, stable_id
+from transforms.util import NAMESPACE, error_record
 
 MAX_LINE_BYTES = 16 * 1024 * 1024
 """A longer line is refused before it is parsed."""

@@ -15,7 +15,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from schemas import Article
-from transforms.feeds import NAMESPACE, language_code
+from transforms.feeds.parse import language_code
+from transforms.util import NAMESPACE
 
 MAX_CHARS = 3000
 MIN_CHARS = 20

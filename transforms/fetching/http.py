@@ -21,7 +21,7 @@ Built on ``urllib3`` so that every byte is under our control:
 * a body is read with ``read1`` so that a server trickling one byte at a time still meets
   the total deadline (a plain ``read(n)`` would wait for all ``n`` bytes).
 
-Per-host manners (concurrency, delay, robots.txt) live in :mod:`transforms.politeness`;
+Per-host manners (concurrency, delay, robots.txt) live in :mod:`transforms.fetching.politeness`;
 this module knows one request at a time.
 
 Failures are raised as :class:`FetchError` carrying a short ``reason`` slug, the HTTP
@@ -47,7 +47,7 @@ from urllib.parse import urljoin, urlsplit
 import tenacity
 import urllib3
 
-from transforms.urls import ALLOWED_SCHEMES
+from transforms.fetching.urls import ALLOWED_SCHEMES
 
 PRODUCT_TOKEN = "newsbeam"
 """The name robots.txt rules are matched against."""
@@ -64,7 +64,7 @@ class FetchPolicy:
     ``per_host_delay`` is the least time between the starts of two requests to one host
     (raised to the host's robots.txt ``Crawl-delay``, at most ``max_crawl_delay``);
     ``per_host_concurrency`` caps requests in flight to one host. Both, and the circuit
-    breaker (``breaker_*``), are enforced by :class:`transforms.politeness.PoliteFetcher`,
+    breaker (``breaker_*``), are enforced by :class:`transforms.fetching.politeness.PoliteFetcher`,
     shared by the fetchers of one worker process.
     """
 
@@ -466,7 +466,7 @@ not exist (NXDOMAIN), has no address, or the resolver refused it for good. A tim
 or temporary failure (``EAI_AGAIN``) is retried."""
 HOST_DOWN_REASONS = frozenset({"dns_error", "connection_refused", "host_unreachable"})
 """Failures that say the host itself cannot be reached, whatever the URL: what trips the
-per-host circuit breaker of :mod:`transforms.politeness`."""
+per-host circuit breaker of :mod:`transforms.fetching.politeness`."""
 
 
 def dns_failure(url: str, host: str, error: BaseException,
