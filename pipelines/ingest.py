@@ -395,10 +395,14 @@ def run(argv: Sequence[str] | None = None, clock=None, quiet: bool = False,
         recovered = recover(config.output)
         if recovered and not quiet:
             print(f"newsbeam: {config.output}: {recovered.render()}", file=sys.stderr)
-        pipeline = beam.Pipeline(options=local_runner(options))
-        build(pipeline, config, clock, launcher_publishes=True)
-        result = pipeline.run()
-        result.wait_until_finish()
+        from pipelines.runners import prism_for_run
+
+        with prism_for_run(local_runner(options)) as run_options:
+            pipeline = beam.Pipeline(options=run_options)
+            build(pipeline, config, clock, launcher_publishes=True)
+            result = pipeline.run()
+            result.wait_until_finish()
+            counts = counters(result)
         if pause:
             pause("before_publish")
         if lease.lost.is_set():
@@ -407,7 +411,6 @@ def run(argv: Sequence[str] | None = None, clock=None, quiet: bool = False,
                             "was published, the next run starts afresh")
         manifest = publish_run(config.output, config.run_id, skip_published=True,
                                pause=pause)
-    counts = counters(result)
     for table in TABLES:
         counts[f"rows_written_{table}"] = manifest.rows(table)
     summary = summarize(config.output, config.run_id, counts)

@@ -36,6 +36,7 @@ bounded test run. ``--runner PrismRunner`` (Beam's portable local runner, built 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -51,7 +52,7 @@ from apache_beam.transforms.window import FixedWindows
 from apache_beam.utils.timestamp import MAX_TIMESTAMP
 
 from pipelines.ingest import IngestConfig, build, counters
-from pipelines.runners import with_local_prism
+from pipelines.runners import is_prism, prism_for_run
 from pipelines.watch import ContinuousOptions, WatchConfig, watch
 from schemas import FeedSpec
 from transforms.feeds.polling import (
@@ -193,13 +194,30 @@ def run_continuous(config: IngestConfig, options: PipelineOptions, clock=None,
     options.view_as(StandardOptions).streaming = True
     start = time.time()
     stop = start + opts.stop_after if opts.stop_after is not None else None
-    pipeline = beam.Pipeline(options=with_local_prism(options))
-    build_streaming(pipeline, config, opts.poll_interval, start, stop, forget,
-                    opts.feed_backoff, clock=clock)
-    result = pipeline.run()
-    result.wait_until_finish()
+    with prism_for_run(options) as run_options:
+        pipeline = beam.Pipeline(options=run_options)
+        build_streaming(pipeline, config, opts.poll_interval, start, stop, forget,
+                        opts.feed_backoff, clock=clock)
+        result = pipeline.run()
+        try:
+            result.wait_until_finish()
+        except KeyboardInterrupt:
+            if not is_prism(options):
+                raise  # a remote job (Dataflow, Flink) runs on without its launcher
+            # Prism stops with this process: windows already published stay, the open
+            # window's staged files go.
+            with contextlib.suppress(Exception):
+                result.cancel()
+            interrupted = True
+        else:
+            interrupted = False
+            counts = counters(result)
     cleanup_staging(config.output, config.run_id)
-    summary = summarize(config.output, config.run_id, counters(result))
+    if interrupted:
+        print(f"newsbeam: stopped; the windows published so far stay in {config.output}",
+              file=sys.stderr, flush=True)
+        raise SystemExit(130)
+    summary = summarize(config.output, config.run_id, counts)
     if not quiet:
         print(summary.render())
     return result, summary

@@ -78,6 +78,7 @@ from pipelines.ingest import (
     new_run_id,
     parse_args,
 )
+from pipelines.runners import prism_for_run
 from pipelines.summary import Summary, cleanup_staging, run_files, summarize
 from schemas import ERROR_SCHEMA, DuplicateRecord, Entry, ErrorRecord, FeedSpec
 from transforms.feeds.parse import fetch_outcome
@@ -508,11 +509,13 @@ def run_cycle(number: int, config: WatchConfig, store: StateStore, fetcher: Poli
     cycle_config = dataclasses.replace(
         config.ingest, run_id=run_id,
         subscriptions=Subscriptions(feeds=[], problems=list(problems)))
-    pipeline = beam.Pipeline(options=local_runner(config.options))
-    build(pipeline, cycle_config, None, feed_stage=CycleInput(new, errors, duplicates),
-          launcher_publishes=True)
-    result = pipeline.run()
-    result.wait_until_finish()
+    with prism_for_run(local_runner(config.options)) as run_options:
+        pipeline = beam.Pipeline(options=run_options)
+        build(pipeline, cycle_config, None, feed_stage=CycleInput(new, errors, duplicates),
+              launcher_publishes=True)
+        result = pipeline.run()
+        result.wait_until_finish()
+        counts = counters(result)
     if lease is not None and lease.lost.is_set():
         raise LeaseLost(f"{root}: watch lost its writer lease (heartbeat stopped for longer "
                         "than --lock-lease); cycle not published, the next start recovers it")
@@ -523,7 +526,6 @@ def run_cycle(number: int, config: WatchConfig, store: StateStore, fetcher: Poli
     report.page_retries = _fold(store, root, run_id, journal, config.forget_after,
                                 config.page_attempts)[2]
     entry_problems = sum(1 for e in errors if e.level == "entry")
-    counts = counters(result)
     counts["entries_read"] = len(new) + len(duplicates) + entry_problems
     counts["entries_unchanged"] = report.entries_unchanged
     report.summary = summarize(root, run_id, counts)

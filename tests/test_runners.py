@@ -15,6 +15,7 @@ skipped.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -70,6 +71,24 @@ def test_demo_on_prism_gives_the_fnapi_rows(demo_site, prism, tmp_path):
     # Counters come back through Prism's metrics too: the summary is the same.
     assert (pr_summary.entries_read, pr_summary.articles, pr_summary.duplicates,
             pr_summary.entry_errors) == (30, 26, 3, 1)
+    # The run started its own Prism and stopped it: no Prism process is left behind.
+    assert _prism_children() == []
+
+
+def _prism_children() -> list[int]:
+    """Processes named prism whose parent is this test process."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                name, rest = f.read().split(") ", 1)
+        except (OSError, ValueError):
+            continue
+        if name.endswith("(prism") and int(rest.split()[1]) == os.getpid():
+            found.append(int(entry))
+    return found
 
 
 def test_backfill_on_prism_gives_the_fnapi_rows(prism, tmp_path):
