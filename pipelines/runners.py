@@ -20,9 +20,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,15 +103,25 @@ def _die_with_parent() -> None:
     """In the Prism child before exec (Linux): SIGTERM when the launching thread dies, so
     a launcher killed outright does not leave Prism behind."""
     import ctypes
-    import signal
 
     pr_set_pdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+# Threads of the in-process SDK harness (LOOPBACK) that read from Prism: they end within
+# a fraction of a second of a job's end. Stopping Prism under them makes each log an error.
+_HARNESS_THREADS = ("read_state", "read_grpc_client_inputs", "run_worker",
+                    "wait_until_finish_read")
+HARNESS_GRACE = 5.0
+
+
 def _stop(process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + HARNESS_GRACE
+    for thread in threading.enumerate():
+        if thread.name.startswith(_HARNESS_THREADS) and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
     if process.poll() is None:
-        process.terminate()
+        process.send_signal(signal.SIGINT)
         try:
             process.wait(PRISM_STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -124,12 +136,14 @@ def prism_for_run(options: PipelineOptions) -> Iterator[PipelineOptions]:
     (read the job's metrics inside the block: they are fetched from Prism)."""
     with_local_prism(options)
     portable = options.view_as(PortableOptions)
-    if not is_prism(options) or portable.job_endpoint:
+    location = options.view_as(PrismRunnerOptions).prism_location
+    if not is_prism(options) or portable.job_endpoint or not os.path.isfile(location or ""):
+        # Not Prism, a job server of the caller's, or a download URL left to Beam.
         yield options
         return
     port = _free_port()
     process = subprocess.Popen(
-        [options.view_as(PrismRunnerOptions).prism_location, "--job_port", str(port),
+        [location, "--job_port", str(port),
          "--serve_http=false", "--log_level=warn", "--log_kind=text",
          f"--idle_shutdown_timeout={PRISM_IDLE_SHUTDOWN}"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -152,4 +166,6 @@ def prism_for_run(options: PipelineOptions) -> Iterator[PipelineOptions]:
             portable.environment_type = "LOOPBACK"
         yield options
     finally:
+        # The options may serve another run (watch cycles): that one starts its own Prism.
+        portable.job_endpoint = None
         _stop(process)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions, PrismRunnerOptions
+from apache_beam.options.pipeline_options import (
+    PipelineOptions,
+    PortableOptions,
+    PrismRunnerOptions,
+)
 
 from pipelines import runners
 from pipelines.ingest import local_runner
@@ -64,3 +68,15 @@ def test_local_runner_fills_the_prism_location(no_prism, monkeypatch):
     assert fn.view_as(PrismRunnerOptions).prism_location is None
     assert runners.prism_args(chosen) == ["--runner=PrismRunner",
                                           f"--prism_location={chosen}"]
+
+
+def test_a_download_url_is_left_to_beam(no_prism):
+    """A --prism_location that is not a local file (a release URL) is Beam's to fetch:
+    no Prism is started for it here."""
+    options = PipelineOptions(["--runner=PrismRunner",
+                               "--prism_location=https://example.invalid/prism.zip"])
+    with runners.prism_for_run(options) as run_options:
+        assert run_options.view_as(PortableOptions).job_endpoint is None
+    fn = PipelineOptions(["--runner=FnApiRunner"])
+    with runners.prism_for_run(fn) as run_options:
+        assert run_options.view_as(PortableOptions).job_endpoint is None

@@ -19,13 +19,16 @@ import os
 import time
 from pathlib import Path
 
+import apache_beam as beam
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
+from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.demo.run import demo_feeds_file
 from pipelines.demo.server import SiteServer
 from pipelines.ingest import run
-from pipelines.runners import require_prism
+from pipelines.runners import prism_for_run, require_prism
 from tests.test_portability import _PARAGRAPHS, ARTICLE_COLUMNS, _outputs
 from tests.test_streaming import dated_rss, story_page
 
@@ -232,3 +235,19 @@ def test_streaming_on_prism_publishes_windows_while_running(prism, tmp_path):
     on_disk = {str(p.relative_to(out)) for t in ("articles", "duplicates", "errors")
                for p in (out / t).rglob("*.parquet")}
     assert listed == on_disk
+
+
+def test_each_run_starts_and_stops_its_own_prism(prism):
+    """The same options serve several runs (as in watch cycles): each gets a Prism of its
+    own, and none is left running."""
+    options = PipelineOptions(prism)
+    endpoints = []
+    for n in (3, 5):
+        with prism_for_run(options) as run_options:
+            endpoints.append(run_options.view_as(PortableOptions).job_endpoint)
+            with beam.Pipeline(options=run_options) as p:
+                assert_that(p | beam.Create(range(n)) | beam.combiners.Count.Globally(),
+                            equal_to([n]))
+        assert options.view_as(PortableOptions).job_endpoint is None
+        assert _prism_children() == []
+    assert all(e and e.startswith("localhost:") for e in endpoints), endpoints
