@@ -121,7 +121,7 @@ KINDS = ("multilingual", "lexical")
 
 
 def state_bytes(sim: StorySimilarity, articles: list[Article]) -> tuple[int, int]:
-    """Pickled bytes held by the stage's keyed state at the end of the batch."""
+    """Encoded bytes held by the stage's keyed state at the end of the batch."""
     by_key = defaultdict(list)
     winners = {}
     for a in articles:
@@ -132,7 +132,8 @@ def state_bytes(sim: StorySimilarity, articles: list[Article]) -> tuple[int, int
             if indexed_under(item, k) and kept_in_state(k):
                 by_key[k].append(item)
     window = int(DEFAULT_WINDOW.total_seconds() * 1_000_000)
-    total = sum(len(pickle.dumps(h)) + len(pickle.dumps(w)) for h, w in winners.items())
+    # The content-hash winners: key and value both written as UTF-8 (StrUtf8Coder).
+    total = sum(len(h.encode()) + len(w.encode()) for h, w in winners.items())
     for key, items in by_key.items():
         items.sort(key=lambda i: i.order)
         newest = items[-1].micros
@@ -267,15 +268,22 @@ def main() -> None:
     parser.add_argument("--assignments", type=Path, default=None,
                         help="also write every decision of the stage, per similarity, to "
                              "FILE.<similarity>.json (default: digest only)")
+    parser.add_argument("--common-share", type=float, default=None,
+                        help="weigh sketches by the batch's document frequency "
+                             "(AssignStories(common_share=...); default: the stage's "
+                             "default, off)")
     args = parser.parse_args()
+    stage_options = ({} if args.common_share is None
+                     else {"common_share": args.common_share})
     print(f"command: .venv/bin/python bench/bench_dedup_cost.py --n {args.n} --seed {args.seed} "
-          f"--similarity {' '.join(args.similarity)} --repeat {args.repeat}")
+          f"--similarity {' '.join(args.similarity)} --repeat {args.repeat}"
+          + (f" --common-share {args.common_share}" if stage_options else ""))
     articles = load(args.n, args.seed)
     chars = sum(len(a.body) for a in articles) / len(articles)
     print(f"articles: {len(articles)}, mean body {chars:.0f} chars, "
           f"{len({a.language for a in articles})} languages")
     for kind in args.similarity:
-        measure(kind, articles, args.assignments, max(1, args.repeat))
+        measure(kind, articles, args.assignments, max(1, args.repeat), stage_options)
 
 
 def best_and_median(seconds: list[float]) -> tuple[float, float]:
@@ -283,7 +291,8 @@ def best_and_median(seconds: list[float]) -> tuple[float, float]:
     return min(seconds), statistics.median(seconds)
 
 
-def measure(kind: str, articles: list[Article], assignments: Path | None, repeat: int) -> None:
+def measure(kind: str, articles: list[Article], assignments: Path | None, repeat: int,
+            stage_options: dict | None = None) -> None:
     """All figures for one similarity, printed under its name (each pass ``repeat`` times:
     the machine is shared, so the best run and the median are both printed)."""
     sim = make_similarity(kind)
@@ -326,7 +335,8 @@ def measure(kind: str, articles: list[Article], assignments: Path | None, repeat
                 if caches == "empty":
                     clear_word_caches()
                 collect = str(folder) if caches == "empty" and i == 0 else None
-                stage.append(run_pipeline(path, AssignStories(sim), collect))
+                stage.append(run_pipeline(path, AssignStories(sim, **(stage_options or {})),
+                                          collect))
                 if collect:
                     print_decisions(folder, kind, assignments)
             best, median = best_and_median(stage)

@@ -57,11 +57,12 @@ repository; they exit with a message when it is missing). It prints:
 Run::
 
     .venv/bin/python bench/bench_stories.py pairs [--fit]
-    .venv/bin/python bench/bench_stories.py pairs-batch [--similarity lexical]
+    .venv/bin/python bench/bench_stories.py pairs-batch [--similarity lexical] [--common-share X]
     .venv/bin/python bench/bench_stories.py headlines [--half dev|test] [--limit N] [--oracle]
                                                    [--threshold T]
-    .venv/bin/python bench/bench_stories.py week [--set dev|test] [--similarity lexical]
-                                              [--seeds [DIR]] [--threshold T]
+    .venv/bin/python bench/bench_stories.py week [--set dev|test] [--seeds [DIR]]
+                                              [--similarity lexical|multilingual-uk]
+                                              [--threshold T] [--common-share X]
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ from transforms.stories.similarity import (  # noqa: E402
     make_similarity,
 )
 
-KINDS = ("multilingual", "lexical")
+KINDS = ("multilingual", "lexical", "multilingual-uk")
 """The similarities this benchmark fits and measures (``make_similarity`` names)."""
 
 SHARED = Path(os.environ.get("NEWSBEAM_SHARED", ROOT.parent / "shared"))
@@ -106,6 +107,8 @@ MIN_BUCKET = 20
 SHORT_CHARS = 200
 """Headline stand-in length for ``pairs --short`` (texts without a title line)."""
 INNER_FOLDS = 4
+STAGE_OPTIONS: dict = {}
+"""Extra keyword arguments of AssignStories for every run of the stage (``--common-share``)."""
 ALPHAS = (0.0, 0.25, 0.5, 0.75)
 """Candidate weights of the graded-rating fit in the blend (see :func:`fit_blend`)."""
 
@@ -351,7 +354,8 @@ def assign_stories(articles: list, kind: str | object, threshold: float | None =
     sim = make_similarity(kind) if isinstance(kind, str) else kind
     started = time.perf_counter()
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
-        out = p | beam.Create(articles) | AssignStories(sim, threshold=threshold)
+        out = p | beam.Create(articles) | AssignStories(sim, threshold=threshold,
+                                                        **STAGE_OPTIONS)
         _ = (out.articles | "StoryOf" >> beam.Map(lambda a: json.dumps([a.article_id,
                                                                         a.story_id]))
              | "WriteStories" >> beam.io.WriteToText(f"{tmp}/stories"))
@@ -495,7 +499,9 @@ def fold_similarity(kind: str, fitted, short_fitted):
     if kind == "lexical":
         return LexicalSimilarity(model=model(fitted, len(LexicalSimilarity.feature_names)))
     n = len(MultilingualSimilarity.feature_names)
-    return MultilingualSimilarity(model=model(fitted, n), short_model=model(short_fitted, n))
+    centred = make_similarity(kind).centred
+    return MultilingualSimilarity(model=model(fitted, n), short_model=model(short_fitted, n),
+                                  centred=centred)
 
 
 def text_id(text: str) -> str:
@@ -603,10 +609,12 @@ def ingest_week(rows: list[dict], kind: str, threshold: float | None, workdir: P
     Returns (id → story_id for every row, id → how it left: ``written``, a duplicate level
     or ``error``, the run summary, seconds). The lines are stripped to the backfill fields.
     """
+    import functools
     import json
 
     import pyarrow.dataset as ds
 
+    from pipelines import ingest
     from pipelines.ingest import run
     from transforms.fetching.urls import canonical_url
 
@@ -620,7 +628,13 @@ def ingest_week(rows: list[dict], kind: str, threshold: float | None, workdir: P
     if threshold is not None:
         argv += ["--story-threshold", str(threshold)]
     started = time.perf_counter()
-    _, summary = run(argv, clock=lambda: WEEK_FETCHED, quiet=True)
+    stage = ingest.AssignStories
+    if STAGE_OPTIONS:  # stage settings the command line does not offer
+        ingest.AssignStories = functools.partial(stage, **STAGE_OPTIONS)
+    try:
+        _, summary = run(argv, clock=lambda: WEEK_FETCHED, quiet=True)
+    finally:
+        ingest.AssignStories = stage
     took = time.perf_counter() - started
     by_url = {canonical_url(r["url"]): r["id"] for r in rows}
 
@@ -754,7 +768,13 @@ def main() -> None:
                              "../shared/seeds/) to the batch as members of the seed story.")
     parser.add_argument("--similarity", choices=KINDS, default="multilingual",
                         help="Which similarity to measure (default: the pipeline's).")
+    parser.add_argument("--common-share", type=float, default=None,
+                        help="pairs-batch, seeds, week: weigh sketches by the batch's "
+                             "document frequency (AssignStories(common_share=...); default: "
+                             "the stage's default, off).")
     args = parser.parse_args()
+    if args.common_share is not None:
+        STAGE_OPTIONS["common_share"] = args.common_share
     print("command: .venv/bin/python bench/bench_stories.py " + " ".join(sys.argv[1:]))
     if args.what == "pairs":
         run_pairs(args.similarity, args.fit, args.limit, args.short)

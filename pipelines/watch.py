@@ -1,9 +1,10 @@
 """``newsbeam watch``: poll feeds forever on one machine, publishing every cycle.
 
-Size: about 630 lines, because the poll loop, the journal that makes a cycle recoverable
+Size: about 590 lines, because the poll loop, the journal that makes a cycle recoverable
 and the folding of a published cycle into the state files read each other's formats. The
-lines along which it splits are the journal (``fold_journal`` and the error journal) and
-the loop; they move to a stage package of their own with the entry-layer redesign.
+line along which it would split is the journal (``fold_journal`` and the error journal)
+against the loop; the run tail a cycle shares with batch runs is in
+:mod:`pipelines.execute`, its options in :mod:`pipelines.options`.
 
 Run it::
 
@@ -22,7 +23,7 @@ so a never-ending local pipeline would never show a single article. Instead, eac
    duplicate record; otherwise new;
 3. writes a journal of the cycle (``DIR/_state/journal-<run_id>.json``: the entries, the
    feed states to adopt and the feed errors behind any backoff), then runs the
-   batch pipeline (``pipelines.ingest.build``) over the new entries: pages fetched,
+   batch pipeline (``pipelines.stages.build``) over the new entries: pages fetched,
    language, topic, dedup, and the Parquet tables published at the end of the cycle;
 4. reads back what the cycle published and folds it into the state files; an entry whose
    fate was not published stays unseen and its feed's validators are not kept, so the
@@ -50,7 +51,6 @@ and the journal makes the next start account for whatever was published.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
 import datetime as dt
@@ -69,17 +69,11 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.ingest import (
-    IngestConfig,
-    LeaseLost,
-    build,
-    counters,
-    local_runner,
-    new_run_id,
-    parse_args,
-)
-from pipelines.runners import prism_for_run
-from pipelines.summary import Summary, cleanup_staging, run_files, summarize
+from pipelines.execute import EXIT_FAILED, EXIT_NOTHING, LeaseLost, execute
+from pipelines.ingest import local_runner, new_run_id, parse_args
+from pipelines.options import DEFAULT_PAGE_ATTEMPTS, ContinuousOptions
+from pipelines.stages import IngestConfig, source_problems
+from pipelines.summary import Summary, cleanup_staging, run_files
 from schemas import ERROR_SCHEMA, DuplicateRecord, Entry, ErrorRecord, FeedSpec
 from transforms.feeds.parse import fetch_outcome
 from transforms.feeds.polling import (
@@ -113,47 +107,11 @@ from transforms.stories.exact import duplicate_record, entry_order
 
 _LOG = logging.getLogger(__name__)
 
-DEFAULT_PAGE_ATTEMPTS = 3
-"""Cycles in which a page that failed transiently is tried before its error stands."""
 TRANSIENT_PAGE_REASONS = frozenset(
     {"timeout", "connection_error", "robots_unreachable"} | HOST_DOWN_REASONS
     | {f"http_{status}" for status in TRANSIENT_STATUSES})
 """Error reasons of the page stage that may pass by the next cycle."""
 RETRIES_FILE = "retries.json"
-
-
-class ContinuousOptions(PipelineOptions):
-    """Options of the continuous modes (``watch`` and ``ingest --streaming``)."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--poll-interval", dest="poll_interval", type=float, default=300.0,
-            help="Seconds between the starts of two polls of every feed. Default: 300.")
-        parser.add_argument(
-            "--cycles", type=int, default=None,
-            help="Stop after this many poll cycles (watch mode). Default: run until "
-                 "Ctrl-C or SIGTERM.")
-        parser.add_argument(
-            "--stop-after", dest="stop_after", type=float, default=None,
-            help="Streaming pipeline only: stop polling this many seconds after the start "
-                 "(a bounded run, e.g. for tests). Default: never.")
-        parser.add_argument(
-            "--forget-after-days", dest="forget_after_days", type=float,
-            default=DEFAULT_FORGET_AFTER.days,
-            help="Forget an item this many days after no feed lists it any more. "
-                 f"Default: {DEFAULT_FORGET_AFTER.days}.")
-        parser.add_argument(
-            "--feed-backoff", dest="feed_backoff", type=float, default=DEFAULT_BACKOFF,
-            help="Seconds a feed that failed once waits before its next poll; doubles per "
-                 f"consecutive failure up to {DEFAULT_MAX_BACKOFF:.0f}. "
-                 f"Default: {DEFAULT_BACKOFF:.0f}.")
-        parser.add_argument(
-            "--page-attempts", dest="page_attempts", type=int, default=DEFAULT_PAGE_ATTEMPTS,
-            help="Watch mode: poll cycles in which an article page that failed transiently "
-                 "(timeout, connection error, HTTP 429 or 5xx) is fetched before its error "
-                 "stands; 1 makes every failure final. "
-                 f"Default: {DEFAULT_PAGE_ATTEMPTS}.")
 
 
 @dataclass
@@ -170,26 +128,12 @@ class WatchConfig:
     page_attempts: int = DEFAULT_PAGE_ATTEMPTS
 
 
-def parse_watch_args(argv: Sequence[str] | None) -> WatchConfig:
-    """Parses the command line of ``newsbeam watch`` (the ingest options plus the above)."""
-    ingest, options = parse_args(argv)
+def parse_watch_args(argv: Sequence[str] | None,
+                     command: str = "newsbeam watch") -> WatchConfig:
+    """Parses the command line of ``newsbeam watch`` (the ingest options plus the
+    continuous ones, checked by :func:`pipelines.options.validate` in ``watch`` mode)."""
+    ingest, options = parse_args(argv, mode="watch", command=command)
     opts = options.view_as(ContinuousOptions)
-    errors = []
-    if ingest.articles:
-        errors.append("--articles (backfill) is a one-off: use newsbeam ingest for it")
-    if not ingest.subscriptions.feeds:
-        errors.append("give at least one --feeds SOURCE with a valid feed")
-    if opts.poll_interval <= 0:
-        errors.append("--poll-interval must be positive")
-    if opts.cycles is not None and opts.cycles < 1:
-        errors.append("--cycles must be at least 1")
-    if opts.page_attempts < 1:
-        errors.append("--page-attempts must be at least 1")
-    if "://" in ingest.output:
-        errors.append("watch keeps its state beside the output: --output must be a local "
-                      "folder (use a streaming runner for object stores)")
-    if errors:
-        raise SystemExit("newsbeam watch: " + "; ".join(errors))
     return WatchConfig(ingest=ingest, options=options, poll_interval=opts.poll_interval,
                        cycles=opts.cycles,
                        forget_after=dt.timedelta(days=opts.forget_after_days),
@@ -261,6 +205,15 @@ class WatchReport:
     @property
     def balanced(self) -> bool:
         return all(c.balanced for c in self.cycles)
+
+    @property
+    def nothing_through(self) -> bool:
+        """Every cycle that ran a pipeline wrote errors and nothing else, and no cycle
+        found a feed unchanged (see :attr:`pipelines.summary.Summary.nothing_through`)."""
+        ran = [c.summary for c in self.cycles if c.summary is not None]
+        quiet = any(c.polls.get("not_modified", 0) or c.entries_unchanged
+                    for c in self.cycles)
+        return bool(ran) and not quiet and all(s.nothing_through for s in ran)
 
 
 def _published_fates(root: str, run_id: str) -> dict[tuple[str, str], tuple[str, str]]:
@@ -457,7 +410,7 @@ def poll_all(fetcher: PoliteFetcher, config: WatchConfig, states: dict[str, dict
 
 def run_cycle(number: int, config: WatchConfig, store: StateStore, fetcher: PoliteFetcher,
               clock: Callable[[], dt.datetime], first: bool,
-              lease: OutputLease | None = None) -> CycleReport:
+              lease: OutputLease | None = None, console=None) -> CycleReport:
     """One poll cycle: poll, sort, journal, run the batch pipeline, fold in the outcome."""
     started = clock()
     t0 = time.monotonic()
@@ -506,36 +459,28 @@ def run_cycle(number: int, config: WatchConfig, store: StateStore, fetcher: Poli
         return report
     report.run_id = run_id
     store.write_journal(run_id, journal)
-    cycle_config = dataclasses.replace(
-        config.ingest, run_id=run_id,
-        subscriptions=Subscriptions(feeds=[], problems=list(problems)))
-    with prism_for_run(local_runner(config.options)) as run_options:
-        pipeline = beam.Pipeline(options=run_options)
-        build(pipeline, cycle_config, None, feed_stage=CycleInput(new, errors, duplicates),
-              launcher_publishes=True)
-        result = pipeline.run()
-        result.wait_until_finish()
-        counts = counters(result)
-    if lease is not None and lease.lost.is_set():
-        raise LeaseLost(f"{root}: watch lost its writer lease (heartbeat stopped for longer "
-                        "than --lock-lease); cycle not published, the next start recovers it")
+    cycle_config = dataclasses.replace(config.ingest, run_id=run_id,
+                                       subscriptions=Subscriptions(feeds=[]))
+    errors = errors + source_problems(Subscriptions(problems=list(problems)), started)
+    entry_problems = sum(1 for e in errors if e.level == "entry")
     # Each failed cycle publishes its page errors again on purpose (see the module
     # docstring), so cycles do not skip rows an earlier cycle published.
-    publish_run(root, run_id, skip_published=False)
-    cleanup_staging(root, run_id)
+    outcome = execute(cycle_config, local_runner(config.options),
+                      CycleInput(new, errors, duplicates), lease=lease, skip_published=False,
+                      command="watch", console=console,
+                      extra_counts={"entries_read": len(new) + len(duplicates) + entry_problems,
+                                    "entries_unchanged": report.entries_unchanged})
     report.page_retries = _fold(store, root, run_id, journal, config.forget_after,
                                 config.page_attempts)[2]
-    entry_problems = sum(1 for e in errors if e.level == "entry")
-    counts["entries_read"] = len(new) + len(duplicates) + entry_problems
-    counts["entries_unchanged"] = report.entries_unchanged
-    report.summary = summarize(root, run_id, counts)
+    report.summary = outcome.summary
     report.seconds = time.monotonic() - t0
     return report
 
 
 def watch(config: WatchConfig, clock: Callable[[], dt.datetime] | None = None,
-          stop: threading.Event | None = None, out=sys.stdout,
-          on_cycle: Callable[[CycleReport], None] | None = None) -> WatchReport:
+          stop: threading.Event | None = None, out=None,
+          on_cycle: Callable[[CycleReport], None] | None = None,
+          console=None) -> WatchReport:
     """Runs poll cycles until ``config.cycles`` are done or ``stop`` is set.
 
     ``on_cycle`` is called after each cycle (tests change the served feeds there).
@@ -543,16 +488,17 @@ def watch(config: WatchConfig, clock: Callable[[], dt.datetime] | None = None,
     abandons the running cycle. The output folder's writer lease is held throughout
     (:class:`LeaseBusy` if another run holds it past ``--lock-wait``).
     """
+    out = out if out is not None else sys.stdout  # looked up now: callers may swap it
     root = config.ingest.output
     writer = config.options.view_as(WriterOptions)
     with OutputLease(root, "watch-" + new_run_id(), wait=writer.lock_wait,
                      lease_seconds=writer.lock_lease, command="newsbeam watch") as lease:
-        return _watch(config, clock, stop, out, on_cycle, lease)
+        return _watch(config, clock, stop, out, on_cycle, lease, console)
 
 
 def _watch(config: WatchConfig, clock: Callable[[], dt.datetime] | None,
            stop: threading.Event | None, out, on_cycle: Callable[[CycleReport], None] | None,
-           lease: OutputLease) -> WatchReport:
+           lease: OutputLease, console=None) -> WatchReport:
     clock = clock or (lambda: dt.datetime.now(dt.UTC))
     stop = stop or threading.Event()
     root = config.ingest.output
@@ -593,7 +539,7 @@ def _watch(config: WatchConfig, clock: Callable[[], dt.datetime] | None,
             t0 = time.monotonic()
             try:
                 cycle = run_cycle(number, config, store, fetcher, clock, first=number == 1,
-                                  lease=lease)
+                                  lease=lease, console=console)
             except Exception as e:
                 # Libraries may wrap the KeyboardInterrupt of an abandon request in their
                 # own errors (langdetect does while loading profiles): still an abandon.
@@ -614,24 +560,32 @@ def _watch(config: WatchConfig, clock: Callable[[], dt.datetime] | None,
     return report
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``newsbeam watch``; exit code 0 after a clean stop, 1 on an accounting mismatch."""
-    config = parse_watch_args(argv)
+def main(argv: Sequence[str] | None = None, console=None,
+         command: str = "newsbeam watch") -> int:
+    """``newsbeam watch``; returns the exit code: 0 after a clean stop, 1 on an accounting
+    mismatch, 3 when every cycle that ran a pipeline wrote only errors, 75 when another
+    run holds the output folder, 130 when a second signal abandoned a cycle."""
+    config = parse_watch_args(argv, command=command)
     print(f"newsbeam watch: {len(config.ingest.subscriptions.feeds)} feeds every "
           f"{config.poll_interval:g} s into {config.ingest.output} "
           f"(state in {config.ingest.output}/_state; Ctrl-C stops after the current cycle)",
           flush=True)
     try:
-        report = watch(config)
+        report = watch(config, console=console)
     except (LeaseBusy, LeaseLost) as e:
-        print(f"newsbeam watch: {e}", file=sys.stderr)
+        print(f"{command}: {e}", file=sys.stderr)
         return EXIT_BUSY
     except KeyboardInterrupt:
         print("abandoned the running cycle; the next start accounts for what it published",
               flush=True)
         return 130
-    return 0 if report.balanced else 1
+    if not report.balanced:
+        return EXIT_FAILED
+    return EXIT_NOTHING if report.nothing_through else 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # ``python -m pipelines.watch ...`` = ``newsbeam watch ...``
+    from pipelines.cli import console_main
+
+    sys.argv.insert(1, "watch")
+    console_main()

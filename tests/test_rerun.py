@@ -100,9 +100,9 @@ def test_a_run_exits_0_and_leaves_no_runner_server_behind(tmp_path):
         for i in range(3)) + "\n")
     script = (
         "import os, sys, threading\n"
-        "from pipelines.ingest import main\n"
-        f"code = main(['--articles', {str(backfill)!r}, '--output', {str(tmp_path / 'o')!r},"
-        " '--story-similarity', 'lexical'])\n"
+        "from pipelines.cli import main\n"
+        f"code = main(['ingest', '--articles', {str(backfill)!r},"
+        f" '--output', {str(tmp_path / 'o')!r}, '--story-similarity', 'lexical'])\n"
         "names = [t.name for t in threading.enumerate()]\n"
         "native = [open(f'/proc/self/task/{t}/comm').read().strip()\n"
         "          for t in os.listdir('/proc/self/task')]\n"

