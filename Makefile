@@ -1,12 +1,13 @@
 # Two entry points for a fresh machine with Python 3.11+:
 #   make demo   set up .venv, serve the bundled demo corpus on loopback, ingest it
-#   make test   set up .venv, lint, run the whole test suite
+#   make test   set up .venv, build the local Prism runner (cached in .runners/; needs Go),
+#               lint, run the whole test suite (the `runners` tests included)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean runners
 
 $(STAMP): setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +19,10 @@ $(STAMP): setup.py pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/newsbeam demo --output demo-output
 
-test: $(STAMP)
+runners:
+	deploy/local-runners.sh
+
+test: $(STAMP) runners
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 

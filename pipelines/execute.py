@@ -34,6 +34,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.progress import ProgressReporter, filtered_stderr
+from pipelines.runners import is_prism, prism_for_run
 from pipelines.stages import build
 from pipelines.summary import Summary, cleanup_staging, summarize
 from transforms.sinks.publish import (
@@ -138,9 +139,11 @@ def execute(config, options: PipelineOptions, source: beam.PTransform, *, clock=
     """
     timings: dict[str, float] = {}
     t0 = time.monotonic()
-    pipeline = beam.Pipeline(options=options)
     reporter_folder = None
     with contextlib.ExitStack() as stack:
+        # Prism (--runner PrismRunner): a Prism process for this run, stopped at its end.
+        options = stack.enter_context(prism_for_run(options))
+        pipeline = beam.Pipeline(options=options)
         stream = None
         if console is not None and console.quiet_beam and _multi_processing(options):
             stream = stack.enter_context(filtered_stderr())
@@ -150,7 +153,20 @@ def execute(config, options: PipelineOptions, source: beam.PTransform, *, clock=
         build(pipeline, config, source, clock=clock, launcher_publishes=publish,
               progress=reporter_folder, **(build_kwargs or {}))
         result = pipeline.run()
-        result.wait_until_finish()
+        try:
+            result.wait_until_finish()
+        except KeyboardInterrupt:
+            if not is_prism(options):
+                raise  # a remote job (Dataflow, Flink) runs on without its launcher
+            # Prism stops with this process: what was published stays (the windows of an
+            # unbounded run), the staged files go.
+            with contextlib.suppress(Exception):
+                result.cancel()
+            cleanup_staging(config.output, config.run_id)
+            print(f"newsbeam: stopped; what was published so far stays in {config.output}",
+                  file=sys.stderr, flush=True)
+            raise SystemExit(130) from None
+        counts = counters(result)  # read from the runner, while Prism still runs
     timings["pipeline_s"] = time.monotonic() - t0
     t1 = time.monotonic()
     if pause:
@@ -159,7 +175,6 @@ def execute(config, options: PipelineOptions, source: beam.PTransform, *, clock=
         raise LeaseLost(f"{config.output}: run {config.run_id} lost its writer lease "
                         "(its heartbeat stopped for longer than --lock-lease); nothing "
                         "was published, the next run starts afresh")
-    counts = counters(result)
     if publish:
         manifest = publish_run(config.output, config.run_id, skip_published=skip_published,
                                pause=pause)

@@ -148,11 +148,16 @@ def local_runner(options: PipelineOptions) -> PipelineOptions:
     thread can wake up during finalisation inside C++ code and the process aborts with
     ``terminate called without an active exception`` (exit 134) after the run has
     finished. The FnApiRunner is what ran the pipeline anyway; naming it starts no server.
+
+    ``--runner=PrismRunner`` without ``--prism_location`` gets the local Prism binary
+    (:mod:`pipelines.runners`), so Beam downloads nothing.
     """
+    from pipelines.runners import with_local_prism
+
     std = options.view_as(StandardOptions)
     if std.runner in (None, "DirectRunner", "SwitchingDirectRunner"):
         std.runner = "FnApiRunner"
-    return options
+    return with_local_prism(options)
 
 
 def run(argv: Sequence[str] | None = None, clock=None, quiet: bool = False,

@@ -1,4 +1,4 @@
-"""The unbounded ingestion pipeline, for streaming runners (Dataflow, Flink).
+"""The unbounded ingestion pipeline, for streaming runners (Dataflow, Flink, Prism).
 
 Run it::
 
@@ -30,7 +30,9 @@ and forgetting are deterministic under ``TestStream``.
 Locally, ``--streaming`` without a streaming runner runs :mod:`pipelines.watch` instead
 (the CLI decides, with :func:`wants_watch`), because Beam's local runner publishes a
 streaming pipeline's files only when it ends. Give ``--stop-after SECONDS`` to run this
-pipeline locally anyway as a bounded test run.
+pipeline locally anyway as a bounded test run. ``--runner PrismRunner`` (Beam's portable
+local runner, built by ``deploy/local-runners.sh``) is a streaming runner: it publishes
+every window as it closes.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ from transforms.util import NAMESPACE
 
 _LOG = logging.getLogger(__name__)
 LOCAL_RUNNERS = frozenset({None, "", "directrunner", "direct", "fnapirunner",
-                           "bundlebaseddirectrunner", "switchingdirectrunner", "prismrunner"})
+                           "bundlebaseddirectrunner", "switchingdirectrunner"})
 
 
 class _CountEntriesFn(beam.DoFn):
@@ -155,7 +157,10 @@ def poll_source(config: IngestConfig, poll_interval: float, start: float | None 
 
 
 def is_local_runner(options: PipelineOptions) -> bool:
-    """True for runners that run in this process (they publish only when a job ends)."""
+    """True for runners that run in this process (they publish only when a job ends).
+
+    Prism is not one of them: it runs jobs in its own process, with watermarks, and
+    publishes each window when it closes (``tests/test_runners.py``)."""
     runner = options.view_as(StandardOptions).runner
     name = runner if isinstance(runner, str) or runner is None else type(runner).__name__
     return (name or "").lower() in LOCAL_RUNNERS
@@ -171,8 +176,8 @@ def wants_watch(argv: Sequence[str]) -> bool:
 LOCAL_STREAMING_NOTE = (
     "newsbeam: the local runner publishes a streaming job's files only when it ends, so "
     "--streaming runs here as `newsbeam watch` (a batch pipeline per poll cycle, published "
-    "every cycle). Use a streaming runner (Dataflow, Flink) for the unbounded pipeline, or "
-    "--stop-after SECONDS for a bounded local run.")
+    "every cycle). Use a streaming runner (Dataflow, Flink, or Prism locally: --runner "
+    "PrismRunner) for the unbounded pipeline, or --stop-after SECONDS for a bounded local run.")
 
 
 def run(argv: Sequence[str] | None = None, clock=None, quiet: bool = False,

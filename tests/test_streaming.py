@@ -69,6 +69,8 @@ def test_local_runner_detection():
     assert is_local_runner(PipelineOptions(["--runner=DirectRunner"]))
     assert not is_local_runner(PipelineOptions(["--runner=DataflowRunner"]))
     assert not is_local_runner(PipelineOptions(["--runner=FlinkRunner"]))
+    # Prism publishes each window as it closes: the unbounded pipeline, not watch.
+    assert not is_local_runner(PipelineOptions(["--runner=PrismRunner"]))
 
 
 @pytest.fixture
