@@ -139,6 +139,12 @@ class IngestOptions(PipelineOptions):
             help="Write story leads only; echoes go to duplicates/ (level echo). "
                  "Default: echoes are written with the lead's story_id.")
         parser.add_argument(
+            "--refetch", action="store_true", default=False,
+            help="Read every feed and listed page again, ignoring what DIR/_state remembers "
+                 "(feed validators, entries published by earlier runs); rows already "
+                 "published are still not written twice. Default: off (a run over a local "
+                 "output skips unchanged feeds and entries it has seen).")
+        parser.add_argument(
             "--run-id", dest="run_id", default=None,
             help="Identifier written into output file names. Default: UTC time + random.")
 
@@ -390,6 +396,10 @@ def run(argv: Sequence[str] | None = None, clock=None, quiet: bool = False,
         recovered = recover(config.output)
         if recovered and not quiet:
             print(f"newsbeam: {config.output}: {recovered.render()}", file=sys.stderr)
+        from pipelines.rerun import remembers, run_remembered
+
+        if remembers(config, options):
+            return run_remembered(config, options, lease, clock, quiet, pause)
         pipeline = beam.Pipeline(options=local_runner(options))
         build(pipeline, config, clock, launcher_publishes=True)
         result = pipeline.run()

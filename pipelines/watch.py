@@ -101,6 +101,7 @@ from transforms.sinks.lease import EXIT_BUSY, LeaseBusy, OutputLease, WriterOpti
 from transforms.sinks.parquet import COMPRESSION, date_partition, to_rows
 from transforms.sinks.publish import (
     STAGED_SUFFIX,
+    committed_files,
     publish_run,
     read_manifest,
     staging_folder,
@@ -262,22 +263,27 @@ class WatchReport:
         return all(c.balanced for c in self.cycles)
 
 
-def _published_fates(root: str, run_id: str) -> dict[tuple[str, str], tuple[str, str]]:
-    """(feed_url, entry id or url) → (fate, kept article_id), from the run's files.
+def _published_fates(root: str, run_id: str | None) -> dict[tuple[str, str], tuple[str, str]]:
+    """(feed_url, entry id or url) → (fate, kept article_id), from the run's files (or,
+    with ``run_id`` None, from every committed file of the output).
 
     For an entry-level error the second field is ``stage/reason``.
     """
     fates: dict[tuple[str, str], tuple[str, str]] = {}
-    for path in run_files(root, "articles", run_id):
+
+    def files(table: str) -> list[str]:
+        return run_files(root, table, run_id) if run_id else committed_files(root, table)
+
+    for path in files("articles"):
         t = pq.read_table(path, columns=["article_id", "feed_url"])
         for aid, feed in zip(*(t.column(c).to_pylist() for c in t.column_names), strict=True):
             fates[(feed, aid)] = ("article", aid)
-    for path in run_files(root, "duplicates", run_id):
+    for path in files("duplicates"):
         t = pq.read_table(path, columns=["article_id", "feed_url", "duplicate_of"])
         for aid, feed, kept in zip(*(t.column(c).to_pylist() for c in t.column_names),
                                    strict=True):
             fates.setdefault((feed, aid), ("duplicate", kept))
-    for path in run_files(root, "errors", run_id):
+    for path in files("errors"):
         t = pq.read_table(path, columns=["url", "feed_url", "level", "stage", "reason"])
         for url, feed, level, stage, reason in zip(
                 *(t.column(c).to_pylist() for c in t.column_names), strict=True):
@@ -308,6 +314,9 @@ def fold_journal(store: StateStore, root: str, run_id: str, journal: dict[str, A
     full GET that lists the entry again. So does a feed with an entry whose page failed
     transiently in fewer than ``page_attempts`` cycles: that entry stays unseen (it
     counts as accounted: its error record was published).
+
+    A journal marked ``skip_published`` (a batch run, whose rows already published by an
+    earlier run were left out) also finds fates among every committed file.
     """
     return _fold(store, root, run_id, journal, forget_after, page_attempts)[:2]
 
@@ -320,6 +329,10 @@ def _fold(store: StateStore, root: str, run_id: str, journal: dict[str, Any],
     retries = load_retries(store)
     now = journal["polled_at"]
     fates = _published_fates(root, run_id) if journal["entries"] else {}
+    if journal.get("skip_published") and any(
+            (f, e) not in fates and (f, u) not in fates for f, e, u, *_ in journal["entries"]):
+        for key, fate in _published_fates(root, None).items():
+            fates.setdefault(key, fate)
     incomplete: set[str] = set()
     accounted = again = 0
     for feed, entry_id, url, guid, gkey in journal["entries"]:
@@ -456,8 +469,16 @@ def poll_all(fetcher: PoliteFetcher, config: WatchConfig, states: dict[str, dict
 
 def run_cycle(number: int, config: WatchConfig, store: StateStore, fetcher: PoliteFetcher,
               clock: Callable[[], dt.datetime], first: bool,
-              lease: OutputLease | None = None) -> CycleReport:
-    """One poll cycle: poll, sort, journal, run the batch pipeline, fold in the outcome."""
+              lease: OutputLease | None = None, batch: bool = False,
+              pipeline_clock: Callable[[], dt.datetime] | None = None,
+              pause: Callable[[str], None] | None = None) -> CycleReport:
+    """One poll cycle: poll, sort, journal, run the batch pipeline, fold in the outcome.
+
+    ``batch`` (a remembering ``newsbeam ingest``): the cycle also reads the config's
+    backfill file, always runs and summarises, and leaves out rows an earlier run
+    already published, as a batch run does. ``pipeline_clock`` is the pipeline's clock
+    and ``pause`` the publish's fault-injection hook (tests).
+    """
     started = clock()
     t0 = time.monotonic()
     report = CycleReport(number, None, started)
@@ -497,8 +518,9 @@ def run_cycle(number: int, config: WatchConfig, store: StateStore, fetcher: Poli
         # Feed failures travel with the backoff they cause: recovery publishes them if
         # the pipeline did not (see publish_journaled_errors).
         "feed_errors": [error_to_json(e) for e in errors if e.level == "feed"],
+        "skip_published": batch,
     }
-    if not new and not duplicates and not errors and not problems:
+    if not new and not duplicates and not errors and not problems and not batch:
         # Nothing to publish (every feed answered 304, or listed only known items).
         fold_journal(store, root, run_id, journal, config.forget_after, config.page_attempts)
         report.seconds = time.monotonic() - t0
@@ -509,23 +531,32 @@ def run_cycle(number: int, config: WatchConfig, store: StateStore, fetcher: Poli
         config.ingest, run_id=run_id,
         subscriptions=Subscriptions(feeds=[], problems=list(problems)))
     pipeline = beam.Pipeline(options=local_runner(config.options))
-    build(pipeline, cycle_config, None, feed_stage=CycleInput(new, errors, duplicates),
-          launcher_publishes=True)
+    build(pipeline, cycle_config, pipeline_clock,
+          feed_stage=CycleInput(new, errors, duplicates), launcher_publishes=True)
     result = pipeline.run()
     result.wait_until_finish()
+    if pause:
+        pause("before_publish")
     if lease is not None and lease.lost.is_set():
         raise LeaseLost(f"{root}: watch lost its writer lease (heartbeat stopped for longer "
                         "than --lock-lease); cycle not published, the next start recovers it")
     # Each failed cycle publishes its page errors again on purpose (see the module
-    # docstring), so cycles do not skip rows an earlier cycle published.
-    publish_run(root, run_id, skip_published=False)
+    # docstring), so cycles do not skip rows an earlier cycle published; a batch run
+    # does, as every batch run does.
+    manifest = publish_run(root, run_id, skip_published=batch, pause=pause)
     cleanup_staging(root, run_id)
     report.page_retries = _fold(store, root, run_id, journal, config.forget_after,
                                 config.page_attempts)[2]
     entry_problems = sum(1 for e in errors if e.level == "entry")
     counts = counters(result)
-    counts["entries_read"] = len(new) + len(duplicates) + entry_problems
+    # The backfill stage counts its own entries; the polled ones are counted here.
+    counts["entries_read"] = (counts.get("entries_read", 0) + len(new) + len(duplicates)
+                              + entry_problems)
     counts["entries_unchanged"] = report.entries_unchanged
+    for status, n in report.polls.items():
+        counts[f"feeds_{status}"] = n
+    for table in ("articles", "duplicates", "errors"):
+        counts[f"rows_written_{table}"] = manifest.rows(table)
     report.summary = summarize(root, run_id, counts)
     report.seconds = time.monotonic() - t0
     return report
