@@ -29,7 +29,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, 
 from pipelines.preflight import articles_problem, fail, output_problem
 from schemas import ARTICLE_SCHEMA, DUPLICATE_SCHEMA, ERROR_SCHEMA
 from transforms.extraction.extract import FetchArticles
-from transforms.extraction.language import DetectLanguageFn
+from transforms.extraction.language import DetectLanguageFn, FilterLanguagesFn, parse_languages
 from transforms.feeds.backfill import ReadBackfill
 from transforms.feeds.parse import ReadFeeds
 from transforms.feeds.sources import SourceError, Subscriptions, read_sources
@@ -139,6 +139,11 @@ class IngestOptions(PipelineOptions):
             help="Write story leads only; echoes go to duplicates/ (level echo). "
                  "Default: echoes are written with the lead's story_id.")
         parser.add_argument(
+            "--languages", default=None,
+            help="Comma-separated ISO 639 codes of the languages to keep, e.g. en,uk; an "
+                 "article in any other language is left out as an error record with reason "
+                 "language_filtered ('und' keeps undetermined ones). Default: all.")
+        parser.add_argument(
             "--refetch", action="store_true", default=False,
             help="Read every feed and listed page again, ignoring what DIR/_state remembers "
                  "(feed validators, entries published by earlier runs); rows already "
@@ -166,6 +171,8 @@ class IngestConfig:
     drop_echoes: bool = False
     topic_threshold: float = DEFAULT_TOPIC_THRESHOLD
     topic_encoder: bool = False
+    languages: frozenset[str] = frozenset()
+    """Languages to keep (empty: all)."""
 
 
 def new_run_id() -> str:
@@ -225,6 +232,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[IngestConfig, PipelineOption
         errors.append(problem)
     if opts.articles and (problem := articles_problem(opts.articles)):
         errors.append(problem)
+    languages: frozenset[str] = frozenset()
+    if opts.languages is not None:
+        try:
+            languages = parse_languages(opts.languages)
+        except ValueError as e:
+            errors.append(str(e))
     subs = Subscriptions()
     try:
         subs = read_sources(opts.feeds)
@@ -255,7 +268,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[IngestConfig, PipelineOption
                           story_window_hours=opts.story_window_hours,
                           story_threshold=opts.story_threshold,
                           story_similarity=opts.story_similarity,
-                          drop_echoes=opts.drop_echoes)
+                          drop_echoes=opts.drop_echoes, languages=languages)
     return config, options
 
 
@@ -300,9 +313,14 @@ def build(pipeline: beam.Pipeline, config: IngestConfig, clock=None,
     pages = unique | "FetchArticles" >> FetchArticles(config.policy, config.fetch_threads,
                                                       clock=clock)
     error_sets.append(pages.errors)
+    articles = pages.articles | "DetectLanguage" >> beam.ParDo(DetectLanguageFn())
+    if config.languages:
+        kept = articles | "FilterLanguages" >> beam.ParDo(
+            FilterLanguagesFn(config.languages)).with_outputs("errors", main="articles")
+        articles = kept.articles
+        error_sets.append(kept.errors)
     articles = (
-        pages.articles
-        | "DetectLanguage" >> beam.ParDo(DetectLanguageFn())
+        articles
         | "AssignTopic" >> beam.ParDo(
             AssignTopicFn(config.category_map, config.topic_threshold,
                           use_encoder=config.topic_encoder))
