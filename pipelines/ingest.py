@@ -173,6 +173,8 @@ class IngestConfig:
     topic_encoder: bool = False
     languages: frozenset[str] = frozenset()
     """Languages to keep (empty: all)."""
+    credentials: dict = field(default_factory=dict, repr=False)
+    """Feed URL → the feed's own request headers, for its pages on the feed's origin."""
 
 
 def new_run_id() -> str:
@@ -268,7 +270,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[IngestConfig, PipelineOption
                           story_window_hours=opts.story_window_hours,
                           story_threshold=opts.story_threshold,
                           story_similarity=opts.story_similarity,
-                          drop_echoes=opts.drop_echoes, languages=languages)
+                          drop_echoes=opts.drop_echoes, languages=languages,
+                          credentials={f.url: f.credentials for f in subs.feeds
+                                       if f.credentials})
     return config, options
 
 
@@ -311,7 +315,8 @@ def build(pipeline: beam.Pipeline, config: IngestConfig, clock=None,
     if duplicate_sets:
         duplicates = [duplicates, *duplicate_sets] | "AllDuplicates" >> beam.Flatten()
     pages = unique | "FetchArticles" >> FetchArticles(config.policy, config.fetch_threads,
-                                                      clock=clock)
+                                                      clock=clock,
+                                                      credentials=config.credentials)
     error_sets.append(pages.errors)
     articles = pages.articles | "DetectLanguage" >> beam.ParDo(DetectLanguageFn())
     if config.languages:

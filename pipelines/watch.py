@@ -457,7 +457,7 @@ def poll_all(fetcher: PoliteFetcher, config: WatchConfig, states: dict[str, dict
         if not is_due(state, now.timestamp()):
             results.append(PollResult(spec, "backing_off", state))
             continue
-        future = fetcher.submit(spec.url, **poll_request(state))
+        future = fetcher.submit(spec.url, **poll_request(state, spec))
         waiting.append((len(results), spec, state, future))
         results.append(None)
     for index, spec, state, future in waiting:

@@ -80,6 +80,10 @@ class FeedSpec:
     name: str | None = _doc("Outlet name; defaults to the feed's title.", default=None)
     topic: str | None = _doc("Topic slug forced on every entry of this feed.", default=None)
     language: str | None = _doc("ISO 639-1 code used when detection is unsure.", default=None)
+    credentials: tuple[tuple[str, str], ...] = field(
+        default=(), repr=False, compare=False,
+        metadata={"doc": "Extra request headers (auth, cookies) for the feed and its pages "
+                         "on the feed's origin; secret, never written out."})
 
 
 @dataclass(frozen=True)

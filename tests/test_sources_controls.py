@@ -60,3 +60,179 @@ def test_languages_filter_leaves_other_languages_out_with_one_error_each(tmp_pat
     # Every entry read is one article, duplicate or entry error: the filtered ones too.
     assert s.balanced and s.entry_errors >= len(filtered)
     assert s.counters["articles_language_filtered"] == len(filtered)
+
+
+# -- per-feed headers, cookies and basic auth ---------------------------------------------
+
+SECRET_PASSWORD = "s3cret-pass-7731"
+SECRET_KEY = "key-5f0e2a91"
+SECRET_COOKIE = "sess-88d1c0"
+
+
+TOPICS = {
+    "Budget agreed": "The council agreed next year's harbour budget after a long debate "
+                     "about dredging costs and the price of berths for fishing boats.",
+    "Ferry timetable": "A new winter ferry timetable cuts the late crossings to the islands, "
+                       "and commuters say the early boat is already full every morning.",
+    "Elsewhere": "Volunteers planted four hundred oak saplings along the river path, "
+                 "hoping the young wood will hold the bank when the floods return.",
+}
+
+
+def article_html(title: str) -> str:
+    body = " ".join([TOPICS[title]] * 8)
+    return (f"<html><head><title>{title}</title></head><body><article><h1>{title}</h1>"
+            f"<p>{body}</p></article></body></html>")
+
+
+def rss(items: list[tuple[str, str]]) -> str:
+    entries = "".join(f"<item><title>{t}</title><link>{link}</link><guid>{link}</guid>"
+                      "<pubDate>Mon, 25 Nov 2024 08:00:00 +0000</pubDate></item>"
+                      for t, link in items)
+    return (f'<?xml version="1.0"?><rss version="2.0"><channel><title>Members</title>'
+            f"{entries}</channel></rss>")
+
+
+class Site:
+    """A loopback site whose files may demand credentials; logs each request's headers."""
+
+    def __init__(self, demand: dict[str, str] | None = None):
+        import http.server
+        import threading
+
+        self.files: dict[str, tuple[str, str]] = {}
+        self.log: list[tuple[str, dict[str, str]]] = []
+        self.demand = demand or {}
+        site = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                site.log.append((self.path, headers))
+                if self.path == "/robots.txt":
+                    return self._send(404, "text/plain", "")
+                if self.path not in site.files:
+                    return self._send(404, "text/plain", "no such page")
+                if any(headers.get(k.lower()) != v for k, v in site.demand.items()):
+                    return self._send(401, "text/plain", "credentials required")
+                self._send(200, *site.files[self.path])
+
+            def _send(self, status, ctype, body):
+                data = body.encode("utf-8")
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> Site:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("mode", [[], ["--refetch"]], ids=["remembering", "refetch"])
+def test_feed_credentials_reach_the_feed_and_its_pages_only_and_are_never_written(
+        tmp_path, monkeypatch, capsys, caplog, mode):
+    # A remembering run polls the feeds in the launcher; --refetch reads them in the
+    # pipeline's feed stage: both send the feed's credentials.
+    import base64
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("MEMBERS_PASSWORD", SECRET_PASSWORD)
+    monkeypatch.setenv("MEMBERS_KEY", SECRET_KEY)
+    monkeypatch.setenv("MEMBERS_SESSION", SECRET_COOKIE)
+    monkeypatch.setenv("WRONG_PASSWORD", "not-the-password")
+    token = base64.b64encode(f"reader:{SECRET_PASSWORD}".encode()).decode()
+    demand = {"Authorization": f"Basic {token}", "X-Api-Key": SECRET_KEY,
+              "Cookie": f"session={SECRET_COOKIE}", "Accept-Language": "en"}
+    out = tmp_path / "out"
+    with Site(demand) as members, Site() as elsewhere:
+        members.files["/feed.xml"] = ("application/rss+xml", rss([
+            ("Budget agreed", f"{members.base}/budget.html"),
+            ("Ferry timetable", f"{members.base}/ferry.html"),
+            ("Elsewhere", f"{elsewhere.base}/other.html")]))
+        members.files["/budget.html"] = ("text/html", article_html("Budget agreed"))
+        members.files["/ferry.html"] = ("text/html", article_html("Ferry timetable"))
+        members.files["/wrong.xml"] = members.files["/feed.xml"]
+        elsewhere.files["/other.html"] = ("text/html", article_html("Elsewhere"))
+        config = tmp_path / "feeds.yaml"
+        config.write_text(f"""feeds:
+  - url: {members.base}/feed.xml
+    headers: {{Accept-Language: en}}
+    headers_env: {{X-Api-Key: MEMBERS_KEY}}
+    cookies_env: {{session: MEMBERS_SESSION}}
+    auth: {{username: reader, password_env: MEMBERS_PASSWORD}}
+  - url: {members.base}/wrong.xml
+    auth: {{username: reader, password_env: WRONG_PASSWORD}}
+  - url: {members.base}/unset.xml
+    auth: {{username: reader, password_env: NOT_SET_ANYWHERE}}
+""", encoding="utf-8")
+        _, s = run(["--feeds", str(config), "--output", str(out), "--allow-private-network",
+                    "--per-host-delay", "0", "--story-similarity", "lexical", *mode])
+        members_log, elsewhere_log = list(members.log), list(elsewhere.log)
+    articles, errors = table(out, "articles"), table(out, "errors")
+    assert sorted(a["title"] for a in articles) == ["Budget agreed", "Elsewhere",
+                                                    "Ferry timetable"]
+    assert s.balanced
+    # The feed and its pages on its origin carried every credential; robots.txt, the
+    # page on another origin and the feed with the wrong password did not get them.
+    sent = {path: h for path, h in members_log}
+    for path in ("/feed.xml", "/budget.html", "/ferry.html"):
+        assert all(sent[path].get(k.lower()) == v for k, v in demand.items()), path
+    assert "authorization" not in sent["/robots.txt"]
+    assert all("authorization" not in h and "cookie" not in h and "x-api-key" not in h
+               for _, h in elsewhere_log)
+    assert sent["/wrong.xml"]["authorization"] != demand["Authorization"]
+    reasons = {(e["url"].rsplit("/", 1)[-1], e["reason"]) for e in errors}
+    assert ("wrong.xml", "http_401") in reasons
+    unset = [e for e in errors if e["reason"] == "bad_source"]
+    assert len(unset) == 1 and "environment variable NOT_SET_ANYWHERE is not set" in (
+        unset[0]["message"])
+    # No secret in any file below the output (tables, state, manifests), nor printed,
+    # nor logged.
+    secrets = [SECRET_PASSWORD, SECRET_KEY, SECRET_COOKIE, token, "not-the-password",
+               base64.b64encode(b"reader:not-the-password").decode()]
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".parquet" for p in files)
+    assert any("_state" in p.parts for p in files) == (not mode)
+    for p in files:
+        data = p.read_bytes()
+        assert not any(x.encode() in data for x in secrets), p
+    printed = capsys.readouterr()
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for text in (printed.out, printed.err, logged):
+        assert not any(x in text for x in secrets)
+
+
+def test_credential_settings_are_checked_without_echoing_values(tmp_path, monkeypatch):
+    from transforms.feeds.credentials import CredentialError, request_credentials
+
+    env = {"PW": "hunter2-secret"}
+    creds = dict(request_credentials({"auth": {"username": "u", "password_env": "PW"},
+                                      "cookies": {"a": "1"}}, env))
+    assert creds["Cookie"] == "a=1" and creds["Authorization"].startswith("Basic ")
+    for item, message in (
+            ({"auth": {"username": "u", "password": "hunter2-secret"}}, "password_env"),
+            ({"headers": {"X-Key": "a\r\nInjected: 1"}}, "line break"),
+            ({"headers": {"Host": "x"}}, "cannot be set"),
+            ({"headers_env": {"X-Key": "MISSING"}}, "MISSING is not set"),
+            ({"cookies": {"a": "1; b=2"}}, "';'")):
+        with pytest.raises(CredentialError, match=message) as caught:
+            request_credentials(item, env)
+        assert "hunter2" not in str(caught.value)

@@ -428,12 +428,16 @@ def _normalise_entry(raw: Mapping[str, Any], where: str, spec: FeedSpec, source:
         fetched_at=fetched_at)
 
 
-def feed_request(headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+def feed_request(headers: Mapping[str, str] | None = None,
+                 spec: FeedSpec | None = None) -> dict[str, Any]:
     """The GET arguments of a feed fetch, the same in every mode (batch, streaming,
-    watch); ``headers`` carries the validators of a conditional GET."""
+    watch); ``headers`` carries the validators of a conditional GET, ``spec`` the feed's
+    own headers (auth, cookies: sent to the feed's origin only)."""
     args: dict[str, Any] = {"accept": FEED_ACCEPT, "refused_types": FEED_REFUSED_TYPES}
     if headers:
         args["headers"] = dict(headers)
+    if spec is not None and spec.credentials:
+        args["origin_headers"] = dict(spec.credentials)
     return args
 
 
@@ -462,7 +466,7 @@ class FetchFeedsFn(PoliteFetchFn):
     def process(self, spec: FeedSpec, timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam) -> Iterator[Any]:
         yield from self.fetch(spec.url, (spec, self._clock()), timestamp, window,
-                              **feed_request())
+                              **feed_request(spec=spec))
 
     def _fail(self, reason: str) -> None:
         self.feeds_failed.inc()

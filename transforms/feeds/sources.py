@@ -5,7 +5,9 @@
 * an http(s) URL: one feed;
 * an OPML file (``.opml``/``.xml``), parsed with ``listparser``;
 * a YAML file (``.yaml``/``.yml``) with a top-level ``feeds:`` list whose items are a URL
-  string or a mapping with ``url`` and optional ``name``, ``topic``, ``language``;
+  string or a mapping with ``url`` and optional ``name``, ``topic``, ``language``, and the
+  request settings of :mod:`transforms.feeds.credentials` (``headers``, ``headers_env``,
+  ``cookies``, ``cookies_env``, ``auth``);
 * any other file: one URL per line, ``#`` starts a comment.
 
 Sources are read when the pipeline is built (they are small), so a typo fails at once
@@ -31,6 +33,8 @@ import yaml
 
 from schemas import FeedSpec
 from transforms.extraction.text import has_unstorable
+from transforms.feeds.credentials import KEYS as CREDENTIAL_KEYS
+from transforms.feeds.credentials import CredentialError, request_credentials
 from transforms.fetching.urls import is_http_url
 from transforms.topics.taxonomy import MEDIA_TOPICS
 
@@ -83,7 +87,7 @@ def _from_yaml(path: Path, subs: Subscriptions) -> None:
         if isinstance(item, str):
             subs.add(FeedSpec(url=item.strip()), where)
         elif isinstance(item, dict) and isinstance(item.get("url"), str):
-            unknown = set(item) - {"url", "name", "topic", "language"}
+            unknown = set(item) - {"url", "name", "topic", "language"} - CREDENTIAL_KEYS
             if unknown:
                 subs.problems.append((where, f"unknown keys {sorted(map(str, unknown))}"))
                 continue
@@ -93,9 +97,15 @@ def _from_yaml(path: Path, subs: Subscriptions) -> None:
             if wrong:
                 subs.problems.append((where, f"{', '.join(wrong)} must be text"))
                 continue
+            try:
+                credentials = request_credentials(item)
+            except CredentialError as e:
+                subs.problems.append((where, str(e)))
+                continue
             subs.add(FeedSpec(url=item["url"].strip(), name=_opt(item.get("name")),
                               topic=_opt(item.get("topic")),
-                              language=_opt(item.get("language"))), where)
+                              language=_opt(item.get("language")),
+                              credentials=credentials), where)
         else:
             subs.problems.append((where, "each feed needs a 'url'"))
 

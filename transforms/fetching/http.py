@@ -224,19 +224,22 @@ class HttpClient:
             refused_types: tuple[str, ...] = (),
             headers: Mapping[str, str] | None = None,
             max_bytes: int | None = None,
-            sniff_binary: bool = False) -> Response:
+            sniff_binary: bool = False,
+            origin_headers: Mapping[str, str] | None = None) -> Response:
         """GETs ``url`` with retries; returns a 2xx/304 response or raises FetchError.
 
         ``allowed_types`` (exact types, or prefixes ending in ``/``) is an allow-list of
         Content-Types, ``refused_types`` a deny-list; ``sniff_binary`` also refuses a
         body that looks binary whatever its declared type. ``max_bytes`` lowers the
-        policy's size cap for this request.
+        policy's size cap for this request. ``origin_headers`` (credentials, cookies) are
+        sent only to the origin of ``url``: a redirect hop to another scheme, host or port
+        goes without them.
         """
         attempts = 0
         started = time.monotonic()
         limits = _Limits(allowed_types, refused_types, headers or {},
                          min(max_bytes or self.policy.max_bytes, self.policy.max_bytes),
-                         sniff_binary)
+                         sniff_binary, origin_headers or {})
 
         def one_attempt() -> Response:
             nonlocal attempts
@@ -284,7 +287,10 @@ class HttpClient:
             if current in seen:
                 raise FetchError(url, "redirect_loop", f"redirect loop at {current}")
             seen.add(current)
-            resp = self._request(url, current, accept, limits.headers, deadline)
+            headers = limits.headers
+            if limits.origin_headers and url_origin(current) == url_origin(url):
+                headers = {**headers, **limits.origin_headers}
+            resp = self._request(url, current, accept, headers, deadline)
             if resp.status in REDIRECT_STATUSES:
                 location = resp.headers.get("location")
                 _discard(resp)
@@ -508,6 +514,19 @@ class _Limits:
     headers: Mapping[str, str]
     max_bytes: int
     sniff_binary: bool
+    origin_headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Sent only while the request stays on the origin of the URL asked for."""
+
+
+def url_origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of ``url``, the default port made explicit."""
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        return scheme, (parts.hostname or "").lower(), parts.port or (
+            443 if scheme == "https" else 80)
+    except ValueError:
+        return "", url, None
 
 
 def _type_matches(content_type: str, patterns: tuple[str, ...]) -> bool:
