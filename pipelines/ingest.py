@@ -39,6 +39,7 @@ from transforms.fetching.http import (
     FetchPolicy,
     user_agent_for,
 )
+from transforms.fetching.proxy import ProxyConfigError, proxies_from
 from transforms.sinks.parquet import WriteParquetTable, article_partition, date_partition
 from transforms.stories.exact import DropExactDuplicates
 from transforms.stories.similarity import SIMILARITIES, MissingBackendError, make_similarity
@@ -73,6 +74,13 @@ class IngestOptions(PipelineOptions):
             default=False,
             help="Allow URLs that resolve to loopback, private or link-local addresses. "
                  "Default: refused.")
+        parser.add_argument(
+            "--proxy", default=None,
+            help="HTTP(S) proxy for every request, e.g. http://proxy:3128 (user:password@ "
+                 "allowed); https targets are tunnelled with CONNECT. The private-network "
+                 "guard still applies to the target. '' turns proxies off. Default: the "
+                 "HTTPS_PROXY / HTTP_PROXY environment variables (per scheme, with NO_PROXY), "
+                 "else none.")
         parser.add_argument(
             "--user-agent", dest="user_agent", default=None,
             help="User-Agent for every request. Default: 'newsbeam/0.1 (+CONTACT_URL)', "
@@ -240,6 +248,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[IngestConfig, PipelineOption
             languages = parse_languages(opts.languages)
         except ValueError as e:
             errors.append(str(e))
+    proxies, no_proxy = (), ""
+    try:
+        proxies, no_proxy = proxies_from(opts.proxy)
+    except ProxyConfigError as e:
+        errors.append(str(e))
     subs = Subscriptions()
     try:
         subs = read_sources(opts.feeds)
@@ -261,7 +274,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[IngestConfig, PipelineOption
                          max_bytes=opts.max_page_bytes, total_timeout=opts.timeout,
                          per_host_concurrency=opts.per_host_concurrency,
                          per_host_delay=opts.per_host_delay,
-                         max_retry_after=opts.max_retry_after)
+                         max_retry_after=opts.max_retry_after,
+                         proxies=proxies, no_proxy=no_proxy)
     config = IngestConfig(output=str(opts.output).rstrip("/"), run_id=opts.run_id or new_run_id(),
                           policy=policy, subscriptions=subs, articles=opts.articles,
                           fetch_threads=opts.fetch_threads, category_map=category_map,

@@ -236,3 +236,208 @@ def test_credential_settings_are_checked_without_echoing_values(tmp_path, monkey
         with pytest.raises(CredentialError, match=message) as caught:
             request_credentials(item, env)
         assert "hunter2" not in str(caught.value)
+
+
+# -- the HTTP(S) proxy ---------------------------------------------------------------------
+
+PROXY_PASSWORD = "proxy-pw-40be"
+
+
+class ForwardProxy:
+    """A small forwarding proxy on 127.0.0.1: absolute-URI GETs and CONNECT tunnels.
+
+    It demands ``Proxy-Authorization`` when ``auth`` is set and logs (method, target) of
+    every request. Each upstream exchange and tunnel is bounded by a 10 s timeout.
+    """
+
+    def __init__(self, auth: str | None = None):
+        import http.client
+        import http.server
+        import select
+        import socket
+        import threading
+        from urllib.parse import urlsplit
+
+        self.log: list[tuple[str, str]] = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _authorised(self) -> bool:
+                if auth is None or self.headers.get("Proxy-Authorization") == auth:
+                    return True
+                self.send_response(407)
+                self.send_header("Proxy-Authenticate", 'Basic realm="test"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return False
+
+            def do_GET(self):  # noqa: N802 - http.server's name
+                proxy.log.append(("GET", self.path))
+                if not self._authorised():
+                    return
+                target = urlsplit(self.path)
+                upstream = http.client.HTTPConnection(target.hostname, target.port or 80,
+                                                      timeout=10)
+                hop = {"proxy-authorization", "proxy-connection", "connection", "keep-alive"}
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
+                path = target.path + (f"?{target.query}" if target.query else "")
+                try:
+                    upstream.request("GET", path, headers=headers)
+                    answer = upstream.getresponse()
+                    body = answer.read()
+                finally:
+                    upstream.close()
+                self.send_response(answer.status)
+                for k, v in answer.getheaders():
+                    if k.lower() not in {"transfer-encoding", "connection", "content-length"}:
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_CONNECT(self):  # noqa: N802 - http.server's name
+                proxy.log.append(("CONNECT", self.path))
+                if not self._authorised():
+                    return
+                host, port = self.path.rsplit(":", 1)
+                upstream = socket.create_connection((host, int(port)), timeout=10)
+                self.send_response(200, "Connection established")
+                self.end_headers()
+                self.wfile.flush()
+                ends = [self.connection, upstream]
+                try:
+                    for _ in range(10_000):  # bounded relay
+                        ready, _, _ = select.select(ends, [], [], 10)
+                        if not ready:
+                            break
+                        done = False
+                        for end in ready:
+                            data = end.recv(65536)
+                            if not data:
+                                done = True
+                                break
+                            (upstream if end is self.connection else self.connection
+                             ).sendall(data)
+                        if done:
+                            break
+                finally:
+                    upstream.close()
+                self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    def __enter__(self) -> ForwardProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+def serve_two_articles(site: Site) -> str:
+    """Puts a feed and two article pages on ``site``; returns a YAML feed list's text."""
+    site.files["/feed.xml"] = ("application/rss+xml", rss([
+        ("Budget agreed", f"{site.base}/budget.html"),
+        ("Ferry timetable", f"{site.base}/ferry.html")]))
+    site.files["/budget.html"] = ("text/html", article_html("Budget agreed"))
+    site.files["/ferry.html"] = ("text/html", article_html("Ferry timetable"))
+    return f"feeds:\n  - url: {site.base}/feed.xml\n"
+
+
+def test_proxy_forwards_http_and_keeps_the_private_network_guard(tmp_path, capsys):
+    import base64
+
+    auth = "Basic " + base64.b64encode(f"reader:{PROXY_PASSWORD}".encode()).decode()
+    with Site() as site, ForwardProxy(auth) as proxy:
+        config = tmp_path / "feeds.yaml"
+        config.write_text(serve_two_articles(site), encoding="utf-8")
+        proxy_url = f"http://reader:{PROXY_PASSWORD}@127.0.0.1:{proxy.port}"
+        common = ["--feeds", str(config), "--per-host-delay", "0",
+                  "--story-similarity", "lexical", "--proxy", proxy_url]
+        # Without --allow-private-network the loopback target is refused before anything
+        # is handed to the proxy.
+        _, refused = run([*common, "--output", str(tmp_path / "refused")])
+        assert proxy.log == [] and site.log == []
+        # Allowed: every request (robots.txt, feed, pages) goes through the proxy.
+        _, allowed = run([*common, "--output", str(tmp_path / "out"),
+                          "--allow-private-network"])
+        through = [target for method, target in proxy.log]
+    errors = table(tmp_path / "refused", "errors")
+    assert [(e["level"], e["reason"]) for e in errors] == [("feed", "blocked_address")]
+    assert "--allow-private-network" in errors[0]["message"] and refused.balanced
+    articles = table(tmp_path / "out", "articles")
+    assert sorted(a["title"] for a in articles) == ["Budget agreed", "Ferry timetable"]
+    assert allowed.balanced
+    for path in ("/robots.txt", "/feed.xml", "/budget.html", "/ferry.html"):
+        assert f"{site.base}{path}" in through
+    assert {p for p, _ in site.log} == {"/robots.txt", "/feed.xml", "/budget.html",
+                                        "/ferry.html"}
+    for p in (tmp_path / "out").rglob("*"):
+        assert not p.is_file() or PROXY_PASSWORD.encode() not in p.read_bytes()
+    printed = capsys.readouterr()
+    assert PROXY_PASSWORD not in printed.out + printed.err
+
+
+def test_proxy_tunnels_https_with_connect_and_checks_the_certificate(tmp_path, monkeypatch):
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    # The client checks certificates against the default store; point it at the test CA.
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+    site = Site()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    site.server.socket = context.wrap_socket(site.server.socket, server_side=True)
+    with site, ForwardProxy() as proxy:
+        https_base = site.base.replace("http://", "https://")
+        site.files["/feed.xml"] = ("application/rss+xml", rss([
+            ("Budget agreed", f"{https_base}/budget.html"),
+            ("Ferry timetable", f"{https_base}/ferry.html")]))
+        site.files["/budget.html"] = ("text/html", article_html("Budget agreed"))
+        site.files["/ferry.html"] = ("text/html", article_html("Ferry timetable"))
+        config = tmp_path / "feeds.yaml"
+        config.write_text(f"feeds:\n  - url: {https_base}/feed.xml\n", encoding="utf-8")
+        _, s = run(["--feeds", str(config), "--output", str(tmp_path / "out"),
+                    "--allow-private-network", "--per-host-delay", "0",
+                    "--story-similarity", "lexical", "--proxy",
+                    f"http://127.0.0.1:{proxy.port}"], quiet=True)
+        methods = {m for m, _ in proxy.log}
+        targets = {t for _, t in proxy.log}
+        served = {p for p, _ in site.log}
+    articles = table(tmp_path / "out", "articles")
+    assert sorted(a["title"] for a in articles) == ["Budget agreed", "Ferry timetable"]
+    assert s.balanced
+    # Only tunnels: the proxy never saw a request line of the site, only CONNECT.
+    assert methods == {"CONNECT"} and targets == {site.base.removeprefix("http://")}
+    assert {"/feed.xml", "/budget.html", "/ferry.html"} <= served
+
+
+def test_proxy_settings_from_the_command_line_and_the_environment():
+    from transforms.fetching.proxy import ProxyConfigError, bypassed, proxies_from, redact
+
+    assert proxies_from("http://u:p@proxy:3128") == (
+        (("http", "http://u:p@proxy:3128"), ("https", "http://u:p@proxy:3128")), "")
+    assert proxies_from("") == ((), "")
+    env = {"HTTPS_PROXY": "http://p:8080", "NO_PROXY": "example.org,.internal"}
+    assert proxies_from(None, env) == ((("https", "http://p:8080"),), "example.org,.internal")
+    assert bypassed("news.example.org", "example.org") and not bypassed("x.com", "example.org")
+    assert redact("http://user:secret@proxy:3128") == "http://proxy:3128"
+    with pytest.raises(ProxyConfigError) as caught:
+        proxies_from("socks5://user:secret@proxy:1080")
+    assert "secret" not in str(caught.value)

@@ -47,6 +47,7 @@ from urllib.parse import urljoin, urlsplit
 import tenacity
 import urllib3
 
+from transforms.fetching.proxy import ProxyPools, redact
 from transforms.fetching.urls import ALLOWED_SCHEMES
 
 PRODUCT_TOKEN = "newsbeam"
@@ -94,7 +95,14 @@ class FetchPolicy:
     host_overrides: tuple[tuple[str, str], ...] = ()
     """``(hostname, address)`` pairs pinned by the operator, like curl's ``--resolve``:
     these names skip DNS and the private-network check (every other name and every
-    redirect hop is still checked). Meant for tests and for in-house mirrors."""
+    redirect hop is still checked), and are reached directly, never through a proxy.
+    Meant for tests and for in-house mirrors."""
+    proxies: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)
+    """``(scheme, proxy URL)`` pairs: requests for that scheme go through the proxy
+    (see :mod:`transforms.fetching.proxy`); the private-network check still applies to
+    the target."""
+    no_proxy: str = ""
+    """Hosts reached directly although a proxy is set (``NO_PROXY`` syntax)."""
 
     def replace(self, **changes: object) -> FetchPolicy:
         """A copy with ``changes`` applied."""
@@ -209,6 +217,7 @@ class HttpClient:
         self._rng = rng or random.Random()
         self._pools: dict[tuple[str, str, int, str], urllib3.HTTPConnectionPool] = {}
         self._lock = threading.Lock()
+        self._proxies = ProxyPools(self.policy.proxies, self.policy.no_proxy)
 
     def close(self) -> None:
         """Closes every pooled connection; the client may be used again afterwards."""
@@ -216,6 +225,7 @@ class HttpClient:
             for pool in self._pools.values():
                 pool.close()
             self._pools.clear()
+        self._proxies.close()
 
     # -- public API -------------------------------------------------------------------
 
@@ -371,11 +381,26 @@ class HttpClient:
             raise FetchError(url, "timeout", "total deadline exceeded", transient=True)
         timeout = urllib3.Timeout(connect=min(policy.connect_timeout, remaining),
                                   read=min(policy.read_timeout, remaining))
-        pool = self._pool(scheme, addresses[0], port, host)
+        proxy = None if pinned is not None else self._proxies.for_target(scheme, host)
         try:
-            resp = pool.urlopen("GET", path, headers=headers, redirect=False, retries=False,
-                                preload_content=False, decode_content=False, timeout=timeout,
-                                assert_same_host=False)
+            if proxy is not None:
+                # The target was checked above; the proxy connects to it by name.
+                resp = proxy.urlopen("GET", f"{scheme}://{host_port}{path}", headers=headers,
+                                     redirect=False, retries=False, preload_content=False,
+                                     decode_content=False, timeout=timeout)
+            else:
+                pool = self._pool(scheme, addresses[0], port, host)
+                resp = pool.urlopen("GET", path, headers=headers, redirect=False,
+                                    retries=False, preload_content=False,
+                                    decode_content=False, timeout=timeout,
+                                    assert_same_host=False)
+        except urllib3.exceptions.ProxyError as e:
+            # The message names the proxy by host and port only: its URL may hold a password.
+            cause = e.__cause__ or (e.args[1] if len(e.args) > 1 else None)
+            raise FetchError(url, "proxy_error",
+                             f"proxy {redact(proxy.proxy.url if proxy else '')} failed for "
+                             f"{current[:200]}: {str(cause or e)[:300]}",
+                             transient=True) from e
         except urllib3.exceptions.NewConnectionError as e:
             # urllib3 files refusals under ConnectTimeoutError: tell them apart first.
             raise connection_failure(url, e, host_port) from e
