@@ -94,6 +94,7 @@ from transforms.feeds.polling import (
     poll_outcome,
     poll_request,
 )
+from transforms.feeds.sitemaps import poll_sitemap
 from transforms.feeds.sources import Subscriptions
 from transforms.fetching.http import HOST_DOWN_REASONS, TRANSIENT_STATUSES
 from transforms.fetching.politeness import PoliteFetcher
@@ -452,10 +453,15 @@ def poll_all(fetcher: PoliteFetcher, config: WatchConfig, states: dict[str, dict
     """
     results: list[PollResult | None] = []
     waiting: list[tuple[int, FeedSpec, FeedState, Future]] = []
+    sitemaps: list[tuple[int, FeedSpec, FeedState]] = []
     for spec in config.ingest.subscriptions.feeds:
         state = FeedState.from_json(states.get(spec.url))
         if not is_due(state, now.timestamp()):
             results.append(PollResult(spec, "backing_off", state))
+            continue
+        if spec.kind != "feed":
+            sitemaps.append((len(results), spec, state))
+            results.append(None)
             continue
         future = fetcher.submit(spec.url, **poll_request(state, spec))
         waiting.append((len(results), spec, state, future))
@@ -463,6 +469,11 @@ def poll_all(fetcher: PoliteFetcher, config: WatchConfig, states: dict[str, dict
     for index, spec, state, future in waiting:
         response, error = fetch_outcome(future)
         results[index] = poll_outcome(spec, state, now, response, error, config.backoff,
+                                      config.max_backoff)
+    for index, spec, state in sitemaps:
+        # A sitemap source reads its documents one after another (an index names the
+        # next ones); the fetcher still spaces and limits them per host.
+        results[index] = poll_sitemap(fetcher, spec, state, now, config.backoff,
                                       config.max_backoff)
     return [r for r in results if r is not None]
 

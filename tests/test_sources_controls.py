@@ -12,6 +12,7 @@ import pytest
 from pipelines.demo.run import demo_feeds_file
 from pipelines.demo.server import SiteServer
 from pipelines.ingest import run
+from tests.loopback import Site, article_html, rss
 from transforms.extraction.language import parse_languages
 
 pytestmark = pytest.mark.slow
@@ -67,82 +68,6 @@ def test_languages_filter_leaves_other_languages_out_with_one_error_each(tmp_pat
 SECRET_PASSWORD = "s3cret-pass-7731"
 SECRET_KEY = "key-5f0e2a91"
 SECRET_COOKIE = "sess-88d1c0"
-
-
-TOPICS = {
-    "Budget agreed": "The council agreed next year's harbour budget after a long debate "
-                     "about dredging costs and the price of berths for fishing boats.",
-    "Ferry timetable": "A new winter ferry timetable cuts the late crossings to the islands, "
-                       "and commuters say the early boat is already full every morning.",
-    "Elsewhere": "Volunteers planted four hundred oak saplings along the river path, "
-                 "hoping the young wood will hold the bank when the floods return.",
-}
-
-
-def article_html(title: str) -> str:
-    body = " ".join([TOPICS[title]] * 8)
-    return (f"<html><head><title>{title}</title></head><body><article><h1>{title}</h1>"
-            f"<p>{body}</p></article></body></html>")
-
-
-def rss(items: list[tuple[str, str]]) -> str:
-    entries = "".join(f"<item><title>{t}</title><link>{link}</link><guid>{link}</guid>"
-                      "<pubDate>Mon, 25 Nov 2024 08:00:00 +0000</pubDate></item>"
-                      for t, link in items)
-    return (f'<?xml version="1.0"?><rss version="2.0"><channel><title>Members</title>'
-            f"{entries}</channel></rss>")
-
-
-class Site:
-    """A loopback site whose files may demand credentials; logs each request's headers."""
-
-    def __init__(self, demand: dict[str, str] | None = None):
-        import http.server
-        import threading
-
-        self.files: dict[str, tuple[str, str]] = {}
-        self.log: list[tuple[str, dict[str, str]]] = []
-        self.demand = demand or {}
-        site = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's name
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                site.log.append((self.path, headers))
-                if self.path == "/robots.txt":
-                    return self._send(404, "text/plain", "")
-                if self.path not in site.files:
-                    return self._send(404, "text/plain", "no such page")
-                if any(headers.get(k.lower()) != v for k, v in site.demand.items()):
-                    return self._send(401, "text/plain", "credentials required")
-                self._send(200, *site.files[self.path])
-
-            def _send(self, status, ctype, body):
-                data = body.encode("utf-8")
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> Site:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
 
 
 @pytest.mark.parametrize("mode", [[], ["--refetch"]], ids=["remembering", "refetch"])

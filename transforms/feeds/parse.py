@@ -465,8 +465,34 @@ class FetchFeedsFn(PoliteFetchFn):
 
     def process(self, spec: FeedSpec, timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam) -> Iterator[Any]:
+        if spec.kind != "feed":
+            yield from self._sitemap(spec, window)
+            yield from self.completed()
+            return
         yield from self.fetch(spec.url, (spec, self._clock()), timestamp, window,
                               **feed_request(spec=spec))
+
+    def _sitemap(self, spec: FeedSpec, window: Any) -> Iterator[Any]:
+        """Reads a sitemap source here, its documents one after another (an index names
+        the next ones), through the same polite fetcher."""
+        from transforms.feeds.polling import FeedState
+        from transforms.feeds.sitemaps import poll_sitemap
+
+        fetched_at = self._clock()
+        result = poll_sitemap(self._fetcher, spec, FeedState(), fetched_at)
+        if result.status == "failed":
+            self.feeds_failed.inc()
+        else:
+            self.feeds_ok.inc()
+        for error in result.errors:
+            if error.level == "entry":
+                self.entries.inc()
+                self.entry_errors.inc()
+            yield pvalue.TaggedOutput("errors", windowed(error, fetched_at.timestamp(),
+                                                         window))
+        for entry in result.entries:
+            self.entries.inc()
+            yield windowed(entry, fetched_at.timestamp(), window)
 
     def _fail(self, reason: str) -> None:
         self.feeds_failed.inc()

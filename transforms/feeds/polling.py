@@ -139,6 +139,10 @@ def poll_feed(fetcher: PoliteFetcher, spec: FeedSpec, state: FeedState, now: dt.
     """
     if not is_due(state, now.timestamp()):
         return PollResult(spec, "backing_off", state)
+    if spec.kind != "feed":
+        from transforms.feeds.sitemaps import poll_sitemap  # it builds on this module
+
+        return poll_sitemap(fetcher, spec, state, now, base, cap)
     try:
         response = fetcher.fetch(spec.url, **poll_request(state, spec))
     except FetchError as e:
