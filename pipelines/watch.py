@@ -1,7 +1,8 @@
 """``newsbeam watch``: poll feeds forever on one machine, publishing every cycle.
 
-Size: about 630 lines, because the poll loop, the journal that makes a cycle recoverable
-and the folding of a published cycle into the state files read each other's formats. The
+Size: about 680 lines, because the poll loop, the journal that makes a cycle recoverable
+and the folding of a published cycle into the state files read each other's formats (a
+remembering batch ``ingest`` runs one such cycle too, see ``pipelines/rerun.py``). The
 lines along which it splits are the journal (``fold_journal`` and the error journal) and
 the loop; they move to a stage package of their own with the entry-layer redesign.
 
@@ -519,7 +520,7 @@ def run_cycle(number: int, config: WatchConfig, store: StateStore, fetcher: Poli
             carried.append(entry)
     report.entries_new = len(new)
     problems = config.ingest.subscriptions.problems if first else []
-    run_id = new_run_id()
+    run_id = config.ingest.run_id if batch else new_run_id()
     journal = {
         "polled_at": started.timestamp(),
         "feeds": {r.spec.url: r.state.to_json() for r in results},

@@ -1,6 +1,6 @@
 """A careful HTTP client for feeds and article pages.
 
-Size: about 620 lines. The request loop, its limits and the mapping of every failure to
+Size: about 670 lines. The request loop, its limits and the mapping of every failure to
 one error reason are one contract that the fault-injection tests check as a whole;
 charset decoding (``decode_html``) is the part that can live on its own.
 
@@ -10,6 +10,8 @@ Built on ``urllib3`` so that every byte is under our control:
 * the host is resolved once, every resolved address is checked against the SSRF guard
   (loopback, private, link-local, multicast, reserved), and the connection goes to the
   checked address, so a DNS answer cannot change between check and use;
+* with a proxy set (:mod:`transforms.fetching.proxy`), the request goes through it, but
+  the target is resolved and checked here first, just the same;
 * bodies are read as a stream and cut at ``max_bytes``; compressed bodies are inflated
   with the same cap, which defuses decompression bombs;
 * connect, read and total deadlines apply to each attempt;
