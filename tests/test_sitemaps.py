@@ -205,3 +205,30 @@ def test_robots_sitemap_lines_limits_and_malformed_sitemaps_end_to_end(tmp_path)
                                 "max_urls 3 reached; sitemap not read"]
     assert "max_urls must be a whole number of at least 1" in by_reason["bad_source"]["message"]
     assert s.balanced and s.entries_read == 3
+
+
+def test_polling_a_sitemap_source_uses_its_validators(tmp_path):
+    """The poll used by watch and the streaming pipeline: a 200 with entries and an ETag,
+    then a 304 that lists nothing."""
+    from pipelines.demo.server import SiteServer
+    from transforms.feeds.polling import FeedState, poll_feed
+    from transforms.fetching.http import FetchPolicy
+    from transforms.fetching.politeness import PoliteFetcher
+
+    with SiteServer(tmp_path) as server:
+        server.set_file("/news.xml", urlset(news_url(server.url("/a.html"), "Budget agreed"),
+                                            news_url(server.url("/b.html"), "Storm warning")))
+        spec = FeedSpec(url=server.url("/news.xml"), kind="sitemap")
+        fetcher = PoliteFetcher(FetchPolicy(allow_private_network=True, per_host_delay=0),
+                                threads=2)
+        try:
+            first = poll_feed(fetcher, spec, FeedState(), NOW)
+            second = poll_feed(fetcher, spec, first.state, NOW + dt.timedelta(minutes=5))
+        finally:
+            fetcher.close()
+        logged = [(r.path, r.status, r.conditional) for r in server.requests
+                  if r.path == "/news.xml"]
+    assert first.status == "fetched" and first.state.etag
+    assert [e.title for e in first.entries] == ["Budget agreed", "Storm warning"]
+    assert second.status == "not_modified" and second.entries == []
+    assert logged == [("/news.xml", 200, False), ("/news.xml", 304, True)]
