@@ -366,3 +366,23 @@ def test_proxy_settings_from_the_command_line_and_the_environment():
     with pytest.raises(ProxyConfigError) as caught:
         proxies_from("socks5://user:secret@proxy:1080")
     assert "secret" not in str(caught.value)
+
+
+def test_bad_languages_and_proxy_options_are_refused_before_anything_runs(tmp_path, capsys):
+    from pipelines.ingest import parse_args
+    from pipelines.preflight import UsageError
+
+    base = ["--feeds", "https://example.org/feed.xml", "--output", str(tmp_path / "o")]
+    with pytest.raises(UsageError, match="not ISO 639 codes: 'english'"):
+        parse_args([*base, "--languages", "en,english"])
+    with pytest.raises(UsageError) as caught:
+        parse_args([*base, "--proxy", "socks5://reader:hunter2@proxy:1080"])
+    assert "give http://HOST:PORT" in str(caught.value) and "hunter2" not in str(caught.value)
+    assert "hunter2" not in capsys.readouterr().err
+    config, _ = parse_args([*base, "--languages", "en,uk", "--proxy",
+                            "http://reader:hunter2@proxy:3128"])
+    assert config.languages == {"en", "uk"}
+    assert dict(config.policy.proxies) == {"http": "http://reader:hunter2@proxy:3128",
+                                           "https": "http://reader:hunter2@proxy:3128"}
+    assert "hunter2" not in repr(config.policy)
+    assert not (tmp_path / "o").exists()
