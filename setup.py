@@ -56,10 +56,13 @@ REQUIRED = [
     "threadpoolctl>=3.1,<4",
 ]
 
-# Readers for the output, for analysts who want to query it from the same environment.
+# Readers for the output, for analysts who want to query it from the same environment:
+# DuckDB also runs `newsbeam sql` and the queries behind `newsbeam report`, whose plots
+# matplotlib draws as inline SVG.
 ANALYTICS = [
     "duckdb>=1.1,<2",
     "pandas>=2.2,<3",
+    "matplotlib>=3.8,<4",
 ]
 
 TEST = [

@@ -121,7 +121,7 @@ KINDS = ("multilingual", "lexical")
 
 
 def state_bytes(sim: StorySimilarity, articles: list[Article]) -> tuple[int, int]:
-    """Pickled bytes held by the stage's keyed state at the end of the batch."""
+    """Encoded bytes held by the stage's keyed state at the end of the batch."""
     by_key = defaultdict(list)
     winners = {}
     for a in articles:
@@ -132,7 +132,8 @@ def state_bytes(sim: StorySimilarity, articles: list[Article]) -> tuple[int, int
             if indexed_under(item, k) and kept_in_state(k):
                 by_key[k].append(item)
     window = int(DEFAULT_WINDOW.total_seconds() * 1_000_000)
-    total = sum(len(pickle.dumps(h)) + len(pickle.dumps(w)) for h, w in winners.items())
+    # The content-hash winners: key and value both written as UTF-8 (StrUtf8Coder).
+    total = sum(len(h.encode()) + len(w.encode()) for h, w in winners.items())
     for key, items in by_key.items():
         items.sort(key=lambda i: i.order)
         newest = items[-1].micros

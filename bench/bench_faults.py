@@ -60,11 +60,10 @@ def ingest(feeds: str, out: Path, extra: tuple[str, ...] = ()) -> list[str]:
 def hostile_inputs(stack: contextlib.ExitStack, folder: Path) -> tuple[str, ...]:
     """Serves the hostile feed corpus of the end-to-end tests and writes their hostile
     backfill file and broken OPML file; returns the ingest arguments that read them."""
-    from tests.conftest import PagesServer
+    from pipelines.demo.server import SiteServer
     from tests.test_hostile_e2e import _backfill, _build_corpus
 
-    server = PagesServer()
-    stack.callback(server.close)
+    server = stack.enter_context(SiteServer(root=None))
     listing, _, _ = _build_corpus(server, folder)
     backfill, _ = _backfill(folder)
     broken = folder / "broken.opml"

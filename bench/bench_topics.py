@@ -202,13 +202,11 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"Corpus: {args.corpus} ({len(rows)} articles; detected languages "
           f"{dict(languages.most_common())})")
-    models, weight = clf.models()
     head = clf.encoder_head()
     print(f"Classifier load: {load_s:.1f} s (4 lexicons"
-          + (", sentence encoder" if head else "") + ", once per worker); learned model: "
-          + (f"{sorted(models)} blended at weight {weight}" if models else "none")
-          + "; encoder head: " + (f"blended at weight {head.blend} (other languages "
-                                   f"{head.blend_other})" if head else "off"))
+          + (", sentence encoder" if head else "") + ", once per worker); "
+          + "encoder head: " + (f"blended at weight {head.blend} (other languages "
+                                f"{head.blend_other})" if head else "off"))
     print(f"Threshold {args.threshold:.2f}:")
     print(f"  accuracy, abstentions counted wrong: {acc:.4f}")
     print(f"  coverage (not abstained):            {coverage:.4f}")

@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import random
 import sys
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipelines.demo.server import SiteServer  # noqa: E402
 
 WORDS = ("council minister budget railway bridge election court harbour energy winter grid "
          "farmers exports market shares inflation rates bank school hospital doctors nurses "
@@ -86,34 +88,12 @@ def make_site(feeds: int, per_feed: int, base: str, seed: int = 7,
 
 
 def serve(feeds: int, per_feed: int, port: int, latency: float) -> None:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:  # noqa: N802 - http.server API
-            if latency:
-                time.sleep(latency)
-            ctype, body = pages.get(self.path, ("text/plain", b"not found"))
-            self.send_response(200 if self.path in pages else 404)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    class QuietServer(ThreadingHTTPServer):
-        def handle_error(self, request, client_address) -> None:
-            pass  # clients closing kept-alive connections are not errors here
-
-    httpd = QuietServer(("127.0.0.1", port), Handler)
-    httpd.daemon_threads = True
-    base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    pages = make_site(feeds, per_feed, base)
-    print(base, flush=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    sys.stdin.read()  # serve until the parent closes our stdin
-    httpd.shutdown()
+    """Serves the site on the project's loopback server until stdin closes."""
+    with SiteServer(root=None, port=port, latency=latency) as server:
+        for path, (ctype, body) in make_site(feeds, per_feed, server.base_url).items():
+            server.add(path, body, ctype)
+        print(server.base_url, flush=True)
+        sys.stdin.read()  # serve until the parent closes our stdin
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
 """``newsbeam compact``: rewrite a table's many small Parquet files into a few large ones.
 
+Size: about 550 lines: planning, the atomic folder exchange and its recovery are one
+protocol, kept in one file.
+
 Continuous ingestion publishes one file per cycle, window and partition, so a day of
 polling leaves hundreds of small files per ``date=…/topic=…`` folder; readers pay for
 each one. Compaction rewrites every partition of ``DIR/articles``, ``DIR/duplicates`` and
@@ -53,6 +56,7 @@ import os
 import re
 import shutil
 import sys
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -307,12 +311,22 @@ def _stream_group(paths: list[str], out_path: str, schema: pa.Schema,
 
 
 def _schema_of(paths: list[str]) -> pa.Schema:
-    schema = pq.read_schema(paths[0])
-    for p in paths[1:]:
-        other = pq.read_schema(p)
-        if not other.equals(schema, check_metadata=False):
+    """The schema of the merged file: the widest of the inputs' schemas.
+
+    A file of an older schema version may lack the nullable columns a newer version
+    appended (``source`` and ``language`` of duplicates and errors, version 2); its rows
+    are merged with those columns null. Any other difference stops the merge.
+    """
+    schemas = [pq.read_schema(p) for p in paths]
+    widest = max(range(len(paths)), key=lambda i: len(schemas[i]))
+    schema = schemas[widest]
+    for p, other in zip(paths, schemas, strict=True):
+        head = pa.schema(list(schema)[:len(other)])
+        appended = list(schema)[len(other):]
+        if not (other.equals(head, check_metadata=False)
+                and all(f.nullable for f in appended)):
             raise ValueError(f"{os.path.basename(p)} has a different schema than "
-                             f"{os.path.basename(paths[0])}; not merging them")
+                             f"{os.path.basename(paths[widest])}; not merging them")
     return schema
 
 
@@ -467,6 +481,23 @@ def _lock(root: str) -> Iterator[None]:
             os.unlink(path)
 
 
+def _attach_summary(root: str, token: str, result: PartitionResult, seconds: float) -> None:
+    """Adds the partition's summary to its commit manifest (``"summary"``, as a run's)."""
+    path = os.path.join(root, "_runs", f"compact-{token}.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except FileNotFoundError:
+        return  # nothing was committed (a partition no manifest names)
+    manifest["summary"] = {
+        "run_id": f"compact-{token}", "command": "compact", "exit_code": 0,
+        "table": result.table, "partition": result.partition, "rows": result.rows,
+        "files_before": result.files_before, "files_after": result.files_after,
+        "bytes_before": result.bytes_before, "bytes_after": result.bytes_after,
+        "atomic_swap": result.atomic, "timings": {"total_s": round(seconds, 3)}}
+    write_manifest(path, manifest)
+
+
 def compact(root: str, dates: Sequence[str] | None = None,
             target: int = DEFAULT_TARGET_BYTES,
             tables: Sequence[str] = TABLES, lock_wait: float = 0.0) -> CompactReport:
@@ -496,30 +527,24 @@ def compact(root: str, dates: Sequence[str] | None = None,
             for partition in partitions(root, table, dates):
                 token = (dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-"
                          + uuid.uuid4().hex[:6])
-                report.results.append(compact_partition(root, table, partition, target, token,
-                                                        committed))
+                started = time.monotonic()
+                result = compact_partition(root, table, partition, target, token, committed)
+                report.results.append(result)
+                if result.status == "compacted":
+                    _attach_summary(root, token, result, time.monotonic() - started)
     with contextlib.suppress(OSError):
         os.rmdir(os.path.join(root, WORK_DIR))  # only if nothing is left in it
     return report
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """Command line of ``newsbeam compact``."""
+    """Command line of ``newsbeam compact`` (arguments: :mod:`pipelines.options`)."""
+    from pipelines.options import add_compact_arguments
+
     parser = argparse.ArgumentParser(
         prog="newsbeam compact",
         description="Rewrite each date/topic partition into files of about the target size.")
-    parser.add_argument("dir", help="Output folder of newsbeam ingest (local path).")
-    parser.add_argument("--date", action="append", default=[],
-                        help="Only this partition date (YYYY-MM-DD); repeatable. "
-                             "Default: every date.")
-    parser.add_argument("--target-size", dest="target_size", default=str(DEFAULT_TARGET_BYTES),
-                        help="Bytes per output file; suffixes K, M, G accepted. "
-                             f"Default: {DEFAULT_TARGET_BYTES} (128 MiB).")
-    parser.add_argument("--table", action="append", choices=TABLES, default=[],
-                        help="Only this table; repeatable. Default: all three.")
-    parser.add_argument("--lock-wait", dest="lock_wait", type=float, default=0.0,
-                        help="Seconds to wait for a run that holds the folder before giving "
-                             f"up (exit code {EXIT_BUSY}). Default: 0.")
+    add_compact_arguments(parser)
     args = parser.parse_args(argv)
     bad = [d for d in args.date if not _DATE.match(d)]
     if bad:
@@ -531,7 +556,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, console=None) -> int:
     """Runs ``newsbeam compact``; exit code 1 if a partition failed verification."""
     args = parse_args(argv)
     try:

@@ -1,7 +1,9 @@
 """Batch runs that remember: ``newsbeam ingest`` over an output it wrote before.
 
 A batch run into a local output folder keeps the same state as ``newsbeam watch``
-(``DIR/_state/``, see :mod:`transforms.sinks.state`) and is, in effect, one watch cycle:
+(``DIR/_state/``, see :mod:`transforms.sinks.state`) and is, in effect, one watch cycle
+(:func:`pipelines.cycle.run_cycle`), ending in the same run tail as every run
+(:func:`pipelines.execute.execute`: publish, summary in the commit manifest):
 
 * every feed is fetched with the validators of its last 200 (``If-None-Match`` /
   ``If-Modified-Since``), so an unchanged feed answers ``304`` and is not parsed;
@@ -32,9 +34,10 @@ from collections.abc import Callable
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.ingest import IngestConfig, IngestOptions
-from pipelines.summary import Summary
-from pipelines.watch import ContinuousOptions, WatchConfig, recover, run_cycle
+from pipelines.cycle import WatchConfig, recover, run_cycle
+from pipelines.execute import Outcome
+from pipelines.options import ContinuousOptions, IngestOptions
+from pipelines.stages import IngestConfig
 from transforms.fetching.politeness import PoliteFetcher
 from transforms.sinks.lease import OutputLease
 from transforms.sinks.state import StateStore
@@ -47,10 +50,10 @@ def remembers(config: IngestConfig, options: PipelineOptions) -> bool:
             and not options.view_as(IngestOptions).refetch)
 
 
-def run_remembered(config: IngestConfig, options: PipelineOptions, lease: OutputLease,
+def run_remembered(config: IngestConfig, options: PipelineOptions, lease: OutputLease, *,
                    clock: Callable[[], dt.datetime] | None = None, quiet: bool = False,
-                   pause: Callable[[str], None] | None = None) -> tuple[None, Summary]:
-    """Runs one remembering batch run under ``lease``; returns (None, its summary).
+                   pause: Callable[[str], None] | None = None, console=None) -> Outcome:
+    """Runs one remembering batch run under ``lease``; returns its :class:`Outcome`.
 
     The caller has recovered interrupted publishes already; interrupted runs' journals
     are folded in here first.
@@ -70,11 +73,10 @@ def run_remembered(config: IngestConfig, options: PipelineOptions, lease: Output
     try:
         cycle = run_cycle(1, watch_config, store, fetcher,
                           clock or (lambda: dt.datetime.now(dt.UTC)), first=True,
-                          lease=lease, batch=True, pipeline_clock=clock, pause=pause)
+                          lease=lease, console=console, batch=True, pipeline_clock=clock,
+                          pause=pause)
     finally:
         fetcher.close()
     summary = cycle.summary
     assert summary is not None  # a batch cycle always runs and summarises
-    if not quiet:
-        print(summary.render(), file=sys.stdout)
-    return None, summary
+    return Outcome(cycle.result, summary, dict(summary.timings))

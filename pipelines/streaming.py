@@ -14,7 +14,7 @@ Shape of the pipeline::
       → FirstSighting    stateful, keyed by URL then GUID: drops re-listings, reports items
                          another feed brought earlier; forgets keys no feed lists any more
       → FixedWindows(poll interval)
-      → the batch stages from ``pipelines.ingest.build``: exact dedup, pages, language,
+      → the batch stages from ``pipelines.stages.build``: exact dedup, pages, language,
         topic, stories, and Parquet tables published once per window
         (``part-<run_id>-<window start>-<window end>-NNNNN.parquet``)
 
@@ -27,18 +27,18 @@ published time, in watermark time; a copy arriving later opens a story of its ow
 Decisions are taken in event time: a poll's time is its impulse's timestamp, so backoff
 and forgetting are deterministic under ``TestStream``.
 
-Locally, ``--streaming`` without a streaming runner runs :mod:`pipelines.watch` instead,
-because Beam's local runner publishes a streaming pipeline's files only when it ends. Give
-``--stop-after SECONDS`` to run this pipeline locally anyway as a bounded test run.
+Locally, ``--streaming`` without a streaming runner runs :mod:`pipelines.watch` instead
+(the CLI decides, with :func:`wants_watch`), because Beam's local runner publishes a
+streaming pipeline's files only when it ends. Give ``--stop-after SECONDS`` to run this
+pipeline locally anyway as a bounded test run.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
-import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -48,8 +48,10 @@ from apache_beam.transforms.periodicsequence import PeriodicImpulse
 from apache_beam.transforms.window import FixedWindows
 from apache_beam.utils.timestamp import MAX_TIMESTAMP
 
-from pipelines.ingest import IngestConfig, build, counters
-from pipelines.watch import ContinuousOptions, WatchConfig, watch
+from pipelines.execute import execute
+from pipelines.ingest import parse_args
+from pipelines.options import ContinuousOptions
+from pipelines.stages import IngestConfig, build
 from schemas import FeedSpec
 from transforms.feeds.polling import (
     DEFAULT_BACKOFF,
@@ -58,7 +60,6 @@ from transforms.feeds.polling import (
     DropEarlierSightings,
     PollFeedFn,
 )
-from transforms.feeds.sources import Subscriptions
 from transforms.fetching.http import FetchPolicy
 from transforms.util import NAMESPACE
 
@@ -133,17 +134,24 @@ def build_streaming(pipeline: beam.Pipeline, config: IngestConfig, poll_interval
                     start: float | None = None, stop: float | None = None,
                     forget_after: dt.timedelta = DEFAULT_FORGET_AFTER,
                     backoff: float = DEFAULT_BACKOFF, impulse: beam.PTransform | None = None,
-                    clock=None) -> dict:
+                    clock=None, progress: str | None = None) -> dict:
     """Adds the unbounded pipeline to ``pipeline``; returns ``build``'s PCollections."""
+    return build(pipeline, config, poll_source(config, poll_interval, start, stop,
+                                               forget_after, backoff, impulse, clock),
+                 clock=clock, across_windows=True, progress=progress)
+
+
+def poll_source(config: IngestConfig, poll_interval: float, start: float | None = None,
+                stop: float | None = None, forget_after: dt.timedelta = DEFAULT_FORGET_AFTER,
+                backoff: float = DEFAULT_BACKOFF, impulse: beam.PTransform | None = None,
+                clock=None) -> PollContinuously:
+    """The unbounded pipeline's source. Source files that did not parse are reported once
+    at start (a log line), not as a global-window PCollection that would have to be
+    flattened with windowed ones."""
     for where, message in config.subscriptions.problems:
         _LOG.warning("skipping feed source %s: %s", where, message)
-    # Source problems are reported once at start, not as a global-window PCollection
-    # that would have to be flattened with windowed ones.
-    config = dataclasses.replace(config, subscriptions=Subscriptions(
-        feeds=list(config.subscriptions.feeds)))
-    stage = PollContinuously(config.subscriptions.feeds, config.policy, poll_interval, start,
-                             stop, forget_after, backoff, impulse=impulse, clock=clock)
-    return build(pipeline, config, clock, feed_stage=stage, across_windows=True)
+    return PollContinuously(config.subscriptions.feeds, config.policy, poll_interval, start,
+                            stop, forget_after, backoff, impulse=impulse, clock=clock)
 
 
 def is_local_runner(options: PipelineOptions) -> bool:
@@ -153,46 +161,43 @@ def is_local_runner(options: PipelineOptions) -> bool:
     return (name or "").lower() in LOCAL_RUNNERS
 
 
-def run_continuous(config: IngestConfig, options: PipelineOptions, clock=None,
-                   quiet: bool = False):
-    """``ingest --streaming``: the unbounded pipeline, or the watch loop when run locally."""
-    from pipelines.summary import cleanup_staging, summarize
+def wants_watch(argv: Sequence[str]) -> bool:
+    """Whether ``ingest --streaming`` with this command line runs as ``newsbeam watch``:
+    on a local runner without ``--stop-after`` (see the module docstring)."""
+    options = PipelineOptions(list(argv))
+    return is_local_runner(options) and options.view_as(ContinuousOptions).stop_after is None
 
+
+LOCAL_STREAMING_NOTE = (
+    "newsbeam: the local runner publishes a streaming job's files only when it ends, so "
+    "--streaming runs here as `newsbeam watch` (a batch pipeline per poll cycle, published "
+    "every cycle). Use a streaming runner (Dataflow, Flink) for the unbounded pipeline, or "
+    "--stop-after SECONDS for a bounded local run.")
+
+
+def run(argv: Sequence[str] | None = None, clock=None, quiet: bool = False,
+        console=None):
+    """``ingest --streaming`` on a streaming runner (or locally with ``--stop-after``):
+    runs the unbounded pipeline until it ends; returns ``(result, summary)``."""
+    from transforms.sinks.lease import OutputLease, WriterOptions
+
+    config, options = parse_args(argv, mode="streaming", command="newsbeam ingest --streaming")
     opts = options.view_as(ContinuousOptions)
-    if config.articles:
-        raise SystemExit("newsbeam ingest --streaming: --articles (backfill) is a one-off; "
-                         "run it without --streaming")
-    if not config.subscriptions.feeds:
-        raise SystemExit("newsbeam ingest --streaming: no valid --feeds")
-    if opts.poll_interval <= 0:
-        raise SystemExit("newsbeam ingest --streaming: --poll-interval must be positive")
-    if opts.page_attempts < 1:
-        raise SystemExit("newsbeam ingest --streaming: --page-attempts must be at least 1")
-    forget = dt.timedelta(days=opts.forget_after_days)
-    if is_local_runner(options) and opts.stop_after is None:
-        print("newsbeam: the local runner publishes a streaming job's files only when it "
-              "ends, so --streaming runs here as `newsbeam watch` (a batch pipeline per poll "
-              "cycle, published every cycle). Use a streaming runner (Dataflow, Flink) for "
-              "the unbounded pipeline, or --stop-after SECONDS for a bounded local run.",
-              file=sys.stderr, flush=True)
-        if "://" in config.output:
-            raise SystemExit("newsbeam ingest --streaming: locally, --output must be a "
-                             "local folder")
-        report = watch(WatchConfig(ingest=config, options=options,
-                                   poll_interval=opts.poll_interval, cycles=opts.cycles,
-                                   forget_after=forget, backoff=opts.feed_backoff,
-                                   page_attempts=opts.page_attempts), clock)
-        return None, report
+    writer = options.view_as(WriterOptions)
     options.view_as(StandardOptions).streaming = True
     start = time.time()
     stop = start + opts.stop_after if opts.stop_after is not None else None
-    pipeline = beam.Pipeline(options=options)
-    build_streaming(pipeline, config, opts.poll_interval, start, stop, forget,
-                    opts.feed_backoff, clock=clock)
-    result = pipeline.run()
-    result.wait_until_finish()
-    cleanup_staging(config.output, config.run_id)
-    summary = summarize(config.output, config.run_id, counters(result))
+    source = poll_source(config, opts.poll_interval, start, stop,
+                         dt.timedelta(days=opts.forget_after_days), opts.feed_backoff,
+                         clock=clock)
+    with OutputLease(config.output, config.run_id, wait=writer.lock_wait,
+                     lease_seconds=writer.lock_lease, command="newsbeam ingest") as lease:
+        if not is_local_runner(options):
+            console = None  # no local folder the workers share: the runner's UI shows it
+        outcome = execute(config, options, source, clock=clock, lease=lease, publish=False,
+                          console=console, command="ingest --streaming",
+                          feeds=len(config.subscriptions.feeds),
+                          build_kwargs={"across_windows": True})
     if not quiet:
-        print(summary.render())
-    return result, summary
+        print(outcome.summary.render())
+    return outcome.result, outcome.summary

@@ -34,6 +34,8 @@ class Summary:
     duplicates_by_level: collections.Counter = field(default_factory=collections.Counter)
     errors_by_reason: collections.Counter = field(default_factory=collections.Counter)
     counters: dict = field(default_factory=dict)
+    command: str = "ingest"
+    timings: dict = field(default_factory=dict)
 
     @property
     def entries_read(self) -> int:
@@ -45,6 +47,38 @@ class Summary:
         fate an earlier run already published."""
         return self.entries_read == (self.articles + self.duplicates + self.entry_errors
                                      + self.already_published)
+
+    @property
+    def nothing_through(self) -> bool:
+        """True when the run tried something and nothing came through: it wrote error
+        records but no article or duplicate, and no entry had been published before or
+        was unchanged (every feed, or every page, failed)."""
+        through = (self.articles + self.duplicates + self.already_published
+                   + self.counters.get("entries_unchanged", 0))
+        return through == 0 and self.entry_errors + self.feed_errors > 0
+
+    def to_json(self, exit_code: int) -> dict:
+        """The machine-readable summary (kept in the run's commit manifest)."""
+        return {
+            "run_id": self.run_id,
+            "command": self.command,
+            "exit_code": exit_code,
+            "balanced": self.balanced,
+            "entries_read": self.entries_read,
+            "articles": self.articles,
+            "duplicates": self.duplicates,
+            "entry_errors": self.entry_errors,
+            "feed_errors": self.feed_errors,
+            "already_published": self.already_published,
+            "articles_by_partition": dict(sorted(self.by_partition.items())),
+            "articles_by_language": dict(sorted(self.by_language.items())),
+            "stories": len(self.story_sizes),
+            "stories_told_by_several": sum(1 for n in self.story_sizes.values() if n > 1),
+            "duplicates_by_level": dict(sorted(self.duplicates_by_level.items())),
+            "errors_by_reason": dict(sorted(self.errors_by_reason.items())),
+            "counters": dict(sorted(self.counters.items())),
+            "timings": dict(self.timings),
+        }
 
     def render(self) -> str:
         lines = [f"newsbeam run {self.run_id}"]
@@ -73,6 +107,14 @@ class Summary:
         if self.errors_by_reason:
             lines.append("  errors by stage/reason: " + ", ".join(
                 f"{k} {v}" for k, v in sorted(self.errors_by_reason.items())))
+        if self.nothing_through:
+            hint = (" (loopback or private addresses need --allow-private-network)"
+                    if any(k.endswith("/blocked_address") for k in self.errors_by_reason)
+                    else "")
+            lines.append(f"  nothing came through: every feed or page failed{hint}")
+        if self.timings:
+            lines.append(f"  took {self.timings.get('total_s', 0.0):.1f} s (pipeline "
+                         f"{self.timings.get('pipeline_s', 0.0):.1f} s)")
         return "\n".join(lines)
 
 

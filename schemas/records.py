@@ -22,8 +22,13 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
-"""Version of the on-disk schema, written into every row."""
+SCHEMA_VERSION = 2
+"""Version of the on-disk schema, written into every row.
+
+2 added ``source`` and ``language`` to ``duplicates`` and ``errors`` (nullable, last
+columns): files of version 1 lack them, and readers that combine files by column name
+(``pipelines/sql.py``) read them as null there.
+"""
 
 _UTC_TS = pa.timestamp("us", tz="UTC")
 
@@ -170,6 +175,11 @@ class DuplicateRecord(_Storable):
     detected_at: dt.datetime = _doc("When the duplicate was detected, UTC.")
     date: str = _doc("Partition date YYYY-MM-DD (detection day).")
     schema_version: int = _doc("Version of this schema.")
+    source: str | None = _doc("Outlet name of the dropped entry, if known.", default=None)
+    language: str | None = _doc(
+        "Detected language of the dropped article (content, near, echo), or the feed's "
+        "declared language (url, guid: found before detection); null when unknown.",
+        default=None)
 
 
 @dataclass(frozen=True)
@@ -187,6 +197,9 @@ class ErrorRecord(_Storable):
     occurred_at: dt.datetime = _doc("When the failure was recorded, UTC.")
     date: str = _doc("Partition date YYYY-MM-DD (day of failure).")
     schema_version: int = _doc("Version of this schema.")
+    source: str | None = _doc("Outlet name of the feed or entry, if known.", default=None)
+    language: str | None = _doc("Declared language of the feed or entry, if known.",
+                                default=None)
 
 
 def _string_fields(record_type: type) -> None:

@@ -1,65 +1,21 @@
-"""Shared fixtures: a tiny loopback web site whose pages the test defines."""
+"""Shared fixtures: a loopback web site whose pages the test defines (the project's one
+loopback server, :class:`pipelines.demo.server.SiteServer`, with no folder behind it)."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-
-class PagesServer:
-    """Serves ``pages[path] = (status, content_type, body, headers)`` on 127.0.0.1."""
-
-    def __init__(self) -> None:
-        self.pages: dict[str, tuple[int, str, bytes, dict[str, str]]] = {}
-        self.hits: dict[str, int] = {}
-        pages, hits = self.pages, self.hits
-        lock = threading.Lock()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server API
-                with lock:
-                    hits[self.path] = hits.get(self.path, 0) + 1
-                status, ctype, body, extra = pages.get(
-                    self.path, (404, "text/html", b"not found", {}))
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                for name, value in extra.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-
-    def add(self, path: str, body: str | bytes, content_type: str = "text/html; charset=utf-8",
-            status: int = 200, headers: dict[str, str] | None = None) -> str:
-        data = body.encode("utf-8") if isinstance(body, str) else body
-        self.pages[path] = (status, content_type, data, dict(headers or {}))
-        return self.base_url + path
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
+from pipelines.demo.server import SiteServer
 
 
 @pytest.fixture
-def pages_server() -> Iterator[PagesServer]:
-    server = PagesServer()
-    try:
+def pages_server() -> Iterator[SiteServer]:
+    """Pages added with ``pages_server.add(path, body, content_type, status, headers)``;
+    ``pages_server.count(path)`` tells how often one was requested."""
+    with SiteServer(root=None) as server:
         yield server
-    finally:
-        server.close()
 
 
 def article_html(title: str, paragraphs: list[str]) -> str:

@@ -45,7 +45,7 @@ def test_cli_reports_bad_arguments_without_traceback():
     assert "at least one --feeds" in proc.stderr and "Traceback" not in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "frobnicate"],
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "unknown command" in proc.stderr
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
 
 
 def _fails_fast(argv, capsys):
@@ -188,3 +188,11 @@ def test_version_names_the_installed_distribution():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"newsbeam {version('newsbeam')}"
+
+
+def test_ingest_run_leaves_the_streaming_mode_to_the_cli(tmp_path):
+    from pipelines.ingest import run
+
+    with pytest.raises(UsageError, match="pipelines.streaming.run"):
+        run(["--feeds", "https://a.example/rss", "--output", str(tmp_path), "--streaming"])
+    assert not any(tmp_path.iterdir())

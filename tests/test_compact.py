@@ -203,3 +203,24 @@ def test_concurrent_readers_never_see_a_changed_count(tmp_path):
     assert {k for k, _ in seen} == {"pyarrow", "duckdb"}
     assert _count(tmp_path) == total
     print(f"reads during compaction: {len(seen)}, stale listings retried: {len(stale)}")
+
+
+def test_compaction_writes_its_summary_into_its_commit_manifest(tmp_path):
+    import json
+
+    n = _make_table(tmp_path)
+    report = c.compact(str(tmp_path))
+    done = {(r.table, r.partition): r for r in report.results if r.status == "compacted"}
+    manifests = [json.loads(p.read_text()) for p in (tmp_path / "_runs").glob("compact-*.json")]
+    assert len(manifests) == len(done) == 6  # 4 article partitions, 2 error partitions
+    for manifest in manifests:
+        s = manifest["summary"]
+        assert s["command"] == "compact" and s["exit_code"] == 0
+        assert s["run_id"] == manifest["run_id"]
+        result = done[(s["table"], s["partition"])]
+        assert (s["rows"], s["files_before"], s["files_after"]) == (
+            result.rows, result.files_before, result.files_after)
+        assert s["rows"] == sum(rows for _, rows in manifest["tables"][s["table"]])
+        assert s["timings"]["total_s"] >= 0
+    assert sum(m["summary"]["rows"] for m in manifests
+               if m["summary"]["table"] == "articles") == n == _count(tmp_path)

@@ -8,10 +8,11 @@ import http.client
 import json
 import os
 import select
+import socket
 import subprocess
 import sys
-import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -243,17 +244,25 @@ def test_other_methods_are_refused(server: SiteServer) -> None:
     assert status == 405 and headers["Allow"] == "GET, HEAD"
 
 
-def test_stop_is_bounded_and_closes_the_port(tmp_path: Path) -> None:
+def test_stop_closes_the_port_and_open_connections(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("root is {{BASE}}", encoding="utf-8")
     server = SiteServer(tmp_path).start()
+    idle = None
     try:
         status, _, body = fetch(server.url("/a.txt"))
         assert (status, body) == (200, f"root is {server.base_url}".encode())
         url = server.url("/a.txt")
+        # A kept-alive connection left idle would hold a handler thread for its idle
+        # timeout: stop closes it instead.
+        idle = socket.create_connection((server.host, urllib.parse.urlsplit(url).port))
+        idle.sendall(b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        idle.settimeout(10)
+        assert idle.recv(12).startswith(b"HTTP/1.1 200")
     finally:
-        started = time.monotonic()
         server.stop()
-        assert time.monotonic() - started < 2
+    with idle:
+        received = b"".join(iter(lambda: idle.recv(65536), b""))  # ends at the close
+    assert received.endswith(b"root is " + server.base_url.encode())
     assert not server.running
     server.stop()  # a second stop is a no-op
     with pytest.raises(urllib.error.URLError):

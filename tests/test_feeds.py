@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
-import time
 import tracemalloc
 
 import apache_beam as beam
@@ -124,15 +123,16 @@ def test_external_dtd_and_parameter_entities(doctype):
     assert bool(parsed.dtd_removed) == ("ENTITY" in doctype)
 
 
-def test_billion_laughs_is_refused_quickly_and_small():
+def test_billion_laughs_is_refused_small():
+    # Time is measured by bench/bench_feeds.py; memory is the deterministic sign that no
+    # entity expanded.
     tracemalloc.start()
-    start = time.monotonic()
     parsed = parse_feed(_laughs(), {}, SPEC, NOW)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert parsed.dtd_removed and [e.url for e in parsed.entries] == ["http://a.test/1"]
     assert all(len(e.title) < 100 for e in parsed.entries)
-    assert time.monotonic() - start < 1.0 and peak < 5 * 1024 * 1024
+    assert peak < 5 * 1024 * 1024
 
 
 def test_entity_checks_survive_other_encodings():

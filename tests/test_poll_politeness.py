@@ -12,9 +12,6 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import io
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import apache_beam as beam
 import pyarrow.dataset as ds
@@ -22,6 +19,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
+from pipelines.demo.server import SiteServer
 from pipelines.watch import parse_watch_args, watch
 from schemas import FeedSpec
 from transforms.feeds.polling import PollFeedFn
@@ -39,74 +37,41 @@ TEXT = ("Workers finished the new tram line after two years, and the first trams
         "second line to the airport if the first one proves popular with commuters. ")
 
 
-class RecordingSite:
-    """Feeds, pages and a robots.txt on 127.0.0.1; logs (arrival time, path, status)."""
+class RecordingSite(SiteServer):
+    """Feeds, pages and a robots.txt on the project's loopback server, which logs when
+    each request arrived (:attr:`log`: ``(arrival time, path, status)``)."""
 
     def __init__(self, feeds: int = 3, items: int = 2):
-        self.log: list[tuple[float, str, int]] = []
-        self.files: dict[str, tuple[str, bytes]] = {"/robots.txt": ("text/plain", ROBOTS.encode())}
-        lock = threading.Lock()
-        site = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:  # noqa: N802 - http.server API
-                arrived = time.monotonic()
-                ctype, body = site.files.get(self.path, ("text/plain", b""))
-                etag = f'"{hash(body) & 0xffffffff:x}"'
-                status = 200 if self.path in site.files else 404
-                if status == 200 and self.headers.get("If-None-Match") == etag:
-                    status, body = 304, b""
-                with lock:
-                    site.log.append((arrived, self.path, status))
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("ETag", etag)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        super().__init__(root=None)
+        self._feeds: list[str] = []
+        self.base = self.start().base_url
+        self.set_file("/robots.txt", ROBOTS)
         for f in range(feeds):
             self._feed(f"/feeds/{f}.xml", [f"/news/{f}-{i}.html" for i in range(items)])
             for i in range(items):
-                self.files[f"/news/{f}-{i}.html"] = ("text/html; charset=utf-8", (
+                self.set_file(f"/news/{f}-{i}.html", (
                     f"<html lang='en'><head><title>Story {f}-{i}</title></head><body><article>"
                     f"<h1>Story {f}-{i}</h1><p>Story {f}-{i}. {TEXT * (f + 1)}</p>"
-                    f"</article></body></html>").encode())
+                    f"</article></body></html>"))
         self._feed("/private/feed.xml", ["/news/secret.html"])
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
 
     def _feed(self, path: str, links: list[str]) -> None:
         items = "".join(
             f"<item><title>Item {link}</title><link>{self.base}{link}</link>"
             f"<guid>{self.base}{link}</guid><pubDate>Sat, 23 Nov 2024 08:00:00 GMT</pubDate>"
             f"<description>Summary of {link}</description></item>" for link in links)
-        self.files[path] = ("application/rss+xml", (
+        self.set_file(path, (
             f"<?xml version='1.0' encoding='utf-8'?><rss version='2.0'><channel>"
-            f"<title>Feed {path}</title><link>{self.base}/</link>{items}</channel></rss>"
-        ).encode())
+            f"<title>Feed {path}</title><link>{self.base}/</link>{items}</channel></rss>"))
+        self._feeds.append(self.base + path)
 
     def feed_urls(self) -> list[str]:
-        return sorted(self.base + p for p in self.files if p.endswith(".xml"))
+        return sorted(self._feeds)
 
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> RecordingSite:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    @property
+    def log(self) -> list[tuple[float, str, int]]:
+        return [(at, r.path, r.status)
+                for at, r in zip(self.arrivals, self.requests, strict=True)]
 
     def gaps(self) -> list[float]:
         """Seconds between consecutive requests other than robots.txt, by arrival."""

@@ -53,8 +53,10 @@ from apache_beam.transforms import userstate
 
 from pipelines.demo.server import SiteServer
 from pipelines.ingest import build, parse_args, run
+from pipelines.streaming import run as run_streaming
 from pipelines.summary import run_files
 from transforms.fetching.http import HttpClient
+from transforms.fetching.politeness import PoliteFetcher
 
 # Columns that must not depend on the runner, the process or the wall clock.
 ARTICLE_COLUMNS = ["article_id", "url", "feed_url", "source", "title", "body", "body_source",
@@ -235,8 +237,10 @@ def _outputs(root: str, run_id: str) -> dict[str, list[tuple]]:
 
 
 def _ingest(feeds: str, output: Path | str, run_id: str, *runner_args: str):
-    _, summary = run(["--feeds", feeds, "--output", str(output), "--allow-private-network",
-                      "--run-id", run_id, "--fetch-threads", "4", *runner_args], quiet=True)
+    # The mode is the CLI's choice; here, as there, --streaming runs the unbounded pipeline.
+    entry = run_streaming if "--streaming" in runner_args else run
+    _, summary = entry(["--feeds", feeds, "--output", str(output), "--allow-private-network",
+                        "--run-id", run_id, "--fetch-threads", "4", *runner_args], quiet=True)
     return summary, _outputs(str(output), run_id)
 
 
@@ -458,7 +462,8 @@ def test_every_transform_pickles_and_loads_in_a_fresh_interpreter(tmp_path, kind
 
 # Objects a constructor must not create: they hold sockets, threads or files, cannot be
 # pickled, and would be shared by every bundle of every thread on a worker.
-_CLIENT_TYPES = (HttpClient, ThreadPoolExecutor, socket.socket, threading.Thread)
+_CLIENT_TYPES = (PoliteFetcher, HttpClient, ThreadPoolExecutor, socket.socket,
+                 threading.Thread)
 
 
 def _holds_client(value, depth: int = 0) -> bool:
@@ -490,6 +495,9 @@ def test_clients_open_in_setup_and_close_in_teardown(tmp_path, kind):
             fn.teardown()
         for name, client in opened.items():
             checked += 1
+            if isinstance(client, PoliteFetcher):  # its client and its threads
+                assert client.scheduler.is_shutdown, f"{type(fn).__name__}.{name} left threads"
+                client = client.client
             if isinstance(client, HttpClient):
                 assert not client._pools, f"{type(fn).__name__}.{name} left pools open"
             if isinstance(client, ThreadPoolExecutor):

@@ -61,9 +61,14 @@ def test_killed_publish_then_reruns_equal_one_clean_run(tmp_path):
                    for t in pub.TABLES}
         # The next run finishes the killed publish first and folds the killed run's
         # journal into the state, so its feeds answer 304 and nothing is read again.
-        _, second = run(["--feeds", feeds, *args], quiet=True)
+        result, second = run(["--feeds", feeds, *args], quiet=True)
         after_second = {t: rows(out, t) for t in pub.TABLES}
         assert second.entries_read == 0 and second.counters["feeds_not_modified"] > 0
+        # It ends like every run: its pipeline's result, its summary in its manifest.
+        assert result is not None
+        kept = pub.read_manifest(str(out), second.run_id)["summary"]
+        assert (kept["command"], kept["exit_code"], kept["entries_read"]) == ("ingest", 0, 0)
+        assert kept["counters"]["feeds_not_modified"] == second.counters["feeds_not_modified"]
         # A run told to read everything again finds every row published already.
         _, third = run(["--feeds", feeds, *args, "--refetch"], quiet=True)
     assert {t: len(after_second[t]) for t in pub.TABLES} == planned
@@ -104,9 +109,9 @@ def test_a_run_exits_0_and_leaves_no_runner_server_behind(tmp_path):
         for i in range(3)) + "\n")
     script = (
         "import os, sys, threading\n"
-        "from pipelines.ingest import main\n"
-        f"code = main(['--articles', {str(backfill)!r}, '--output', {str(tmp_path / 'o')!r},"
-        " '--story-similarity', 'lexical'])\n"
+        "from pipelines.cli import main\n"
+        f"code = main(['ingest', '--articles', {str(backfill)!r},"
+        f" '--output', {str(tmp_path / 'o')!r}, '--story-similarity', 'lexical'])\n"
         "names = [t.name for t in threading.enumerate()]\n"
         "native = [open(f'/proc/self/task/{t}/comm').read().strip()\n"
         "          for t in os.listdir('/proc/self/task')]\n"

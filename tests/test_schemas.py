@@ -13,7 +13,7 @@ def _shape(schema):
 
 
 def test_article_schema_is_pinned():
-    assert SCHEMA_VERSION == 1
+    assert SCHEMA_VERSION == 2
     assert _shape(ARTICLE_SCHEMA) == [
         ("article_id", pa.string(), False), ("url", pa.string(), False),
         ("feed_url", pa.string(), False), ("source", pa.string(), False),
@@ -31,10 +31,14 @@ def test_article_schema_is_pinned():
 def test_side_tables_are_pinned():
     assert [f.name for f in DUPLICATE_SCHEMA] == [
         "url", "feed_url", "article_id", "duplicate_of", "level", "similarity", "title",
-        "detected_at", "schema_version"]
+        "detected_at", "schema_version", "source", "language"]
     assert [f.name for f in ERROR_SCHEMA] == [
         "url", "feed_url", "level", "stage", "reason", "message", "http_status", "attempts",
-        "occurred_at", "schema_version"]
+        "occurred_at", "schema_version", "source", "language"]
+    # Added in version 2, after every older column and nullable: files of version 1 lack
+    # them, and a reader combining files by name reads them as null there.
+    for schema in (DUPLICATE_SCHEMA, ERROR_SCHEMA):
+        assert [(f.type, f.nullable) for f in schema][-2:] == [(pa.string(), True)] * 2
 
 
 def test_every_column_is_documented():

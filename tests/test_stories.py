@@ -37,11 +37,8 @@ from transforms.stories.stage import (
     choose_parent,
     decide,
     indexed_under,
-    item_from_values,
-    item_values,
     matches_in_group,
     seed_files,
-    tagged_groups,
     vote_story,
 )
 
@@ -336,15 +333,97 @@ def test_story_pool_coder_round_trips_compactly():
     assert len(data) < len(pickle.dumps(items))
 
 
-def test_items_cross_shuffles_as_plain_values():
-    from apache_beam.coders import FastPrimitivesCoder
+def test_story_messages_round_trip_through_their_registered_coder():
+    from transforms.stories.messages import (
+        Ask,
+        Decision,
+        DecisionCoder,
+        Exact,
+        ItemRef,
+        Pointer,
+        StoryMessage,
+        StoryMessageCoder,
+        Vote,
+        by_type,
+    )
 
     it = StoryItem("a", 7, "h", MultilingualSimilarity().sketch(*KURSK["uk"][1:], "uk"), "s")
-    values = item_values(it)
-    coder = FastPrimitivesCoder()
-    assert item_from_values(coder.decode(coder.encode(values))) == it
-    assert tagged_groups([("b", 2), ("a", 1), ("b", 3)], ("a", "b", "c")) == {
-        "a": [1], "b": [2, 3], "c": []}
+    node = Node("n", "p", False, "echo", 0.5, "p", None)
+    messages = [it, it._replace(seed_story=None), ItemRef(True, -3, "a", None),
+                Edge("b", 2**40, 0.31, None), Edge("b", 2, 0.7, 0.55), node,
+                Ask._make(node), Vote._make(node), Pointer("p", True, False),
+                Exact("content", "k", 1.0)]
+    for message in messages:
+        coder = beam.coders.registry.get_coder(type(message))
+        assert isinstance(coder, StoryMessageCoder) and coder.is_deterministic()
+        back = coder.decode(coder.encode(message))
+        assert back == message and type(back) is type(message)
+        # Deterministic: equal messages, equal bytes, whatever object they were decoded to.
+        assert coder.encode(back) == coder.encode(message)
+    assert isinstance(beam.coders.registry.get_coder(StoryMessage), StoryMessageCoder)
+    assert isinstance(beam.coders.registry.get_coder(Decision), DecisionCoder)
+    with pytest.raises(TypeError, match="not a story message"):
+        StoryMessageCoder().encode(("a", 1))
+    one = article("x", "en", "T", "Body", 0)
+    decision = DecisionCoder()
+    assert decision.decode(decision.encode(one)) == one
+    groups = by_type([node, Vote._make(node), Ask._make(node), node], Node, Vote, Ask)
+    assert groups == {Node: [node, node], Vote: [node], Ask: [node]}
+    assert [type(v) for v in groups[Vote]] == [Vote]
+
+
+def test_story_stage_shuffles_and_state_pickle_nothing():
+    """Every GroupByKey of the stage, batch and continuous, has a string key and values
+    written by the story message coders; no state spec of the stage pickles."""
+    from apache_beam.coders import PickleCoder
+    from apache_beam.coders.coders import FastPrimitivesCoder
+    from apache_beam.pipeline import PipelineVisitor
+    from apache_beam.transforms.userstate import get_dofn_specs
+    from apache_beam.transforms.window import FixedWindows
+
+    from transforms.stories import stage
+    from transforms.stories.messages import DecisionCoder, StoryMessageCoder
+
+    class Shuffles(PipelineVisitor):
+        def __init__(self):
+            self.coders = {}
+
+        def visit_transform(self, node):
+            if isinstance(node.transform, beam.GroupByKey):
+                hint = node.inputs[0].element_type
+                self.coders[node.full_label] = beam.coders.registry.get_coder(hint)
+
+    def walk(coder):
+        yield coder
+        for c in coder._get_component_coders():
+            yield from walk(c)
+
+    for across in (False, True):
+        p = beam.Pipeline()
+        articles = p | beam.Create([article("x", "en", "T", "B", 0)])
+        if across:
+            articles = articles | beam.WindowInto(FixedWindows(300))
+        _ = articles | AssignStories(SIM, existing="/nonexistent", across_windows=across)
+        shuffles = Shuffles()
+        p.visit(shuffles)
+        # The seed file names and the batch's time bounds are not story messages.
+        story_shuffles = {k: c for k, c in shuffles.coders.items() if "AssignStories" in k
+                          and "SpreadSeedFiles" not in k and "BatchBounds" not in k}
+        assert len(story_shuffles) >= 8
+        for label, coder in story_shuffles.items():
+            key, value = coder._get_component_coders()
+            assert isinstance(key, beam.coders.StrUtf8Coder), label
+            assert isinstance(value, StoryMessageCoder), (label, coder)
+            if not isinstance(value, DecisionCoder):
+                assert coder.is_deterministic(), label
+            assert not any(isinstance(c, (PickleCoder, FastPrimitivesCoder))
+                           for c in walk(coder)), (label, coder)
+    for fn in (stage.KeepFirstItemFn, stage.CompareWithinKeyFn, stage.JumpWithMemoryFn):
+        state_specs, _ = get_dofn_specs(fn.__new__(fn))
+        assert state_specs
+        for spec in state_specs:
+            assert not isinstance(spec.coder, PickleCoder), (fn, spec)
+            assert spec.coder.is_deterministic(), (fn, spec)
 
 
 def _jumped(nodes: list[Node], rounds: int) -> list[Node]:
@@ -466,15 +545,16 @@ def test_headlines_found_apart_are_no_evidence():
 
 
 def test_apart_pairs_do_not_become_parents():
+    from transforms.stories.messages import ItemRef
     from transforms.stories.stage import _first_node
 
-    order = ((0, 5, "x"), None)
-    messages = [("item", order), ("edge", ("p", 1, 0.3, None)), ("edge", ("q", 2, 0.7, None))]
+    order = ItemRef(False, 5, "x", None)
+    messages = [order, Edge("p", 1, 0.3, None), Edge("q", 2, 0.7, None)]
     assert [n.parent for n in _first_node(("x", messages), 0.5)] == ["q"]
-    apart = [("item", order), ("edge", ("p", 1, 0.3, None))]
+    apart = [order, Edge("p", 1, 0.3, None)]
     assert [n.level for n in _first_node(("x", apart), 0.5)] == ["lead"]
     # A near copy is a parent whatever its score.
-    near = [("item", order), ("edge", ("p", 1, 0.3, 0.9))]
+    near = [order, Edge("p", 1, 0.3, 0.9)]
     assert [n.level for n in _first_node(("x", near), 0.5)] == ["near"]
 
 

@@ -13,10 +13,11 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import FixedWindows, TimestampedValue
 
+from pipelines.cli import main as cli_main
 from pipelines.demo.server import SiteServer
-from pipelines.ingest import parse_args, run
+from pipelines.ingest import parse_args
 from pipelines.streaming import build_streaming, is_local_runner
-from pipelines.watch import WatchReport
+from pipelines.streaming import run as run_streaming
 from tests.test_watch import make_site, rss
 from transforms.feeds.polling import (
     FeedState,
@@ -155,7 +156,7 @@ def test_bounded_periodic_impulse_run_on_the_default_runner(site):
     out = tmp / "out"
     del server.overrides["/c/feed.xml"]
     server.set_file("/c/feed.xml", rss("Outlet C", [("/c/1.html", "c1")]))
-    result, summary = run(
+    result, summary = run_streaming(
         ["--feeds", server.url("/a/feed.xml"), "--feeds", server.url("/c/feed.xml"),
          "--output", str(out), "--allow-private-network", "--streaming", "--poll-interval",
          "1", "--stop-after", "2.5", "--run-id", "bounded"], quiet=True)
@@ -177,11 +178,15 @@ def test_bounded_periodic_impulse_run_on_the_default_runner(site):
 @pytest.mark.slow
 def test_local_streaming_without_a_stop_runs_watch(site, capsys):
     server, tmp = site
-    _, report = run(["--feeds", server.url("/a/feed.xml"), "--output", str(tmp / "out"),
-                     "--allow-private-network", "--streaming", "--poll-interval", "0.01",
-                     "--cycles", "1"], quiet=True)
-    assert isinstance(report, WatchReport) and report.cycles[0].summary.articles == 2
-    assert "runs here as `newsbeam watch`" in capsys.readouterr().err
+    code = cli_main(["ingest", "--feeds", server.url("/a/feed.xml"), "--output",
+                     str(tmp / "out"), "--allow-private-network", "--streaming",
+                     "--poll-interval", "0.01", "--cycles", "1", "-q"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "runs here as `newsbeam watch`" in captured.err
+    assert "cycle 1 " in captured.out and "wrote 2 articles" in captured.out
+    assert (tmp / "out" / "_state" / "feeds.json").exists()
+    assert _read(tmp / "out", "articles").num_rows == 2
 
 
 # -- the story stage across fixed windows ------------------------------------------------------

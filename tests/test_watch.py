@@ -108,6 +108,16 @@ def world(tmp_path):
         yield server, feeds, tmp_path / "out"
 
 
+def _wait_for(predicate, timeout: float = 120.0) -> bool:
+    """Polls ``predicate`` until it holds or ``timeout`` seconds pass (a bounded loop)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def _config(feeds: Path, out: Path, *extra: str):
     return parse_watch_args(["--feeds", str(feeds), "--output", str(out),
                              "--allow-private-network", "--poll-interval", "0.01",
@@ -302,15 +312,28 @@ def test_abandoned_cycle_loses_nothing_and_doubles_nothing(world):
         [sys.executable, "-m", "pipelines.cli", "watch", "--feeds", str(feeds), "--output",
          str(out), "--allow-private-network", "--poll-interval", "0.2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-    banner = proc.stdout.readline()
-    assert banner.startswith("newsbeam watch:"), (banner, proc.stderr.read())
-    time.sleep(3.0)  # into cycle 1: feeds polled, the pipeline running
-    proc.send_signal(signal.SIGINT)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
-    rc = proc.wait(timeout=120)
-    rest = proc.stdout.read()
-    assert rc in (0, 130), (rc, rest, proc.stderr.read())
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")),
+                              daemon=True)
+    server.gate = threading.Event()  # cycle 1 waits at the site until the gate opens
+    reader.start()
+    try:
+        # A request held at the site: cycle 1 is running and cannot finish.
+        assert _wait_for(lambda: server.held > 0), (lines, proc.poll())
+        proc.send_signal(signal.SIGINT)
+        assert _wait_for(lambda: any("SIGINT: stopping" in ln for ln in lines)), lines
+        proc.send_signal(signal.SIGINT)  # cycle 1 still held: it is abandoned
+        rc = proc.wait(timeout=120)
+    finally:
+        server.gate.set()
+        server.gate = None
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=60)
+    reader.join(10)
+    rest = "".join(lines)
+    assert rc == 130, (rc, rest, proc.stderr.read())
+    assert "abandoned the running cycle" in rest
     printed = io.StringIO()
     report = watch(_config(feeds, out, "--cycles", "1"), clock=FakeClock(), out=printed)
     assert report.balanced

@@ -14,6 +14,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+import pipelines.execute as execute_module
 import pipelines.watch as watch_module
 from pipelines.demo.server import SiteServer
 from pipelines.watch import parse_watch_args, publish_journaled_errors, watch
@@ -77,7 +78,7 @@ def test_a_cycle_killed_before_publishing_keeps_its_feed_error(tmp_path, monkeyp
         def die(*args, **kwargs):
             raise Killed
 
-        monkeypatch.setattr(watch_module, "build", die)
+        monkeypatch.setattr(execute_module, "build", die)  # the run tail of every cycle
         with pytest.raises(Killed):
             watch(config(), clock=FakeClock(START), out=io.StringIO())
         monkeypatch.undo()

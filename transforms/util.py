@@ -17,16 +17,19 @@ NAMESPACE = "newsbeam"
 
 def error_record(url: str, feed_url: str, level: str, stage: str, reason: str, message: str,
                  http_status: int | None, attempts: int,
-                 occurred_at: dt.datetime) -> ErrorRecord:
+                 occurred_at: dt.datetime, source: str | None = None,
+                 language: str | None = None) -> ErrorRecord:
     """Builds an :class:`ErrorRecord`; ``message`` is cut to 2,000 characters.
 
-    Every expected failure becomes one of these instead of being dropped.
+    Every expected failure becomes one of these instead of being dropped. ``source`` and
+    ``language`` are the outlet and declared language where the failing stage knows them
+    (empty strings are stored as null).
     """
     return ErrorRecord(
         url=url[:2000], feed_url=feed_url, level=level, stage=stage, reason=reason,
         message=message[:2000], http_status=http_status, attempts=attempts,
         occurred_at=occurred_at, date=occurred_at.strftime("%Y-%m-%d"),
-        schema_version=SCHEMA_VERSION)
+        schema_version=SCHEMA_VERSION, source=source or None, language=language or None)
 
 
 def windowed(value: Any, timestamp: Any, window: Any) -> WindowedValue:

@@ -31,11 +31,12 @@ import time
 from collections.abc import Sequence
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import StandardOptions
 
-from pipelines.ingest import IngestOptions, build, parse_args
+from pipelines import options as newsbeam_options
+from pipelines.ingest import parse_args
+from pipelines.options import ContinuousOptions
+from pipelines.stages import build
 from pipelines.streaming import build_streaming
-from pipelines.watch import ContinuousOptions
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off", ""})
@@ -44,8 +45,8 @@ _FALSE = frozenset({"false", "0", "no", "off", ""})
 def _ingest_parser() -> argparse.ArgumentParser:
     """The options a template parameter may name: newsbeam's own and ``--streaming``."""
     parser = argparse.ArgumentParser(add_help=False)
-    IngestOptions._add_argparse_args(parser)  # noqa: SLF001 - Beam's own extension hook
-    ContinuousOptions._add_argparse_args(parser)  # noqa: SLF001
+    for name in newsbeam_options.WATCH_GROUPS:
+        newsbeam_options.GROUPS[name][1](parser)
     parser.add_argument("--streaming", action="store_true")
     return parser
 
@@ -85,15 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = flex_args(list(sys.argv[1:] if argv is None else argv))
     except ValueError as e:
         raise SystemExit(f"newsbeam flex template: {e}") from e
-    config, options = parse_args(args)
+    streaming = "--streaming" in args
+    # The same parsing and validation as newsbeam ingest (pipelines.options.validate).
+    config, options = parse_args(args, mode="streaming" if streaming else "ingest",
+                                 command="newsbeam flex template")
     pipeline = beam.Pipeline(options=options)
-    if options.view_as(StandardOptions).streaming:
+    if streaming:
         continuous = options.view_as(ContinuousOptions)
-        if config.articles:
-            raise SystemExit("newsbeam flex template: articles (backfill) cannot be combined "
-                             "with streaming")
-        if continuous.poll_interval <= 0:
-            raise SystemExit("newsbeam flex template: poll_interval must be positive")
         start = time.time()
         stop = start + continuous.stop_after if continuous.stop_after is not None else None
         build_streaming(pipeline, config, continuous.poll_interval, start, stop,

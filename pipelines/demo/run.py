@@ -39,9 +39,11 @@ def demo_feeds_file(base_url: str, folder: str) -> str:
     return str(path)
 
 
-def run_demo(output: str, beam_args: Sequence[str] = (), port: int = DEMO_PORT) -> int:
-    """Runs the demo, serving the corpus on ``port``; returns 0 when the accounting
-    balances."""
+def run_demo(output: str, beam_args: Sequence[str] = (), port: int = DEMO_PORT,
+             console=None) -> int:
+    """Runs the demo, serving the corpus on ``port``; returns the exit code of
+    ``newsbeam ingest`` (0 when the accounting balances)."""
+    from pipelines.execute import exit_code
     from pipelines.ingest import run
 
     with demo_server(port) as server, tempfile.TemporaryDirectory(prefix="newsbeam-demo-") as tmp:
@@ -50,10 +52,10 @@ def run_demo(output: str, beam_args: Sequence[str] = (), port: int = DEMO_PORT) 
         # One loopback server stands in for eight outlets: the per-host politeness delay
         # (1 s by default) would only slow the demo down, so it is shortened.
         _, summary = run(["--feeds", feeds, "--output", output, "--allow-private-network",
-                          "--per-host-delay", "0.05", *beam_args])
+                          "--per-host-delay", "0.05", *beam_args], console=console)
     # duckdb is a Python package here (the `analytics` and `test` extras), not a CLI.
     print(f"\nRead it back, e.g. (pip install 'newsbeam[analytics]'):\n"
           f"  python -c \"import duckdb; print(duckdb.sql(\\\"SELECT date, topic, language, "
           f"count(*) FROM read_parquet('{output}/articles/**/*.parquet', "
           f"hive_partitioning=true) GROUP BY ALL ORDER BY ALL\\\"))\"")
-    return 0 if summary.balanced else 1
+    return exit_code(summary)

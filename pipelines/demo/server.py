@@ -1,8 +1,15 @@
-"""A small loopback web server for the demo corpus (and for tests).
+"""The project's loopback web server: the demo site, the tests' sites and the benches'.
 
-:class:`SiteServer` serves a folder (by default the bundled ``site/``) on 127.0.0.1 at an
-ephemeral port, from a daemon thread, behaving enough like a real news site for the
-pipeline's HTTP layer to be exercised for real:
+Size: about 530 lines, one server whose HTTP behaviour (validators, gzip, overrides,
+request log, gate) every user of it relies on together; the handler and the site are
+read side by side.
+
+:class:`SiteServer` serves a folder (by default the bundled ``site/``; ``root=None`` for
+none) and pages held in memory on 127.0.0.1 at an ephemeral port, from a daemon thread,
+behaving enough like a real news site for the pipeline's HTTP layer to be exercised for
+real. It ships with the package because ``newsbeam demo`` serves the demo corpus with it;
+tests (``tests/conftest.py``'s ``pages_server``, the polling tests) and benchmarks
+(``bench/synthetic_site.py``) use the same class:
 
 * ``{{BASE}}`` in text files is replaced by the server's base URL at serve time;
 * feeds, pages and lists get a proper ``Content-Type``, ``Content-Length``,
@@ -10,9 +17,15 @@ pipeline's HTTP layer to be exercised for real:
   ``If-Modified-Since``) are answered with ``304``;
 * bodies are gzipped when the request accepts it;
 * nothing outside the root is reachable (``404``);
-* every request is logged as ``(method, path, status, conditional)``;
-* tests can force a response on a path (:attr:`SiteServer.overrides`) or replace a file's
-  content in memory (:meth:`SiteServer.set_file`) between polls.
+* every request is logged as ``(method, path, status, conditional)``, and when it
+  arrived by the server's clock (``time.monotonic`` unless one is given) in
+  :attr:`SiteServer.arrivals`, index for index;
+* a page can be given exactly (:meth:`SiteServer.add`: status, content type, headers,
+  body), a response forced on a path (:attr:`SiteServer.overrides`), or a file's content
+  replaced in memory (:meth:`SiteServer.set_file`) between polls;
+* ``latency`` delays every response (benchmarks that model a slow site), and a closed
+  :attr:`SiteServer.gate` holds every request until it is opened (tests that must act
+  while a client is known to be waiting on the site; :attr:`SiteServer.held` counts them).
 
 Run ``python -m pipelines.demo.server [--port N]`` to browse the demo site.
 """
@@ -28,7 +41,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -60,6 +73,8 @@ NOT_FOUND_BODY = (
 )
 
 _BODILESS = {HTTPStatus.NO_CONTENT, HTTPStatus.NOT_MODIFIED}
+GATE_TIMEOUT = 60.0
+"""Longest a request waits at a closed :attr:`SiteServer.gate` (then it is answered)."""
 
 
 class RequestRecord(NamedTuple):
@@ -182,6 +197,11 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._respond(head=True)
 
+    def parse_request(self) -> bool:
+        # The request line and headers are in: this is when the request arrived.
+        self._arrived = self.server.site.clock()
+        return super().parse_request()
+
     def _method_not_allowed(self) -> None:
         self._record(HTTPStatus.METHOD_NOT_ALLOWED)
         self.close_connection = True  # any request body is left unread
@@ -202,7 +222,8 @@ class _Handler(BaseHTTPRequestHandler):
         return "If-None-Match" in self.headers or "If-Modified-Since" in self.headers
 
     def _record(self, status: int) -> None:
-        self.server.site._record(self.command, self.path, int(status), self._conditional())
+        self.server.site._record(self.command, self.path, int(status), self._conditional(),
+                                 self._arrived)
 
     def _write(self, body: bytes, head: bool) -> None:
         if not head and body:
@@ -210,6 +231,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _respond(self, head: bool) -> None:
         site = self.server.site
+        if site.latency > 0:
+            time.sleep(site.latency)  # a slow site, as benchmarks model it
+        gate = site.gate
+        if gate is not None:
+            with site._lock:
+                site.held += 1
+            gate.wait(GATE_TIMEOUT)
         path = urlsplit(self.path).path or "/"
         override = site._override_for(self.path, path)
         if override is not None:
@@ -289,20 +317,28 @@ class SiteServer:
 
     Attributes:
         requests: the request log, a list of :class:`RequestRecord` tuples
-            ``(method, path, status, conditional)`` in arrival order.
+            ``(method, path, status, conditional)`` in the order responses began.
+        arrivals: when each of those requests arrived (its headers were read), by
+            ``clock``, index for index with ``requests``.
         overrides: ``{path: (status, headers, body)}``; a request whose target (query
             included) or path matches a key gets exactly that response, e.g.
             ``server.overrides["/a/feed.xml"] = (503, {"Retry-After": "1"}, b"")``.
             ``{{BASE}}`` is substituted in header values and the body.
     """
 
-    def __init__(self, root: str | Path = SITE_DIR, *, host: str = "127.0.0.1",
-                 port: int = 0, stop_timeout: float = 5.0) -> None:
-        self.root = Path(root).resolve()
+    def __init__(self, root: str | Path | None = SITE_DIR, *, host: str = "127.0.0.1",
+                 port: int = 0, stop_timeout: float = 5.0, latency: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.root = None if root is None else Path(root).resolve()
         self.host = host
         self.port = port
         self.stop_timeout = stop_timeout
+        self.latency = latency
+        self.clock = clock
         self.requests: list[RequestRecord] = []
+        self.arrivals: list[float] = []
+        self.gate: threading.Event | None = None
+        self.held = 0
         self.overrides: dict[str, tuple[int, dict[str, str], bytes]] = {}
         self._files: dict[str, _Resource] = {}
         self._lock = threading.Lock()
@@ -365,6 +401,15 @@ class SiteServer:
 
     # -- test hooks ----------------------------------------------------------------
 
+    def add(self, path: str, body: str | bytes, content_type: str = "text/html; charset=utf-8",
+            status: int = 200, headers: dict[str, str] | None = None) -> str:
+        """Serves exactly this response at ``path`` (no gzip, no validators); returns its
+        URL. ``{{BASE}}`` is substituted as for files."""
+        data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+        self.overrides[path] = (status, {"Content-Type": content_type, **(headers or {})},
+                                data)
+        return self.base_url + path
+
     def set_file(self, path: str, text: str | bytes) -> None:
         """Serves ``text`` at ``path`` instead of (or in addition to) the file on disk.
 
@@ -400,19 +445,23 @@ class SiteServer:
     def clear_requests(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.arrivals.clear()
 
     def reset(self) -> None:
         """Drops overrides, in-memory files and the request log."""
         with self._lock:
             self.requests.clear()
+            self.arrivals.clear()
             self._files.clear()
         self.overrides.clear()
 
     # -- used by the handler -------------------------------------------------------
 
-    def _record(self, method: str, path: str, status: int, conditional: bool) -> None:
+    def _record(self, method: str, path: str, status: int, conditional: bool,
+                at: float) -> None:
         with self._lock:
             self.requests.append(RequestRecord(method, path, status, conditional))
+            self.arrivals.append(at)
 
     def _substitute(self, data: bytes) -> bytes:
         if self._placeholder in data:
@@ -428,6 +477,8 @@ class SiteServer:
         return None
 
     def _disk_path(self, path: str) -> Path | None:
+        if self.root is None:
+            return None
         relative = unquote(path).lstrip("/")
         if "\x00" in relative or "\\" in relative:
             return None

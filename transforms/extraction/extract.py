@@ -175,7 +175,8 @@ class FetchPagesFn(PoliteFetchFn):
             Metrics.counter(NAMESPACE, f"page_error_{error.reason}").inc()
             yield pvalue.TaggedOutput("errors", windowed(error_record(
                 entry.url, entry.feed_url, "entry", "fetch_page", error.reason,
-                error.message, error.status, error.attempts, fetched_at), timestamp, window))
+                error.message, error.status, error.attempts, fetched_at, entry.source,
+                entry.language_hint), timestamp, window))
             return
         extracted = None
         if response is not None:
@@ -189,7 +190,7 @@ class FetchPagesFn(PoliteFetchFn):
             yield pvalue.TaggedOutput("errors", windowed(error_record(
                 entry.url, entry.feed_url, "entry", "extract", "empty_body",
                 "no body in the page, the feed content or the feed summary", None, 1,
-                fetched_at), timestamp, window))
+                fetched_at, entry.source, entry.language_hint), timestamp, window))
             return
         if article.body_source in ("feed_content", "feed_summary"):
             self.fallbacks.inc()
@@ -201,14 +202,11 @@ class FetchArticles(beam.PTransform):
     """Entries → Articles (main ``articles``) and ErrorRecords (``errors``).
 
     ``threads`` bounds the requests in flight per DoFn instance; the per-host limits
-    come from ``policy`` (see :class:`~transforms.fetching.http.FetchPolicy`). ``batch_size`` is
-    accepted for compatibility and unused: entries are no longer batched, since a
-    host-aware queue keeps every thread busy without it. ``credentials`` (feed URL → the
-    feed's own request headers) go with the pages on the feed's origin.
+    come from ``policy`` (see :class:`~transforms.fetching.http.FetchPolicy`). ``credentials``
+    (feed URL → the feed's own request headers) go with the pages on the feed's origin.
     """
 
-    def __init__(self, policy: FetchPolicy, threads: int = 16, batch_size: int = 32,
-                 clock=None, resolver=None,
+    def __init__(self, policy: FetchPolicy, threads: int = 16, clock=None, resolver=None,
                  credentials: Mapping[str, tuple[tuple[str, str], ...]] | None = None):
         super().__init__()
         self._policy = policy

@@ -123,4 +123,4 @@ class FilterLanguagesFn(beam.DoFn):
         self.filtered.inc()
         yield pvalue.TaggedOutput("errors", error_record(
             article.url, article.feed_url, "entry", "filter_language", "language_filtered",
-            why, None, 1, article.fetched_at))
+            why, None, 1, article.fetched_at, article.source, article.language))

@@ -1,5 +1,9 @@
 """Feed stage: fetch each feed, parse it with feedparser, and normalise its entries.
 
+Size: about 540 lines: the guards in front of feedparser (entities, character references,
+compression), the entry normalisation behind it and the fetching DoFn, one path from bytes
+to entries.
+
 Each feed is fetched with our own :class:`~transforms.fetching.http.HttpClient` (timeouts, gzip,
 redirects, SSRF guard) through a :class:`~transforms.fetching.politeness.PoliteFetcher` (per-host
 limits, robots.txt), many feeds at once. The bytes plus response headers are handed to
@@ -505,7 +509,8 @@ class FetchFeedsFn(PoliteFetchFn):
             self._fail(error.reason)
             yield pvalue.TaggedOutput("errors", windowed(error_record(
                 error.url, spec.url, "feed", "fetch_feed", error.reason, error.message,
-                error.status, error.attempts, fetched_at), timestamp, window))
+                error.status, error.attempts, fetched_at, spec.name, spec.language),
+                timestamp, window))
             return
         self.latency.update(int(response.elapsed * 1000))
         parsed = parse_feed(response.body, response.headers, spec, fetched_at,
@@ -517,7 +522,7 @@ class FetchFeedsFn(PoliteFetchFn):
             yield pvalue.TaggedOutput("errors", windowed(error_record(
                 spec.url, spec.url, "feed", "parse_feed", parsed.reason,
                 f"feed could not be parsed: {parsed.bozo}", response.status,
-                response.attempts, fetched_at), timestamp, window))
+                response.attempts, fetched_at, spec.name, spec.language), timestamp, window))
             return
         self.feeds_ok.inc()
         if parsed.kind == "json":
@@ -529,8 +534,8 @@ class FetchFeedsFn(PoliteFetchFn):
             self.entries.inc()
             self.entry_errors.inc()
             yield pvalue.TaggedOutput("errors", windowed(error_record(
-                url, spec.url, "entry", "parse_feed", reason, message, None, 1, fetched_at),
-                timestamp, window))
+                url, spec.url, "entry", "parse_feed", reason, message, None, 1, fetched_at,
+                spec.name, spec.language), timestamp, window))
         for entry in parsed.entries:
             self.entries.inc()
             # Event time is the fetch time: published dates are too unreliable to drive

@@ -162,7 +162,8 @@ def poll_outcome(spec: FeedSpec, state: FeedState, now: dt.datetime, response: R
         return PollResult(spec, "failed", after_failure(state, error.retry_after, t, base, cap),
                           errors=[error_record(error.url, spec.url, "feed", "fetch_feed",
                                                error.reason, error.message, error.status,
-                                               error.attempts, now)])
+                                               error.attempts, now, spec.name,
+                                               spec.language)])
     assert response is not None
     if response.status == 304:
         return PollResult(spec, "not_modified",
@@ -173,8 +174,9 @@ def poll_outcome(spec: FeedSpec, state: FeedState, now: dt.datetime, response: R
         return PollResult(spec, "failed", after_failure(state, None, t, base, cap), errors=[
             error_record(spec.url, spec.url, "feed", "parse_feed", parsed.reason,
                          f"feed could not be parsed: {parsed.bozo}", response.status,
-                         response.attempts, now)])
-    problems = [error_record(url, spec.url, "entry", "parse_feed", reason, message, None, 1, now)
+                         response.attempts, now, spec.name, spec.language)])
+    problems = [error_record(url, spec.url, "entry", "parse_feed", reason, message, None, 1, now,
+                             spec.name, spec.language)
                 for url, reason, message in parsed.problems]
     return PollResult(spec, "fetched", after_response(state, response.status, response.headers,
                                                       t),
@@ -237,7 +239,6 @@ class PollFeedFn(beam.DoFn):
         self._cap = cap
         self._resolver = resolver
         self._fetcher: PoliteFetcher | None = None
-        self._client = None
         self.polled = Metrics.counter(NAMESPACE, "feeds_fetched")
         self.not_modified = Metrics.counter(NAMESPACE, "feeds_not_modified")
         self.failed = Metrics.counter(NAMESPACE, "feeds_failed")
@@ -248,8 +249,6 @@ class PollFeedFn(beam.DoFn):
         # stage of this process are what spread the polls out.
         self._fetcher = PoliteFetcher(self._policy, threads=2, resolver=self._resolver,
                                       name="poll-feed")
-        # Held here too so that checks of what a DoFn opened can see the client.
-        self._client = self._fetcher.client
 
     def teardown(self) -> None:
         if self._fetcher is not None:

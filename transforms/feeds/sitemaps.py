@@ -237,7 +237,8 @@ class _Reader:
     def error(self, url: str, level: str, stage: str, reason: str, message: str,
               status: int | None = None, attempts: int = 1) -> None:
         self.errors.append(error_record(url, self.spec.url, level, stage, reason, message,
-                                        status, attempts, self.now))
+                                        status, attempts, self.now, self.spec.name,
+                                        self.spec.language))
 
     def fetch(self, url: str, headers: Mapping[str, str] | None = None) -> Response:
         return self.fetcher.fetch(url, **sitemap_request(self.spec, headers,

@@ -211,8 +211,10 @@ class HttpClient:
     def __init__(self, policy: FetchPolicy | None = None,
                  resolver: Callable[[str, int], list[str]] | None = None,
                  sleep: Callable[[float], None] = time.sleep,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.policy = policy or FetchPolicy()
+        self._clock = clock  # what the total deadline of an attempt is measured by
         self._resolve = resolver or _resolve
         self._pinned = {h.lower(): a for h, a in self.policy.host_overrides}
         self._sleep = sleep
@@ -248,7 +250,7 @@ class HttpClient:
         goes without them.
         """
         attempts = 0
-        started = time.monotonic()
+        started = self._clock()
         limits = _Limits(allowed_types, refused_types, headers or {},
                          min(max_bytes or self.policy.max_bytes, self.policy.max_bytes),
                          sniff_binary, origin_headers or {})
@@ -271,7 +273,7 @@ class HttpClient:
             e.attempts = attempts
             raise
         return dataclasses.replace(response, attempts=attempts,
-                                   elapsed=time.monotonic() - started)
+                                   elapsed=self._clock() - started)
 
     def retry_wait(self, state: tenacity.RetryCallState) -> float:
         """Seconds before the next attempt: jittered exponential backoff, or Retry-After.
@@ -292,7 +294,7 @@ class HttpClient:
 
     def _get_once(self, url: str, accept: str, limits: _Limits) -> Response:
         policy = self.policy
-        deadline = time.monotonic() + policy.total_timeout
+        deadline = self._clock() + policy.total_timeout
         current = url
         seen: set[str] = set()
         for _hop in range(policy.max_redirects + 1):
@@ -378,7 +380,7 @@ class HttpClient:
             "Accept-Encoding": "gzip, deflate",
             **extra_headers,
         }
-        remaining = deadline - time.monotonic()
+        remaining = deadline - self._clock()
         if remaining <= 0:
             raise FetchError(url, "timeout", "total deadline exceeded", transient=True)
         timeout = urllib3.Timeout(connect=min(policy.connect_timeout, remaining),
@@ -461,7 +463,7 @@ class HttpClient:
         out_total = 0
         try:
             while True:
-                if time.monotonic() > deadline:
+                if self._clock() > deadline:
                     raise FetchError(url, "timeout", "total deadline exceeded while reading",
                                      status=resp.status, transient=True)
                 chunk = resp.read1(64 * 1024)

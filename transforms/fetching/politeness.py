@@ -49,6 +49,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import apache_beam as beam
+from apache_beam.utils.shared import Shared
 from protego import Protego
 
 from transforms.fetching.http import (
@@ -75,36 +76,46 @@ ROBOTS_TTL = 24 * 3600.0
 FULL_HOST_RECHECK = 0.05
 """Seconds a scheduler waits before looking again at hosts that were all full."""
 
-_SHARED_LIMITERS: dict[tuple[int, float], HostLimiter] = {}
-_SHARED_LOCK = threading.Lock()
+class HostState:
+    """The per-host limiters and circuit breakers of one worker process, by setting.
 
-
-def shared_limiter(max_concurrent: int, min_delay: float) -> HostLimiter:
-    """One limiter per worker process and setting, shared by the feed and page stages.
-
-    Without it each stage (and each DoFn instance) would keep its own count, and a host
-    could see the feed fetcher and the page fetcher at once above the configured limit.
+    Shared by the feed and page stages through :func:`host_state`: without it each stage
+    (and each DoFn instance) would keep its own count, a host could see the feed fetcher
+    and the page fetcher at once above the configured limit, and a host found dead by the
+    feed stage would not be dead for the page stage.
     """
-    key = (max_concurrent, min_delay)
-    with _SHARED_LOCK:
-        limiter = _SHARED_LIMITERS.get(key)
-        if limiter is None:
-            limiter = _SHARED_LIMITERS[key] = HostLimiter(max_concurrent, min_delay)
-        return limiter
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._limiters: dict[tuple[int, float], HostLimiter] = {}
+        self._breakers: dict[tuple[int, float, float], HostBreaker] = {}
+
+    def limiter(self, max_concurrent: int, min_delay: float) -> HostLimiter:
+        """The process's limiter for this setting."""
+        key = (max_concurrent, min_delay)
+        with self._lock:
+            if key not in self._limiters:
+                self._limiters[key] = HostLimiter(max_concurrent, min_delay)
+            return self._limiters[key]
+
+    def breaker(self, failures: int, cooldown: float, max_cooldown: float) -> HostBreaker:
+        """The process's circuit breaker for this setting."""
+        key = (failures, cooldown, max_cooldown)
+        with self._lock:
+            if key not in self._breakers:
+                self._breakers[key] = HostBreaker(failures, cooldown, max_cooldown)
+            return self._breakers[key]
 
 
-_SHARED_BREAKERS: dict[tuple[int, float, float], HostBreaker] = {}
+_HOST_STATE = Shared()
+"""Handle of :class:`HostState`: one per worker process (created where the module is
+imported), held by every :class:`PoliteFetcher` of that process."""
 
 
-def shared_breaker(failures: int, cooldown: float, max_cooldown: float) -> HostBreaker:
-    """One circuit breaker per worker process and setting, like :func:`shared_limiter`:
-    a host found dead by the feed stage is dead for the page stage too."""
-    key = (failures, cooldown, max_cooldown)
-    with _SHARED_LOCK:
-        breaker = _SHARED_BREAKERS.get(key)
-        if breaker is None:
-            breaker = _SHARED_BREAKERS[key] = HostBreaker(failures, cooldown, max_cooldown)
-        return breaker
+def host_state() -> HostState:
+    """This worker process's :class:`HostState`; keep a reference while fetching (it
+    lives as long as one fetcher of the process holds it)."""
+    return _HOST_STATE.acquire(HostState)
 
 
 @dataclass
@@ -515,19 +526,21 @@ class PoliteFetcher:
                  clock: Callable[[], float] = time.monotonic, name: str = "fetch"):
         self.policy = policy
         self.client = HttpClient(policy, resolver=resolver, sleep=sleep)
-        # Injected clocks (tests) get a private limiter; real runs share one per process.
-        self.limiter = (shared_limiter(policy.per_host_concurrency, policy.per_host_delay)
-                        if clock is time.monotonic
-                        else HostLimiter(policy.per_host_concurrency, policy.per_host_delay,
-                                         clock))
+        # Injected clocks (tests) get a private limiter and breaker; real runs share one
+        # per worker process (``hosts`` keeps the process's HostState alive).
+        self.hosts: HostState | None = host_state() if clock is time.monotonic else None
+        if self.hosts is not None:
+            self.limiter = self.hosts.limiter(policy.per_host_concurrency,
+                                              policy.per_host_delay)
+        else:
+            self.limiter = HostLimiter(policy.per_host_concurrency, policy.per_host_delay,
+                                       clock)
         self.breaker: HostBreaker | None = None
         if policy.breaker_failures > 0:
-            self.breaker = (
-                shared_breaker(policy.breaker_failures, policy.breaker_cooldown,
-                               policy.breaker_max_cooldown)
-                if clock is time.monotonic
-                else HostBreaker(policy.breaker_failures, policy.breaker_cooldown,
-                                 policy.breaker_max_cooldown, clock))
+            limits = (policy.breaker_failures, policy.breaker_cooldown,
+                      policy.breaker_max_cooldown)
+            self.breaker = (self.hosts.breaker(*limits) if self.hosts is not None
+                            else HostBreaker(*limits, clock))
         self.robots = RobotsCache(self.client, clock=clock)
         self.scheduler = HostScheduler(self.limiter, threads, name, self.breaker)
 
@@ -647,14 +660,11 @@ class PoliteFetchFn(beam.DoFn):
         self._threads = threads
         self._resolver = resolver
         self._fetcher: PoliteFetcher | None = None
-        self._client: HttpClient | None = None
         self._inflight: InFlight | None = None
 
     def setup(self) -> None:
         self._fetcher = PoliteFetcher(self._policy, self._threads, resolver=self._resolver,
                                       name=self.fetcher_name)
-        # Held here too so that checks of what a DoFn opened can see the client.
-        self._client = self._fetcher.client
 
     def teardown(self) -> None:
         if self._fetcher is not None:

@@ -32,6 +32,7 @@ and ``s3://`` work as outputs.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -51,6 +52,52 @@ from transforms.util import NAMESPACE
 
 COMPRESSION = "zstd"
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+LAYOUT_NOTE = "README.txt"
+"""A text file at the root of every output: it says how to read the tables, and it makes
+a reader given the root itself fail (pandas and pyarrow, naming it: "Is this a 'parquet'
+file?") instead of silently mixing the rows of three tables with different columns.
+DuckDB, polars and Spark refuse the root on their own (the tables' layouts differ)."""
+
+LAYOUT_TEXT = """\
+This folder is a newsbeam output: three Parquet tables, each in a folder of its own.
+
+  articles/    date=YYYY-MM-DD/topic=SLUG/part-*.parquet   one row per article written
+  duplicates/  date=YYYY-MM-DD/part-*.parquet              entries not written, and why
+  errors/      date=YYYY-MM-DD/part-*.parquet              one row per failure
+  _runs/       commit manifests: the files each run published
+
+Read a table folder, never this folder: the tables have different columns, and a reader
+given this folder would mix their rows. (This file is here so that such a read fails.)
+
+  pandas    pd.read_parquet("DIR/articles")
+  pyarrow   pyarrow.dataset.dataset("DIR/articles", partitioning="hive")
+  polars    pl.read_parquet("DIR/articles/**/*.parquet", hive_partitioning=True)
+  DuckDB    SELECT * FROM read_parquet('DIR/articles/**/*.parquet', hive_partitioning=true)
+  Spark     spark.read.parquet("DIR/articles")
+  newsbeam  newsbeam sql DIR     (DuckDB views: articles, duplicates, errors, stories)
+            newsbeam report DIR  (an HTML page with plots)
+
+A reader that needs each run whole reads the files the manifests in _runs/ name; the
+project's README shows how ("Reading whole runs").
+"""
+
+
+def write_layout_note(root: str) -> None:
+    """Writes :data:`LAYOUT_NOTE` at ``root`` unless it is there (atomic where local)."""
+    path = FileSystems.join(root, LAYOUT_NOTE)
+    if FileSystems.exists(path):
+        return
+    data = LAYOUT_TEXT.encode("utf-8")
+    if "://" in root:
+        with FileSystems.create(path) as f:
+            f.write(data)
+        return
+    tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
 
 
 class StagedFile(NamedTuple):
@@ -186,6 +233,7 @@ class _PublishFn(beam.DoFn):
     def process(self, element: tuple[str, list[StagedFile]],
                 window=beam.DoFn.WindowParam) -> Iterator[PublishedFile]:
         token = window_token(window)
+        write_layout_note(self._root)
         made: set[str] = set()
         published = []
         for seq, staged in enumerate(sorted(element[1], key=lambda s: (s.partition, s.path))):

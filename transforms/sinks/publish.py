@@ -1,5 +1,8 @@
 """Publishing a run as a unit: staged files, an intent log, and a commit manifest.
 
+Size: about 510 lines: the commit protocol (plan, intent, roll forward, manifest) and its
+recovery must be read as one to see that a crash at any step is recoverable.
+
 A batch run (``newsbeam ingest``, one ``watch`` cycle) publishes all its tables at once,
 after its pipeline has finished, from the launching process and under the output's
 writer lease (:mod:`transforms.sinks.lease`):
@@ -314,6 +317,9 @@ def plan(root: str, run_id: str, lists: list[dict]) -> list[dict]:
 
 
 def _roll_forward(root: str, intent: dict, pause: Any = None) -> RunManifest:
+    from transforms.sinks.parquet import write_layout_note  # that module imports this one
+
+    write_layout_note(root)
     made: set[str] = set()
     for f in intent["files"]:
         if pause:

@@ -57,7 +57,8 @@ def duplicate_record(entry: Entry, kept_id: str, level: str, similarity: float,
         url=entry.url, feed_url=entry.feed_url, article_id=entry.entry_id,
         duplicate_of=kept_id, level=level, similarity=similarity, title=entry.title[:1000],
         detected_at=detected_at, date=detected_at.strftime("%Y-%m-%d"),
-        schema_version=SCHEMA_VERSION)
+        schema_version=SCHEMA_VERSION, source=entry.source or None,
+        language=entry.language_hint or None)
 
 
 class KeepFirstPerKeyFn(beam.DoFn):

