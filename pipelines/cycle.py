@@ -437,7 +437,8 @@ def run_cycle(number: int, config: WatchConfig, store: StateStore, fetcher: Poli
                       command="ingest" if batch else "watch", console=console,
                       extra_counts=counts,
                       added_counts={"entries_read": len(new) + len(duplicates)
-                                    + entry_problems})
+                                    + entry_problems},
+                      feeds=len(config.ingest.subscriptions.feeds) if batch else None)
     report.page_retries = _fold(store, root, run_id, journal, config.forget_after,
                                 config.page_attempts)[2]
     report.summary = outcome.summary
