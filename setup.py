@@ -74,6 +74,8 @@ TEST = [
     "polars>=1.0,<2",
     # Property tests: generated hostile bytes and strings thrown at every parser.
     "hypothesis>=6.100,<7",
+    # A throwaway CA and server certificate for the HTTPS-through-proxy test (CONNECT).
+    "trustme>=1.2,<2",
     # The README's Spark reader example runs as a test (local[1]; needs Java 17+).
     "pyspark>=4.0,<5",
     # Beam's --setup_file staging builds the sdist with `python -m build --no-isolation`

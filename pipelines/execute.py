@@ -23,15 +23,17 @@ never half of it; the commit itself (its ``tables``) is unchanged by this.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines.progress import ProgressReporter, filtered_stderr
 from pipelines.runners import is_prism, prism_for_run
@@ -54,6 +56,34 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NOTHING = 3
 """Exit codes of ``newsbeam`` (with ``EXIT_BUSY`` = 75 from :mod:`transforms.sinks.lease`)."""
+
+
+def new_run_id() -> str:
+    """Sortable, unique run id: ``20241123T095600Z-1a2b3c``."""
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def local_runner(options: PipelineOptions) -> PipelineOptions:
+    """Runs a bounded pipeline on the FnApiRunner when no runner (or the DirectRunner) is
+    named.
+
+    Beam's DirectRunner first tries Prism: it starts a gRPC worker-pool server for a
+    loopback environment, then fails to fetch the Prism binary (offline) and falls back
+    to the FnApiRunner, leaving that server and its polling threads to be torn down by
+    the garbage collector. When they are still alive as the interpreter exits, a gRPC
+    thread can wake up during finalisation inside C++ code and the process aborts with
+    ``terminate called without an active exception`` (exit 134) after the run has
+    finished. The FnApiRunner is what ran the pipeline anyway; naming it starts no server.
+
+    ``--runner=PrismRunner`` without ``--prism_location`` gets the local Prism binary
+    (:mod:`pipelines.runners`), so Beam downloads nothing.
+    """
+    from pipelines.runners import with_local_prism
+
+    std = options.view_as(StandardOptions)
+    if std.runner in (None, "DirectRunner", "SwitchingDirectRunner"):
+        std.runner = "FnApiRunner"
+    return with_local_prism(options)
 
 
 class LeaseLost(RuntimeError):
@@ -124,7 +154,8 @@ def attach_summary(root: str, run_id: str, summary: dict[str, Any]) -> bool:
 def execute(config, options: PipelineOptions, source: beam.PTransform, *, clock=None,
             lease=None, pause=None, console=None, command: str = "ingest",
             publish: bool = True, skip_published: bool = True,
-            extra_counts: dict[str, int] | None = None, feeds: int | None = None,
+            extra_counts: dict[str, int] | None = None,
+            added_counts: dict[str, int] | None = None, feeds: int | None = None,
             build_kwargs: dict[str, Any] | None = None) -> Outcome:
     """Builds the pipeline for ``source`` (:func:`pipelines.stages.build`), runs it,
     publishes and summarises the run.
@@ -133,9 +164,11 @@ def execute(config, options: PipelineOptions, source: beam.PTransform, *, clock=
     cycles); False for the unbounded pipeline, which commits window by window.
     ``skip_published``: rows an earlier run published are left out (batch re-runs).
     ``extra_counts`` override Beam's counters in the summary (a watch cycle counts the
-    entries its poll sorted). ``console`` (:class:`pipelines.options.Console`, the CLI's):
-    a progress line on stderr while it runs, and in multi-processing mode the SDK
-    workers' start-up lines filtered out; None (tests, libraries): neither.
+    entries its poll sorted); ``added_counts`` are added to them (a remembering batch run
+    counts its polled entries on top of the backfill stage's own). ``console``
+    (:class:`pipelines.options.Console`, the CLI's): a progress line on stderr while it
+    runs, and in multi-processing mode the SDK workers' start-up lines filtered out; None
+    (tests, libraries): neither.
     """
     timings: dict[str, float] = {}
     t0 = time.monotonic()
@@ -184,6 +217,8 @@ def execute(config, options: PipelineOptions, source: beam.PTransform, *, clock=
     timings["publish_s"] = time.monotonic() - t1
     t2 = time.monotonic()
     counts.update(extra_counts or {})
+    for name, n in (added_counts or {}).items():
+        counts[name] = counts.get(name, 0) + n
     summary = summarize(config.output, config.run_id, counts)
     timings["summary_s"] = time.monotonic() - t2
     timings["total_s"] = time.monotonic() - t0

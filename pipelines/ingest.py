@@ -18,17 +18,23 @@ backfill file, the unbounded poller of :mod:`pipelines.streaming`, a cycle of
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
 import sys
-import uuid
 from collections.abc import Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
 from pipelines import options as cli_options
-from pipelines.execute import LeaseLost, counters, execute, recover_output
+from pipelines.execute import (
+    LeaseLost,
+    counters,
+    execute,
+    local_runner,
+    new_run_id,
+    recover_output,
+)
 from pipelines.preflight import articles_problem, fail, output_problem
+from pipelines.rerun import remembers, run_remembered
 from pipelines.stages import (
     IngestConfig,
     ReadBackfillFile,
@@ -37,8 +43,10 @@ from pipelines.stages import (
     batch_source,
     build,
 )
+from transforms.extraction.language import parse_languages
 from transforms.feeds.sources import SourceError, Subscriptions, read_sources
 from transforms.fetching.http import FetchPolicy, user_agent_for
+from transforms.fetching.proxy import ProxyConfigError, proxies_from
 from transforms.stories.similarity import MissingBackendError, make_similarity
 from transforms.topics.assign import load_category_map
 from transforms.topics.classify import encoder_available
@@ -49,12 +57,7 @@ IngestOptions = cli_options.IngestOptions
 ContinuousOptions = cli_options.ContinuousOptions
 __all__ = ["ContinuousOptions", "IngestConfig", "IngestOptions", "LeaseLost", "ReadBackfillFile",
            "ReadFeedsOnce", "Sources", "batch_source", "build", "counters", "local_runner",
-           "parse_args", "run"]
-
-
-def new_run_id() -> str:
-    """Sortable, unique run id: ``20241123T095600Z-1a2b3c``."""
-    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+           "new_run_id", "parse_args", "run"]
 
 
 def _known_parser() -> argparse.ArgumentParser:
@@ -103,6 +106,17 @@ def config_from(values, errors: list[str]) -> IngestConfig | None:
         errors.append(problem)
     if values.articles and (problem := articles_problem(values.articles)):
         errors.append(problem)
+    languages: frozenset[str] = frozenset()
+    if values.languages is not None:
+        try:
+            languages = parse_languages(values.languages)
+        except ValueError as e:
+            errors.append(str(e))
+    proxies, no_proxy = (), ""
+    try:
+        proxies, no_proxy = proxies_from(values.proxy)
+    except ProxyConfigError as e:
+        errors.append(str(e))
     subs = Subscriptions()
     try:
         subs = read_sources(values.feeds)
@@ -124,7 +138,8 @@ def config_from(values, errors: list[str]) -> IngestConfig | None:
                          max_bytes=values.max_page_bytes, total_timeout=values.timeout,
                          per_host_concurrency=values.per_host_concurrency,
                          per_host_delay=values.per_host_delay,
-                         max_retry_after=values.max_retry_after)
+                         max_retry_after=values.max_retry_after,
+                         proxies=proxies, no_proxy=no_proxy)
     return IngestConfig(output=str(values.output).rstrip("/"),
                         run_id=values.run_id or new_run_id(),
                         policy=policy, subscriptions=subs, articles=values.articles,
@@ -134,30 +149,9 @@ def config_from(values, errors: list[str]) -> IngestConfig | None:
                         story_window_hours=values.story_window_hours,
                         story_threshold=values.story_threshold,
                         story_similarity=values.story_similarity,
-                        drop_echoes=values.drop_echoes)
-
-
-def local_runner(options: PipelineOptions) -> PipelineOptions:
-    """Runs a bounded pipeline on the FnApiRunner when no runner (or the DirectRunner) is
-    named.
-
-    Beam's DirectRunner first tries Prism: it starts a gRPC worker-pool server for a
-    loopback environment, then fails to fetch the Prism binary (offline) and falls back
-    to the FnApiRunner, leaving that server and its polling threads to be torn down by
-    the garbage collector. When they are still alive as the interpreter exits, a gRPC
-    thread can wake up during finalisation inside C++ code and the process aborts with
-    ``terminate called without an active exception`` (exit 134) after the run has
-    finished. The FnApiRunner is what ran the pipeline anyway; naming it starts no server.
-
-    ``--runner=PrismRunner`` without ``--prism_location`` gets the local Prism binary
-    (:mod:`pipelines.runners`), so Beam downloads nothing.
-    """
-    from pipelines.runners import with_local_prism
-
-    std = options.view_as(StandardOptions)
-    if std.runner in (None, "DirectRunner", "SwitchingDirectRunner"):
-        std.runner = "FnApiRunner"
-    return with_local_prism(options)
+                        drop_echoes=values.drop_echoes, languages=languages,
+                        credentials={f.url: f.credentials for f in subs.feeds
+                                     if f.credentials})
 
 
 def run(argv: Sequence[str] | None = None, clock=None, quiet: bool = False,
@@ -172,6 +166,10 @@ def run(argv: Sequence[str] | None = None, clock=None, quiet: bool = False,
     (:func:`pipelines.execute.execute`). ``pause`` (fault injection) is called with a step
     name between the steps of the publish. ``console`` (:class:`pipelines.options.Console`):
     a progress line on stderr, and Beam's notices kept off it.
+
+    A run with feeds over a local output remembers (:mod:`pipelines.rerun`, unless
+    ``--refetch``): it runs as one poll cycle over ``DIR/_state``, through the same run tail,
+    and returns the same ``(result, summary)``.
     """
     from transforms.sinks.lease import OutputLease, WriterOptions
 
@@ -184,9 +182,13 @@ def run(argv: Sequence[str] | None = None, clock=None, quiet: bool = False,
     with OutputLease(config.output, config.run_id, wait=writer.lock_wait,
                      lease_seconds=writer.lock_lease, command="newsbeam ingest") as lease:
         recover_output(config.output, quiet=quiet)
-        outcome = execute(config, local_runner(options), batch_source(config, clock),
-                          clock=clock, lease=lease, pause=pause, console=console,
-                          command="ingest", feeds=len(config.subscriptions.feeds))
+        if remembers(config, options):
+            outcome = run_remembered(config, local_runner(options), lease, clock=clock,
+                                     quiet=quiet, pause=pause, console=console)
+        else:
+            outcome = execute(config, local_runner(options), batch_source(config, clock),
+                              clock=clock, lease=lease, pause=pause, console=console,
+                              command="ingest", feeds=len(config.subscriptions.feeds))
     if not quiet:
         print(outcome.summary.render(), file=sys.stdout)
     return outcome.result, outcome.summary

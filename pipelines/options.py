@@ -14,8 +14,9 @@ declarations feed two parsers:
 
 Adding an option: add an ``add_argument`` line to the group function it belongs to (or a
 new group function and a line in ``GROUPS``), state its default in its help text, add its
-check to :func:`validate` if it has one, and read it where the config is built
-(``pipelines.ingest.config_from``).
+check to :func:`validate` if it has one (or, if the check reads files, the environment or
+a transform's parser, to ``pipelines.ingest.config_from``, as ``--proxy`` and
+``--languages`` do), and read it where the config is built.
 
 Defaults that live in ``transforms/`` are repeated here so that this module imports
 nothing heavy; ``tests/test_options.py`` pins them to the transforms' values.
@@ -73,6 +74,12 @@ def add_source_arguments(parser) -> None:
         "--articles", default=None, metavar="FILE.jsonl",
         help="JSON Lines file (or glob) of already-fetched articles to backfill (url and "
              "text required). Batch ingest only. Default: none.")
+    parser.add_argument(
+        "--refetch", action="store_true", default=False,
+        help="Read every feed and listed page again, ignoring what DIR/_state remembers "
+             "(feed validators, entries published by earlier runs); rows already "
+             "published are still not written twice. Batch ingest only. Default: off (a "
+             "run over a local output skips unchanged feeds and entries it has seen).")
 
 
 def add_fetching_arguments(parser) -> None:
@@ -82,6 +89,13 @@ def add_fetching_arguments(parser) -> None:
         default=False,
         help="Allow URLs that resolve to loopback, private or link-local addresses. "
              "Default: refused.")
+    parser.add_argument(
+        "--proxy", default=None, metavar="URL",
+        help="HTTP(S) proxy for every request, e.g. http://proxy:3128 (user:password@ "
+             "allowed); https targets are tunnelled with CONNECT. The private-network "
+             "guard still applies to the target. '' turns proxies off. Default: the "
+             "HTTPS_PROXY / HTTP_PROXY environment variables (per scheme, with NO_PROXY), "
+             "else none.")
     parser.add_argument(
         "--user-agent", dest="user_agent", default=None,
         help="User-Agent for every request. Default: 'newsbeam/0.1 (+CONTACT_URL)', "
@@ -158,9 +172,10 @@ def add_story_arguments(parser) -> None:
              "Default: echoes are written with the lead's story_id.")
 
 
-def add_output_arguments(parser, required: bool = True) -> None:
-    """Where and how the tables are written. ``required=False``: ``--output`` has a
-    default given by the command (the demo's)."""
+def add_output_arguments(parser, required: bool = True, lease: bool = True) -> None:
+    """Where and how the tables are written, and which articles are. ``required=False``:
+    ``--output`` has a default given by the command (the demo's); ``lease=False``: without
+    the writer-lease options (Beam's parser has them from ``WriterOptions``)."""
     parser.add_argument(
         "--output", default=None, metavar="DIR",
         help="Output folder (local path, gs:// or s3://): articles/, duplicates/ and "
@@ -169,7 +184,13 @@ def add_output_arguments(parser, required: bool = True) -> None:
         "--run-id", dest="run_id", default=None,
         help="Identifier written into output file names and the run's manifest name. "
              "Default: UTC time + random.")
-    add_lease_arguments(parser)
+    parser.add_argument(
+        "--languages", default=None, metavar="CODES",
+        help="Comma-separated ISO 639 codes of the languages to keep, e.g. en,uk; an "
+             "article in any other language is left out as an error record with reason "
+             "language_filtered ('und' keeps undetermined ones). Default: all.")
+    if lease:
+        add_lease_arguments(parser)
 
 
 def add_lease_arguments(parser) -> None:
@@ -309,6 +330,9 @@ def validate(values: Any, mode: str = "ingest") -> list[str]:
         errors.append("--lock-wait must not be negative and --lock-lease must be positive")
     if mode == "ingest":
         return errors
+    if get("refetch"):
+        errors.append("--refetch is for newsbeam ingest: the continuous modes always "
+                      "remember what they read")
     if get("articles"):
         errors.append("--articles (backfill) is a one-off: run it with newsbeam ingest, "
                       "without --streaming")
@@ -349,8 +373,7 @@ def _ingest_options_class():
         def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
             for name in INGEST_GROUPS:
                 if name == "output":
-                    parser.add_argument("--output", default=None)
-                    parser.add_argument("--run-id", dest="run_id", default=None)
+                    add_output_arguments(parser, lease=False)
                 else:
                     GROUPS[name][1](parser)
 

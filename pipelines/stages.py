@@ -2,7 +2,8 @@
 
 ``build(pipeline, config, source)`` adds them to a pipeline::
 
-    source → exact dedup → pages → language → topic → stories → Parquet tables
+    source → exact dedup → pages → language (→ --languages filter) → topic → stories
+           → Parquet tables
 
 A *source* is a PTransform applied to the pipeline that returns ``{"entries", "errors"}``
 and optionally ``"duplicates"``: :class:`ReadFeedsOnce` and :class:`ReadBackfillFile` here
@@ -21,7 +22,7 @@ import apache_beam as beam
 from pipelines.progress import CountProgress
 from schemas import ARTICLE_SCHEMA, DUPLICATE_SCHEMA, ERROR_SCHEMA
 from transforms.extraction.extract import FetchArticles
-from transforms.extraction.language import DetectLanguageFn
+from transforms.extraction.language import DetectLanguageFn, FilterLanguagesFn
 from transforms.feeds.backfill import ReadBackfill
 from transforms.feeds.parse import ReadFeeds
 from transforms.feeds.sources import Subscriptions
@@ -52,6 +53,10 @@ class IngestConfig:
     drop_echoes: bool = False
     topic_threshold: float = DEFAULT_TOPIC_THRESHOLD
     topic_encoder: bool = False
+    languages: frozenset[str] = frozenset()
+    """Languages to keep (empty: all)."""
+    credentials: dict = field(default_factory=dict, repr=False)
+    """Feed URL → the feed's own request headers, for its pages on the feed's origin."""
 
 
 def source_problems(subscriptions: Subscriptions, now: dt.datetime) -> list:
@@ -155,15 +160,20 @@ def build(pipeline: beam.Pipeline, config: IngestConfig,
     if "duplicates" in polled:
         duplicates = [duplicates, polled["duplicates"]] | "AllDuplicates" >> beam.Flatten()
     pages = unique | "FetchArticles" >> FetchArticles(config.policy, config.fetch_threads,
-                                                      clock=clock)
-    articles = (
-        tap(pages.articles, "pages_fetched", "ProgressPages")
-        | "DetectLanguage" >> beam.ParDo(DetectLanguageFn())
-        | "AssignTopic" >> beam.ParDo(
-            AssignTopicFn(config.category_map, config.topic_threshold,
-                          use_encoder=config.topic_encoder))
-    )
+                                                      clock=clock,
+                                                      credentials=config.credentials)
     page_errors = tap(pages.errors, "pages_failed", "ProgressPageErrors")
+    articles = (tap(pages.articles, "pages_fetched", "ProgressPages")
+                | "DetectLanguage" >> beam.ParDo(DetectLanguageFn()))
+    if config.languages:
+        # Articles in other languages end as one error record each (language_filtered).
+        kept = articles | "FilterLanguages" >> beam.ParDo(
+            FilterLanguagesFn(config.languages)).with_outputs("errors", main="articles")
+        articles = kept.articles
+        page_errors = (page_errors, kept.errors) | "WithLanguageErrors" >> beam.Flatten()
+    articles = articles | "AssignTopic" >> beam.ParDo(
+        AssignTopicFn(config.category_map, config.topic_threshold,
+                      use_encoder=config.topic_encoder))
     # Story stage: exact and near copies are dropped, echoes share the first article's id.
     # The unbounded pipeline reads no seeds: their side input (this batch's time bounds)
     # is never ready for a global-window reader, which held every window back until the

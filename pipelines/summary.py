@@ -88,6 +88,11 @@ class Summary:
                         if self.already_published else "")
                      + f" [{'accounting OK' if self.balanced else 'ACCOUNTING MISMATCH'}]")
         lines.append(f"  feed errors: {self.feed_errors}")
+        if "entries_unchanged" in self.counters:
+            c = self.counters
+            lines.append(f"  remembered: {c.get('feeds_not_modified', 0)} feeds not modified, "
+                         f"{c['entries_unchanged']} entries seen in earlier runs "
+                         "(not fetched again)")
         lines.append("  articles by date/topic:")
         for part, n in sorted(self.by_partition.items()):
             lines.append(f"    {part:<60} {n:>6}")

@@ -10,6 +10,7 @@ from schemas.records import (
     Entry,
     ErrorRecord,
     FeedSpec,
+    SitemapLimits,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "Entry",
     "ErrorRecord",
     "FeedSpec",
+    "SitemapLimits",
 ]

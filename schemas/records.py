@@ -78,6 +78,18 @@ def _doc(text: str, **kw: typing.Any) -> typing.Any:
 
 
 @dataclass(frozen=True)
+class SitemapLimits:
+    """How much of a sitemap source is read."""
+
+    max_urls: int = _doc("Most page URLs taken from one source, nested sitemaps included.",
+                         default=1000)
+    max_depth: int = _doc("Most levels of sitemap indexes below the source's own document.",
+                          default=3)
+    max_bytes: int = _doc("Largest sitemap document, after decompression (also capped by "
+                          "--max-page-bytes).", default=10 * 1024 * 1024)
+
+
+@dataclass(frozen=True)
 class FeedSpec:
     """One subscription: a feed URL and the options that apply to its entries."""
 
@@ -85,6 +97,15 @@ class FeedSpec:
     name: str | None = _doc("Outlet name; defaults to the feed's title.", default=None)
     topic: str | None = _doc("Topic slug forced on every entry of this feed.", default=None)
     language: str | None = _doc("ISO 639-1 code used when detection is unsure.", default=None)
+    kind: str = _doc("What the URL is: 'feed' (RSS, Atom, JSON Feed), 'sitemap' (a sitemap or "
+                     "sitemap index) or 'site' (a site whose robots.txt names its sitemaps).",
+                     default="feed")
+    limits: SitemapLimits | None = _doc("Limits of a sitemap source (None: the defaults).",
+                                        default=None)
+    credentials: tuple[tuple[str, str], ...] = field(
+        default=(), repr=False, compare=False,
+        metadata={"doc": "Extra request headers (auth, cookies) for the feed and its pages "
+                         "on the feed's origin; secret, never written out."})
 
 
 @dataclass(frozen=True)

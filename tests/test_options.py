@@ -62,6 +62,8 @@ def test_every_help_text_states_its_default():
     (["--feeds", "u", "--output", "o", "--cycles", "0"], "watch", "--cycles"),
     (["--feeds", "u", "--output", "gs://b/o"], "watch", "local folder"),
     (["--feeds", "u", "--output", "o", "--page-attempts", "0"], "watch", "--page-attempts"),
+    (["--feeds", "u", "--output", "o", "--refetch"], "watch", "--refetch"),
+    (["--feeds", "u", "--output", "o", "--refetch"], "streaming", "--refetch"),
 ])
 def test_validate_names_the_option_at_fault(argv, mode, problem):
     problems = opts.validate(_values(*argv), mode)
@@ -73,6 +75,7 @@ def test_validate_accepts_good_lines_in_every_mode():
     assert [opts.validate(values, m) for m in opts.MODES] == [[], [], []]
     # Batch-only and watch-only rules stay in their modes.
     assert opts.validate(_values("--articles", "a", "--output", "o"), "ingest") == []
+    assert opts.validate(_values("--feeds", "u", "--output", "o", "--refetch"), "ingest") == []
     assert opts.validate(_values("--feeds", "u", "--output", "gs://b/o"), "streaming") == []
     with pytest.raises(ValueError):
         opts.validate(values, "sometimes")
@@ -89,6 +92,15 @@ def test_beam_parses_the_same_options_and_validates_them():
     assert ingest.validate() == ["--fetch-threads must be at least 1"]
     assert opts.IngestOptions is opts.IngestOptions  # created once
     assert opts.IngestOptions.__qualname__ == "IngestOptions"
+
+
+def test_beam_knows_the_source_controls():
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    ingest = PipelineOptions(["--feeds", "u", "--output", "o", "--languages", "en,uk",
+                              "--proxy", "", "--refetch"]).view_as(opts.IngestOptions)
+    assert (ingest.languages, ingest.proxy, ingest.refetch) == ("en,uk", "", True)
+    assert ingest.validate() == []
 
 
 def test_console_options_come_out_of_any_position():

@@ -59,15 +59,24 @@ def test_killed_publish_then_reruns_equal_one_clean_run(tmp_path):
         intent = json.loads(next((out / "_runs").glob("*.intent.json")).read_text())
         planned = {t: sum(f["rows"] for f in intent["files"] if f["table"] == t)
                    for t in pub.TABLES}
-        # The next run finishes the killed publish first, then adds nothing of its own.
-        _, second = run(["--feeds", feeds, *args], quiet=True)
+        # The next run finishes the killed publish first and folds the killed run's
+        # journal into the state, so its feeds answer 304 and nothing is read again.
+        result, second = run(["--feeds", feeds, *args], quiet=True)
         after_second = {t: rows(out, t) for t in pub.TABLES}
-        _, third = run(["--feeds", feeds, *args], quiet=True)
+        assert second.entries_read == 0 and second.counters["feeds_not_modified"] > 0
+        # It ends like every run: its pipeline's result, its summary in its manifest.
+        assert result is not None
+        kept = pub.read_manifest(str(out), second.run_id)["summary"]
+        assert (kept["command"], kept["exit_code"], kept["entries_read"]) == ("ingest", 0, 0)
+        assert kept["counters"]["feeds_not_modified"] == second.counters["feeds_not_modified"]
+        # A run told to read everything again finds every row published already.
+        _, third = run(["--feeds", feeds, *args, "--refetch"], quiet=True)
     assert {t: len(after_second[t]) for t in pub.TABLES} == planned
     assert planned["articles"] > 0 and planned["duplicates"] > 0 and planned["errors"] > 0
     for s in (second, third):
         assert (s.articles, s.duplicates, s.entry_errors, s.feed_errors) == (0, 0, 0, 0)
-        assert s.already_published == s.entries_read > 0 and s.balanced
+        assert s.balanced
+    assert third.already_published == third.entries_read > 0
     assert {t: rows(out, t) for t in pub.TABLES} == after_second
     # What a plain glob reads equals what the manifests name.
     for t in pub.TABLES:
@@ -141,3 +150,56 @@ def test_a_second_demo_into_the_same_folder_adds_no_rows(tmp_path, capsys):
     assert "0 articles written, 0 duplicates, 0 entry errors" in printed
     assert {t: rows(out, t) for t in first} == first
     assert len(first["articles"]) == 26
+
+
+def page_requests(server: SiteServer) -> list[str]:
+    """Logged requests for anything but feeds and robots.txt."""
+    return [r.path for r in list(server.requests)
+            if not r.path.endswith(("/robots.txt", ".xml", ".atom", ".json"))]
+
+
+@pytest.mark.slow
+def test_a_batch_rerun_fetches_only_what_changed(tmp_path):
+    out = tmp_path / "out"
+    args = ["--output", str(out), "--allow-private-network", "--per-host-delay", "0",
+            "--story-similarity", "lexical"]
+    with SiteServer() as server:
+        feeds = demo_feeds_file(server.base_url, str(tmp_path))
+        _, first = run(["--feeds", feeds, *args], quiet=True)
+        assert first.articles > 0 and first.balanced
+        written = {t: rows(out, t) for t in pub.TABLES}
+        state = json.loads((out / "_state" / "feeds.json").read_text())
+        assert state and all(s.get("etag") or s.get("last_status") == "failed"
+                             for s in state.values())
+
+        server.clear_requests()
+        _, second = run(["--feeds", feeds, *args], quiet=True)
+        # Every feed that answered before is asked with its validators and answers 304;
+        # not one article page is fetched and no table gains a row.
+        feed_hits = [r for r in list(server.requests) if r.path.endswith((".xml", ".atom"))]
+        assert feed_hits and all(r.conditional and r.status == 304 for r in feed_hits)
+        assert page_requests(server) == []
+        assert {t: rows(out, t) for t in pub.TABLES} == written
+        assert second.entries_read == 0 and second.balanced
+
+        # One feed gains an item: only that feed is read in full, only the new page fetched.
+        feed_path = "/harbor-ledger/feed.xml"
+        text = (ROOT / "pipelines/demo/site/harbor-ledger/feed.xml").read_text()
+        item = ("<item><title>Harbour reopens after the storm</title>"
+                "<link>{{BASE}}/harbor-ledger/2024/11/harbour-reopens.html</link>"
+                "<pubDate>Mon, 25 Nov 2024 08:00:00 +0000</pubDate>"
+                "<guid>{{BASE}}/harbor-ledger/2024/11/harbour-reopens.html</guid></item>")
+        server.set_file(feed_path, text.replace("<item>", item + "<item>", 1))
+        body = " ".join(["The harbour reopened to shipping on Monday after the storm "
+                         "that closed it for three days, the port authority said."] * 12)
+        server.set_file("/harbor-ledger/2024/11/harbour-reopens.html",
+                        f"<html><head><title>Harbour reopens</title></head><body><article>"
+                        f"<h1>Harbour reopens after the storm</h1><p>{body}</p></article>"
+                        f"</body></html>")
+        server.clear_requests()
+        _, third = run(["--feeds", feeds, *args], quiet=True)
+        assert page_requests(server) == ["/harbor-ledger/2024/11/harbour-reopens.html"]
+        assert third.entries_read == 1 and third.articles == 1 and third.balanced
+        assert third.counters["entries_unchanged"] > 0
+    after = rows(out, "articles")
+    assert len(after) == len(written["articles"]) + 1

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ from apache_beam.metrics import Metrics
 
 from schemas import SCHEMA_VERSION, Article, Entry
 from transforms.extraction.text import clean_text, content_hash, storable
+from transforms.feeds.credentials import same_origin
 from transforms.feeds.parse import MAX_LIST_ITEMS, MAX_TITLE_CHARS, plausible_date
 from transforms.fetching.http import FetchError, FetchPolicy, Response, decode_html
 from transforms.fetching.politeness import PoliteFetchFn
@@ -137,9 +138,12 @@ class FetchPagesFn(PoliteFetchFn):
 
     fetcher_name = "fetch-page"
 
-    def __init__(self, policy: FetchPolicy, threads: int = 16, clock=None, resolver=None):
+    def __init__(self, policy: FetchPolicy, threads: int = 16, clock=None, resolver=None,
+                 credentials: Mapping[str, tuple[tuple[str, str], ...]] | None = None):
         super().__init__(policy, threads, resolver)
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        # Feed URL → the feed's own headers, sent with its pages on the feed's origin.
+        self._credentials = dict(credentials or {})
         self.pages_ok = Metrics.counter(NAMESPACE, "pages_fetched")
         self.pages_failed = Metrics.counter(NAMESPACE, "pages_failed")
         self.fallbacks = Metrics.counter(NAMESPACE, "bodies_from_feed")
@@ -153,8 +157,12 @@ class FetchPagesFn(PoliteFetchFn):
             yield from self._emit(entry, None, None, self._clock(), timestamp, window)
             yield from self.completed()
         else:
+            extra = {}
+            credentials = self._credentials.get(entry.feed_url)
+            if credentials and same_origin(entry.url, entry.feed_url):
+                extra["origin_headers"] = dict(credentials)
             yield from self.fetch(entry.url, entry, timestamp, window, accept=PAGE_ACCEPT,
-                                  allowed_types=PAGE_TYPES, sniff_binary=True)
+                                  allowed_types=PAGE_TYPES, sniff_binary=True, **extra)
 
     def handle(self, entry: Entry, response: Response | None, error: FetchError | None,
                timestamp: Any, window: Any) -> Iterator[Any]:
@@ -194,20 +202,24 @@ class FetchArticles(beam.PTransform):
     """Entries → Articles (main ``articles``) and ErrorRecords (``errors``).
 
     ``threads`` bounds the requests in flight per DoFn instance; the per-host limits
-    come from ``policy`` (see :class:`~transforms.fetching.http.FetchPolicy`).
+    come from ``policy`` (see :class:`~transforms.fetching.http.FetchPolicy`). ``credentials``
+    (feed URL → the feed's own request headers) go with the pages on the feed's origin.
     """
 
-    def __init__(self, policy: FetchPolicy, threads: int = 16, clock=None, resolver=None):
+    def __init__(self, policy: FetchPolicy, threads: int = 16, clock=None, resolver=None,
+                 credentials: Mapping[str, tuple[tuple[str, str], ...]] | None = None):
         super().__init__()
         self._policy = policy
         self._threads = threads
         self._clock = clock
         self._resolver = resolver
+        self._credentials = credentials
 
     def expand(self, entries):
         return (
             entries
             | "FetchAndExtractPages" >> beam.ParDo(
-                FetchPagesFn(self._policy, self._threads, self._clock, self._resolver))
+                FetchPagesFn(self._policy, self._threads, self._clock, self._resolver,
+                             self._credentials))
             .with_outputs("errors", main="articles")
         )

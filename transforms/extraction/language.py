@@ -5,18 +5,28 @@ differently in two processes, so the seed is set once per worker. Detection runs
 title plus the first 3,000 characters of the body (longer text costs time and does not
 change the answer for news). When the text is too short or detection is unsure
 (probability below 0.70), the feed's declared language is used instead, then ``und``.
+
+``--languages en,uk`` keeps only articles in those languages: :class:`FilterLanguagesFn`
+turns every other article into one error record (``level=entry``,
+``stage=filter_language``, ``reason=language_filtered``), so the accounting still closes
+and the errors table says what was left out. ``und`` in the list keeps articles whose
+language could not be determined.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import apache_beam as beam
+from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
 from schemas import Article
 from transforms.feeds.parse import language_code
-from transforms.util import NAMESPACE
+from transforms.util import NAMESPACE, error_record
 
 MAX_CHARS = 3000
 MIN_CHARS = 20
@@ -71,3 +81,46 @@ class DetectLanguageFn(beam.DoFn):
         if lang == "und":
             self.undetermined.inc()
         yield dataclasses.replace(article, language=lang, language_confidence=prob)
+
+
+_CODE = re.compile(r"^[a-z]{2,3}$")
+
+
+def parse_languages(value: str) -> frozenset[str]:
+    """``"en, uk"`` → ``{"en", "uk"}``; raises ValueError naming a code that is not
+    ISO 639 (two or three lowercase letters, or ``und``)."""
+    codes = [c.strip().lower() for c in value.split(",") if c.strip()]
+    if not codes:
+        raise ValueError("--languages needs at least one ISO 639 code, e.g. en,uk")
+    bad = [c for c in codes if not _CODE.match(c)]
+    if bad:
+        raise ValueError(f"--languages: not ISO 639 codes: {', '.join(map(repr, bad))}")
+    return frozenset(codes)
+
+
+def language_refusal(article: Article, languages: Iterable[str]) -> str | None:
+    """Why ``article`` is left out by the language filter, or None when it is kept."""
+    keep = sorted(languages)
+    if article.language in keep:
+        return None
+    return (f"article language {article.language!r} is not among --languages "
+            f"{','.join(keep)}")
+
+
+class FilterLanguagesFn(beam.DoFn):
+    """Keeps articles in ``languages``; every other one becomes an error record (tagged
+    ``errors``, reason ``language_filtered``) stamped with the article's fetch time."""
+
+    def __init__(self, languages: Iterable[str]):
+        self._languages = frozenset(languages)
+        self.filtered = Metrics.counter(NAMESPACE, "articles_language_filtered")
+
+    def process(self, article: Article) -> Iterator[Any]:
+        why = language_refusal(article, self._languages)
+        if why is None:
+            yield article
+            return
+        self.filtered.inc()
+        yield pvalue.TaggedOutput("errors", error_record(
+            article.url, article.feed_url, "entry", "filter_language", "language_filtered",
+            why, None, 1, article.fetched_at, article.source, article.language))

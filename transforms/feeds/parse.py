@@ -432,12 +432,16 @@ def _normalise_entry(raw: Mapping[str, Any], where: str, spec: FeedSpec, source:
         fetched_at=fetched_at)
 
 
-def feed_request(headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+def feed_request(headers: Mapping[str, str] | None = None,
+                 spec: FeedSpec | None = None) -> dict[str, Any]:
     """The GET arguments of a feed fetch, the same in every mode (batch, streaming,
-    watch); ``headers`` carries the validators of a conditional GET."""
+    watch); ``headers`` carries the validators of a conditional GET, ``spec`` the feed's
+    own headers (auth, cookies: sent to the feed's origin only)."""
     args: dict[str, Any] = {"accept": FEED_ACCEPT, "refused_types": FEED_REFUSED_TYPES}
     if headers:
         args["headers"] = dict(headers)
+    if spec is not None and spec.credentials:
+        args["origin_headers"] = dict(spec.credentials)
     return args
 
 
@@ -465,8 +469,34 @@ class FetchFeedsFn(PoliteFetchFn):
 
     def process(self, spec: FeedSpec, timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam) -> Iterator[Any]:
+        if spec.kind != "feed":
+            yield from self._sitemap(spec, window)
+            yield from self.completed()
+            return
         yield from self.fetch(spec.url, (spec, self._clock()), timestamp, window,
-                              **feed_request())
+                              **feed_request(spec=spec))
+
+    def _sitemap(self, spec: FeedSpec, window: Any) -> Iterator[Any]:
+        """Reads a sitemap source here, its documents one after another (an index names
+        the next ones), through the same polite fetcher."""
+        from transforms.feeds.polling import FeedState
+        from transforms.feeds.sitemaps import poll_sitemap
+
+        fetched_at = self._clock()
+        result = poll_sitemap(self._fetcher, spec, FeedState(), fetched_at)
+        if result.status == "failed":
+            self.feeds_failed.inc()
+        else:
+            self.feeds_ok.inc()
+        for error in result.errors:
+            if error.level == "entry":
+                self.entries.inc()
+                self.entry_errors.inc()
+            yield pvalue.TaggedOutput("errors", windowed(error, fetched_at.timestamp(),
+                                                         window))
+        for entry in result.entries:
+            self.entries.inc()
+            yield windowed(entry, fetched_at.timestamp(), window)
 
     def _fail(self, reason: str) -> None:
         self.feeds_failed.inc()

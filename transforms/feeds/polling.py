@@ -125,9 +125,9 @@ def after_failure(state: FeedState, retry_after: float | None, now: float,
                                last_status="failed", last_polled_at=now)
 
 
-def poll_request(state: FeedState) -> dict[str, Any]:
+def poll_request(state: FeedState, spec: FeedSpec | None = None) -> dict[str, Any]:
     """The GET arguments of one poll: the batch feed request, made conditional."""
-    return feed_request(conditional_headers(state))
+    return feed_request(conditional_headers(state), spec)
 
 
 def poll_feed(fetcher: PoliteFetcher, spec: FeedSpec, state: FeedState, now: dt.datetime,
@@ -139,8 +139,12 @@ def poll_feed(fetcher: PoliteFetcher, spec: FeedSpec, state: FeedState, now: dt.
     """
     if not is_due(state, now.timestamp()):
         return PollResult(spec, "backing_off", state)
+    if spec.kind != "feed":
+        from transforms.feeds.sitemaps import poll_sitemap  # it builds on this module
+
+        return poll_sitemap(fetcher, spec, state, now, base, cap)
     try:
-        response = fetcher.fetch(spec.url, **poll_request(state))
+        response = fetcher.fetch(spec.url, **poll_request(state, spec))
     except FetchError as e:
         return poll_outcome(spec, state, now, None, e, base, cap)
     return poll_outcome(spec, state, now, response, None, base, cap)

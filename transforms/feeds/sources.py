@@ -5,7 +5,12 @@
 * an http(s) URL: one feed;
 * an OPML file (``.opml``/``.xml``), parsed with ``listparser``;
 * a YAML file (``.yaml``/``.yml``) with a top-level ``feeds:`` list whose items are a URL
-  string or a mapping with ``url`` and optional ``name``, ``topic``, ``language``;
+  string or a mapping with ``url`` and optional ``name``, ``topic``, ``language``, and the
+  request settings of :mod:`transforms.feeds.credentials` (``headers``, ``headers_env``,
+  ``cookies``, ``cookies_env``, ``auth``); instead of ``url``, an entry may name a
+  ``sitemap`` (a sitemap or sitemap index) or a ``site`` (whose robots.txt names its
+  sitemaps), with optional ``max_urls``, ``max_depth``, ``max_bytes``
+  (:mod:`transforms.feeds.sitemaps`);
 * any other file: one URL per line, ``#`` starts a comment.
 
 Sources are read when the pipeline is built (they are small), so a typo fails at once
@@ -29,8 +34,10 @@ import defusedxml.ElementTree as SafeET
 import listparser
 import yaml
 
-from schemas import FeedSpec
+from schemas import FeedSpec, SitemapLimits
 from transforms.extraction.text import has_unstorable
+from transforms.feeds.credentials import KEYS as CREDENTIAL_KEYS
+from transforms.feeds.credentials import CredentialError, request_credentials
 from transforms.fetching.urls import is_http_url
 from transforms.topics.taxonomy import MEDIA_TOPICS
 
@@ -82,10 +89,22 @@ def _from_yaml(path: Path, subs: Subscriptions) -> None:
         where = f"{path}#feeds[{i}]"
         if isinstance(item, str):
             subs.add(FeedSpec(url=item.strip()), where)
-        elif isinstance(item, dict) and isinstance(item.get("url"), str):
-            unknown = set(item) - {"url", "name", "topic", "language"}
+        elif isinstance(item, dict) and any(isinstance(item.get(k), str) for k in SOURCE_KEYS):
+            given = [k for k in SOURCE_KEYS if k in item]
+            if len(given) > 1:
+                subs.problems.append((where, f"give one of {', '.join(SOURCE_KEYS)}, not "
+                                             f"{' and '.join(given)}"))
+                continue
+            key = given[0]
+            unknown = (set(item) - {key, "name", "topic", "language"} - CREDENTIAL_KEYS
+                       - (set() if key == "url" else LIMIT_KEYS))
             if unknown:
                 subs.problems.append((where, f"unknown keys {sorted(map(str, unknown))}"))
+                continue
+            try:
+                limits = _limits(item)
+            except ValueError as e:
+                subs.problems.append((where, str(e)))
                 continue
             wrong = [k for k in ("name", "topic", "language")
                      if not isinstance(item.get(k), (str, int, float, type(None)))
@@ -93,11 +112,36 @@ def _from_yaml(path: Path, subs: Subscriptions) -> None:
             if wrong:
                 subs.problems.append((where, f"{', '.join(wrong)} must be text"))
                 continue
-            subs.add(FeedSpec(url=item["url"].strip(), name=_opt(item.get("name")),
+            try:
+                credentials = request_credentials(item)
+            except CredentialError as e:
+                subs.problems.append((where, str(e)))
+                continue
+            subs.add(FeedSpec(url=item[key].strip(), name=_opt(item.get("name")),
                               topic=_opt(item.get("topic")),
-                              language=_opt(item.get("language"))), where)
+                              language=_opt(item.get("language")),
+                              kind="feed" if key == "url" else key, limits=limits,
+                              credentials=credentials), where)
         else:
-            subs.problems.append((where, "each feed needs a 'url'"))
+            subs.problems.append((where, "each entry needs a 'url' (a feed), a 'sitemap' "
+                                         "or a 'site'"))
+
+
+SOURCE_KEYS = ("url", "sitemap", "site")
+"""Keys naming a source in a YAML entry: a feed, a sitemap (or index), a site's robots.txt."""
+LIMIT_KEYS = frozenset({"max_urls", "max_depth", "max_bytes"})
+
+
+def _limits(item: dict) -> SitemapLimits | None:
+    """The sitemap limits an entry sets (None: the defaults); ValueError when bad."""
+    given = {k: item[k] for k in LIMIT_KEYS if k in item}
+    if not given:
+        return None
+    low = {"max_urls": 1, "max_depth": 0, "max_bytes": 1024}
+    for k, v in given.items():
+        if not isinstance(v, int) or isinstance(v, bool) or v < low[k]:
+            raise ValueError(f"{k} must be a whole number of at least {low[k]}")
+    return SitemapLimits(**given)
 
 
 def _first_line(error: Exception) -> str:

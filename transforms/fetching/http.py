@@ -1,6 +1,6 @@
 """A careful HTTP client for feeds and article pages.
 
-Size: about 620 lines. The request loop, its limits and the mapping of every failure to
+Size: about 670 lines. The request loop, its limits and the mapping of every failure to
 one error reason are one contract that the fault-injection tests check as a whole;
 charset decoding (``decode_html``) is the part that can live on its own.
 
@@ -10,6 +10,8 @@ Built on ``urllib3`` so that every byte is under our control:
 * the host is resolved once, every resolved address is checked against the SSRF guard
   (loopback, private, link-local, multicast, reserved), and the connection goes to the
   checked address, so a DNS answer cannot change between check and use;
+* with a proxy set (:mod:`transforms.fetching.proxy`), the request goes through it, but
+  the target is resolved and checked here first, just the same;
 * bodies are read as a stream and cut at ``max_bytes``; compressed bodies are inflated
   with the same cap, which defuses decompression bombs;
 * connect, read and total deadlines apply to each attempt;
@@ -47,6 +49,7 @@ from urllib.parse import urljoin, urlsplit
 import tenacity
 import urllib3
 
+from transforms.fetching.proxy import ProxyPools, redact
 from transforms.fetching.urls import ALLOWED_SCHEMES
 
 PRODUCT_TOKEN = "newsbeam"
@@ -94,7 +97,14 @@ class FetchPolicy:
     host_overrides: tuple[tuple[str, str], ...] = ()
     """``(hostname, address)`` pairs pinned by the operator, like curl's ``--resolve``:
     these names skip DNS and the private-network check (every other name and every
-    redirect hop is still checked). Meant for tests and for in-house mirrors."""
+    redirect hop is still checked), and are reached directly, never through a proxy.
+    Meant for tests and for in-house mirrors."""
+    proxies: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)
+    """``(scheme, proxy URL)`` pairs: requests for that scheme go through the proxy
+    (see :mod:`transforms.fetching.proxy`); the private-network check still applies to
+    the target."""
+    no_proxy: str = ""
+    """Hosts reached directly although a proxy is set (``NO_PROXY`` syntax)."""
 
     def replace(self, **changes: object) -> FetchPolicy:
         """A copy with ``changes`` applied."""
@@ -211,6 +221,7 @@ class HttpClient:
         self._rng = rng or random.Random()
         self._pools: dict[tuple[str, str, int, str], urllib3.HTTPConnectionPool] = {}
         self._lock = threading.Lock()
+        self._proxies = ProxyPools(self.policy.proxies, self.policy.no_proxy)
 
     def close(self) -> None:
         """Closes every pooled connection; the client may be used again afterwards."""
@@ -218,6 +229,7 @@ class HttpClient:
             for pool in self._pools.values():
                 pool.close()
             self._pools.clear()
+        self._proxies.close()
 
     # -- public API -------------------------------------------------------------------
 
@@ -226,19 +238,22 @@ class HttpClient:
             refused_types: tuple[str, ...] = (),
             headers: Mapping[str, str] | None = None,
             max_bytes: int | None = None,
-            sniff_binary: bool = False) -> Response:
+            sniff_binary: bool = False,
+            origin_headers: Mapping[str, str] | None = None) -> Response:
         """GETs ``url`` with retries; returns a 2xx/304 response or raises FetchError.
 
         ``allowed_types`` (exact types, or prefixes ending in ``/``) is an allow-list of
         Content-Types, ``refused_types`` a deny-list; ``sniff_binary`` also refuses a
         body that looks binary whatever its declared type. ``max_bytes`` lowers the
-        policy's size cap for this request.
+        policy's size cap for this request. ``origin_headers`` (credentials, cookies) are
+        sent only to the origin of ``url``: a redirect hop to another scheme, host or port
+        goes without them.
         """
         attempts = 0
         started = self._clock()
         limits = _Limits(allowed_types, refused_types, headers or {},
                          min(max_bytes or self.policy.max_bytes, self.policy.max_bytes),
-                         sniff_binary)
+                         sniff_binary, origin_headers or {})
 
         def one_attempt() -> Response:
             nonlocal attempts
@@ -286,7 +301,10 @@ class HttpClient:
             if current in seen:
                 raise FetchError(url, "redirect_loop", f"redirect loop at {current}")
             seen.add(current)
-            resp = self._request(url, current, accept, limits.headers, deadline)
+            headers = limits.headers
+            if limits.origin_headers and url_origin(current) == url_origin(url):
+                headers = {**headers, **limits.origin_headers}
+            resp = self._request(url, current, accept, headers, deadline)
             if resp.status in REDIRECT_STATUSES:
                 location = resp.headers.get("location")
                 _discard(resp)
@@ -367,11 +385,26 @@ class HttpClient:
             raise FetchError(url, "timeout", "total deadline exceeded", transient=True)
         timeout = urllib3.Timeout(connect=min(policy.connect_timeout, remaining),
                                   read=min(policy.read_timeout, remaining))
-        pool = self._pool(scheme, addresses[0], port, host)
+        proxy = None if pinned is not None else self._proxies.for_target(scheme, host)
         try:
-            resp = pool.urlopen("GET", path, headers=headers, redirect=False, retries=False,
-                                preload_content=False, decode_content=False, timeout=timeout,
-                                assert_same_host=False)
+            if proxy is not None:
+                # The target was checked above; the proxy connects to it by name.
+                resp = proxy.urlopen("GET", f"{scheme}://{host_port}{path}", headers=headers,
+                                     redirect=False, retries=False, preload_content=False,
+                                     decode_content=False, timeout=timeout)
+            else:
+                pool = self._pool(scheme, addresses[0], port, host)
+                resp = pool.urlopen("GET", path, headers=headers, redirect=False,
+                                    retries=False, preload_content=False,
+                                    decode_content=False, timeout=timeout,
+                                    assert_same_host=False)
+        except urllib3.exceptions.ProxyError as e:
+            # The message names the proxy by host and port only: its URL may hold a password.
+            cause = e.__cause__ or (e.args[1] if len(e.args) > 1 else None)
+            raise FetchError(url, "proxy_error",
+                             f"proxy {redact(proxy.proxy.url if proxy else '')} failed for "
+                             f"{current[:200]}: {str(cause or e)[:300]}",
+                             transient=True) from e
         except urllib3.exceptions.NewConnectionError as e:
             # urllib3 files refusals under ConnectTimeoutError: tell them apart first.
             raise connection_failure(url, e, host_port) from e
@@ -510,6 +543,19 @@ class _Limits:
     headers: Mapping[str, str]
     max_bytes: int
     sniff_binary: bool
+    origin_headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Sent only while the request stays on the origin of the URL asked for."""
+
+
+def url_origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of ``url``, the default port made explicit."""
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        return scheme, (parts.hostname or "").lower(), parts.port or (
+            443 if scheme == "https" else 80)
+    except ValueError:
+        return "", url, None
 
 
 def _type_matches(content_type: str, patterns: tuple[str, ...]) -> bool:
