@@ -53,9 +53,11 @@ def run_demo(output: str, beam_args: Sequence[str] = (), port: int = DEMO_PORT,
         # (1 s by default) would only slow the demo down, so it is shortened.
         _, summary = run(["--feeds", feeds, "--output", output, "--allow-private-network",
                           "--per-host-delay", "0.05", *beam_args], console=console)
-    # duckdb is a Python package here (the `analytics` and `test` extras), not a CLI.
-    print(f"\nRead it back, e.g. (pip install 'newsbeam[analytics]'):\n"
-          f"  python -c \"import duckdb; print(duckdb.sql(\\\"SELECT date, topic, language, "
-          f"count(*) FROM read_parquet('{output}/articles/**/*.parquet', "
-          f"hive_partitioning=true) GROUP BY ALL ORDER BY ALL\\\"))\"")
+    # The analytics extra (duckdb, matplotlib) is part of the test extra `make demo` installs.
+    print(f"\nExplore it (pip install 'newsbeam[analytics]' outside this checkout):\n"
+          f"  newsbeam sql {output} -c \"SELECT date, topic, language, count(*) FROM articles "
+          f"GROUP BY ALL ORDER BY ALL\"\n"
+          f"  newsbeam sql {output}                         # a DuckDB prompt: articles, "
+          f"duplicates, errors, stories\n"
+          f"  newsbeam report {output} --out report.html    # one HTML page with plots")
     return exit_code(summary)
