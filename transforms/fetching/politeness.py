@@ -1,8 +1,10 @@
 """Per-host manners for the fetch stages: concurrency, spacing and robots.txt.
 
-Size: about 680 lines: the per-host scheduler, the robots.txt cache, the circuit breaker
-and the fetch DoFn base all decide, together, when one request may start. The breaker
-and the DoFn base are the parts that can stand in modules of their own.
+Size: about 700 lines, kept in one module on purpose: the per-host scheduler, the
+robots.txt cache, the circuit breaker and the fetch DoFn base decide together when one
+request may start, under one lock and one per-worker ``HostState`` (shared through Beam's
+``Shared``); the kill and hostile-input tests exercise them as one. The breaker and the DoFn
+base are the parts with the thinnest ties and the ones to move out first if it grows.
 
 A :class:`PoliteFetcher` is what a fetching DoFn opens in ``setup()``. Requests are
 queued per host and started by a small pool of worker threads only when their host has

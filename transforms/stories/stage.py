@@ -1,9 +1,11 @@
 """Story stage: exact copies, near-identical copies and echoes of one story across outlets.
 
 Size: about 1,200 lines, holding the keyed steps, the pointer rounds, the vote and the
-re-run seeds. The messages they exchange are typed in :mod:`transforms.stories.messages`;
-the steps themselves are one design (each shuffle's producer and consumer side by side),
-read best in one file until the graph and vote, the seeds and the transform move apart.
+re-run seeds. The messages they exchange are typed in :mod:`transforms.stories.messages`
+and the window frequency table lives in :mod:`transforms.stories.frequency`; the steps
+themselves are one design, each shuffle's producer and consumer side by side, and the
+decisions digest of ``bench/bench_dedup_cost.py`` is how a split into graph/vote, seeds and
+the transform would be checked to change nothing.
 
 :class:`AssignStories` takes articles (after language and topic) and returns the
 articles with ``story_id``, ``is_story_lead`` and ``story_similarity`` set, plus a
