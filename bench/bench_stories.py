@@ -646,7 +646,7 @@ def ingest_week(rows: list[dict], kind: str, threshold: float | None, workdir: P
 
     import pyarrow.dataset as ds
 
-    from pipelines import ingest
+    from pipelines import stages
     from pipelines.ingest import run
     from transforms.fetching.urls import canonical_url
 
@@ -660,13 +660,13 @@ def ingest_week(rows: list[dict], kind: str, threshold: float | None, workdir: P
     if threshold is not None:
         argv += ["--story-threshold", str(threshold)]
     started = time.perf_counter()
-    stage = ingest.AssignStories
+    stage = stages.AssignStories
     if STAGE_OPTIONS:  # stage settings the command line does not offer
-        ingest.AssignStories = functools.partial(stage, **STAGE_OPTIONS)
+        stages.AssignStories = functools.partial(stage, **STAGE_OPTIONS)
     try:
         _, summary = run(argv, clock=lambda: WEEK_FETCHED, quiet=True)
     finally:
-        ingest.AssignStories = stage
+        stages.AssignStories = stage
     took = time.perf_counter() - started
     by_url = {canonical_url(r["url"]): r["id"] for r in rows}
 
