@@ -80,7 +80,7 @@ class Node(NamedTuple):
     article_id: str
     ptr: str          # current pointer: parent, ancestor, or the story label when done
     done: bool
-    level: str        # lead, seed, echo or near
+    level: str        # lead, seed, echo, near, or apart (an echo that refused every story)
     score: float | None
     parent: str | None
     parent_near: bool | None = None

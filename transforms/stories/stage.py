@@ -130,8 +130,13 @@ VECTOR_KEY = "e"
 DEFAULT_WINDOW = dt.timedelta(hours=72)
 MAX_PER_KEY = 64
 RESOLVE_ROUNDS = 6
-VOTE_ROUNDS = 1
-"""Rounds of :class:`VoteStories` after the pointers are resolved (0: single best match)."""
+VOTE_ROUNDS = 2
+"""Rounds of :class:`VoteStories` after the pointers are resolved (0: single best match).
+The second lets an article that refused every story in the first join the story that one
+of its matches opened in the same round (see :func:`vote_story`)."""
+APART = "apart"
+"""Node level of an echo that refused every story it was offered: written as a lead, and
+free to join a story in a later vote round."""
 APART_FLOOR = 0.15
 """Compared pairs scoring at least this but under the threshold travel to the vote as
 evidence against the story of the earlier article (:func:`vote_story`); pairs under it
@@ -221,8 +226,14 @@ def vote_story(node: Node, votes: Iterable[Node], threshold: float | None = None
     become the best match in it. Without ``threshold`` every vote agrees. Leads (no
     match), seeds (already written) and near copies (they follow the article they copy)
     keep their node.
+
+    An echo that no story is open to opens its own as an ``apart`` node: written as a
+    lead, but it votes again in the next round. Its matches may have been in a story it
+    refused only because they had not yet left it themselves (two retellings that both
+    refuse the story of their first match): a round later they lead stories of their own,
+    and the apart article can join the one it agrees with instead of staying alone.
     """
-    if node.level != "echo":
+    if node.level not in ("echo", APART):
         return node
     stories: dict[str, dict[str, Node]] = {}
     for v in votes:
@@ -240,7 +251,7 @@ def vote_story(node: Node, votes: Iterable[Node], threshold: float | None = None
     if not stories:
         return node
     if not open_:
-        return Node(node.article_id, node.article_id, True, "lead", None, None)
+        return Node(node.article_id, node.article_id, True, APART, None, None)
 
     def rank(label: str) -> tuple:
         members = open_[label]
@@ -248,7 +259,8 @@ def vote_story(node: Node, votes: Iterable[Node], threshold: float | None = None
 
     label = min(open_, key=rank)
     top = min(open_[label], key=lambda v: (-v.score, v.parent))
-    return node._replace(ptr=label, done=top.done, score=top.score, parent=top.parent)
+    return node._replace(ptr=label, done=top.done, level="echo", score=top.score,
+                         parent=top.parent)
 
 
 def indexed_under(item: StoryItem, key: str | None) -> bool:
@@ -313,7 +325,7 @@ def decide(article: Article, node: Node | None, root: str | None,
     Returns ``('article', article)`` or ``('duplicate', Exact(level, duplicate_of,
     similarity))``.
     """
-    if node is None or node.level in ("lead", "seed") or node.parent is None:
+    if node is None or node.level in ("lead", "seed", APART) or node.parent is None:
         return "article", dataclasses.replace(article, story_id=article.article_id,
                                               is_story_lead=True, story_similarity=None)
     story = root or node.parent
