@@ -25,8 +25,10 @@ from transforms.stories.similarity import (
     STORE_KEYS,
     LexicalSimilarity,
     MultilingualSimilarity,
+    Sketch,
 )
 from transforms.stories.stage import (
+    APART,
     AssignStories,
     Edge,
     Node,
@@ -132,16 +134,6 @@ def copies() -> list[Article]:
               + " Subscribe to our newsletter for the latest business news. Follow us.")
     near = article("near", "en", "Bank leaves rates on hold", edited, 2)
     return [original, exact, near]
-
-
-def run_stage(articles, **kw):
-    with TestPipeline() as p:
-        out = p | beam.Create(articles) | AssignStories(clock=lambda: NOW, **kw)
-        yield_ = (out.articles | "Stories" >> beam.Map(
-            lambda a: (a.article_id, a.story_id, a.is_story_lead)))
-        dups = out.duplicates | "Dups" >> beam.Map(
-            lambda d: (d.article_id, d.level, d.duplicate_of))
-        return p, yield_, dups
 
 
 def expected_stories():
@@ -507,7 +499,7 @@ def test_vote_story_joins_a_story_only_when_it_agrees_with_it():
     def vote(story, parent, score):
         return Node("x", story, True, "vote", score, parent)
 
-    lead = Node("x", "x", True, "lead", None, None)
+    lead = Node("x", "x", True, APART, None, None)  # written as a lead, votes again
     # A chain: x matched a2 (an echo of A) but was compared with A's lead and another
     # member and found apart from both.
     chained = [vote("A", "a2", 0.8), vote("A", "A", 0.3), vote("A", "a3", 0.2)]
@@ -528,6 +520,51 @@ def test_vote_story_joins_a_story_only_when_it_agrees_with_it():
     # A member matched under two keys counts once, with its best score.
     twice = [vote("A", "a2", 0.8), vote("A", "A", 0.3), vote("A", "A", 0.55)]
     assert vote_story(echo, twice, threshold=0.5).ptr == "A"
+    # Next round: a2 has left A and leads its own story, which is open to x (its lead
+    # agrees): x joins it as an echo. A lead that never matched keeps its node.
+    assert vote_story(lead, [vote("a2", "a2", 0.8), vote("A", "A", 0.3)],
+                      threshold=0.5) == Node("x", "a2", True, "echo", 0.8, "a2")
+    assert vote_story(lead, chained, threshold=0.5) == lead
+    first = Node("y", "y", True, "lead", None, None)
+    assert vote_story(first, [vote("a2", "a2", 0.8)], threshold=0.5) == first
+
+
+@dataclasses.dataclass(frozen=True)
+class ScriptedSimilarity:
+    """Scores pairs from a table keyed by the articles' titles (every article shares one
+    blocking key): the stage's decisions on a graph written down in advance."""
+
+    scores: tuple[tuple[str, str, float], ...]
+    name: str = "scripted"
+    threshold: float = 0.5
+
+    def sketch(self, title: str, body: str, language: str) -> Sketch:
+        return Sketch(language=language, terms=title.encode(), keys=("k",), words=100)
+
+    def score(self, a: Sketch, b: Sketch) -> float:
+        pair = {a.terms.decode(), b.terms.decode()}
+        return next((v for x, y, v in self.scores if {x, y} == pair), 0.0)
+
+
+def test_two_retellings_that_refuse_a_story_form_one():
+    """Through the real stage: b matched d, an echo of a, but a says no, so b refuses
+    a's story; c matched b, but a and d say no, so c refuses it too. In the second vote
+    round c joins the story b opened."""
+    sim = ScriptedSimilarity((("d", "a", 0.8), ("b", "d", 0.7), ("b", "a", 0.3),
+                              ("c", "b", 0.9), ("c", "a", 0.3), ("c", "d", 0.2)))
+    arts = [article(aid, "en", aid, f"Body of {aid}.", hour)
+            for hour, aid in enumerate("adbc")]
+    for rounds, expected in ((2, [("a", "a", True), ("d", "a", False), ("b", "b", True),
+                                  ("c", "b", False)]),
+                             # One round (before): b and c each stayed alone.
+                             (1, [("a", "a", True), ("d", "a", False), ("b", "b", True),
+                                  ("c", "c", True)])):
+        with TestPipeline() as p:
+            out = p | beam.Create(arts) | AssignStories(sim, clock=lambda: NOW,
+                                                        vote_rounds=rounds)
+            assert_that(out.articles | beam.Map(
+                lambda a: (a.article_id, a.story_id, a.is_story_lead)), equal_to(expected))
+            assert_that(out.duplicates, equal_to([]), label="no duplicates")
 
 
 def test_headlines_found_apart_are_no_evidence():
