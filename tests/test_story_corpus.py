@@ -2,8 +2,8 @@
 
 The corpus is one week of war news from one region in four languages, plus a second
 domain, with a gold ``event`` label per article (see the folder's README). These tests
-check that both sets keep the shape the benchmark relies on
-(``bench/bench_stories.py week --set dev|test`` reports the figures).
+check that the three sets keep the shape the benchmark relies on
+(``bench/bench_stories.py week --set dev|dev2|test`` reports the figures).
 """
 
 from __future__ import annotations
@@ -21,12 +21,16 @@ from transforms.fetching.urls import canonical_url, host_of
 FIXTURES = Path(__file__).parent / "fixtures" / "stories"
 FIELDS = {"id", "url", "source", "language", "published", "title", "text", "event"}
 LANGUAGES = {"en", "uk", "ru", "de"}
-SECOND_DOMAIN = {"dev": "football-", "test": "biathlon-"}
+SECOND_DOMAIN = {"dev": "football-", "dev2": "tennis-", "test": "biathlon-"}
 """Event labels of the second domain start with this prefix; the others are war news."""
 SEED_EVENT = "kursk-hold-until-inauguration"
-MINIMA = {"dev": (40, 10, 0), "test": (60, 15, 4)}
+MINIMA = {"dev": (40, 10, 0), "dev2": (56, 16, 4), "test": (60, 15, 4)}
 """Per set: articles, war events and second-domain events it must at least hold."""
 FETCHED = dt.datetime(2024, 12, 1, tzinfo=dt.UTC)
+READ_AT = dt.datetime(2024, 12, 20, tzinfo=dt.UTC)
+"""Fetch time for reading the lines back: after every set's last date (dev2 ends on 15
+December), so that no ``published`` date counts as one in the future."""
+SETS = ("dev", "dev2", "test")
 
 
 def load(name: str) -> list[dict]:
@@ -34,7 +38,7 @@ def load(name: str) -> list[dict]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
-@pytest.mark.parametrize("name", ["dev", "test"])
+@pytest.mark.parametrize("name", SETS)
 def test_each_set_is_well_formed(name):
     rows = load(name)
     n_articles, n_war, n_other = MINIMA[name]
@@ -47,7 +51,7 @@ def test_each_set_is_well_formed(name):
         when = dt.datetime.fromisoformat(r["published"].replace("Z", "+00:00"))
         assert when.utcoffset() == dt.timedelta(0), r["id"]
         # Each line is a valid backfill line; the extra fields (id, event) are ignored.
-        entry = parse_backfill_line(json.dumps(r, ensure_ascii=False), FETCHED)
+        entry = parse_backfill_line(json.dumps(r, ensure_ascii=False), READ_AT)
         assert (entry.body, entry.published_at, entry.source) == (r["text"], when, r["source"])
     assert len({r["id"] for r in rows}) == len(rows)
     assert len({canonical_url(r["url"]) for r in rows}) == len(rows)
@@ -76,15 +80,45 @@ def test_each_set_is_well_formed(name):
     assert sum(len({m["language"] for m in ms}) >= 3 for ms in events.values()) >= 5
 
 
-def test_sets_are_disjoint_and_the_test_set_holds_the_seed_story():
-    dev, test = load("dev"), load("test")
-    assert not {r["event"] for r in dev} & {r["event"] for r in test}
-    assert not {r["source"] for r in dev} & {r["source"] for r in test}
-    assert not {host_of(r["url"]) for r in dev} & {host_of(r["url"]) for r in test}
+@pytest.mark.parametrize("one, other", [("dev", "test"), ("dev2", "test"), ("dev", "dev2")])
+def test_sets_share_no_event_outlet_or_week(one, other):
+    a, b = load(one), load(other)
+    assert not {r["event"] for r in a} & {r["event"] for r in b}
+    assert not {r["source"] for r in a} & {r["source"] for r in b}
+    assert not {host_of(r["url"]) for r in a} & {host_of(r["url"]) for r in b}
+    assert not {r["published"][:10] for r in a} & {r["published"][:10] for r in b}
+    assert not {r["id"] for r in a} & {r["id"] for r in b}
+
+
+def test_the_test_set_alone_holds_the_seed_story():
+    test = load("test")
     seed = [r for r in test if r["event"] == SEED_EVENT]
     assert 4 <= len(seed) <= 5
     assert len({r["language"] for r in seed}) >= 3
-    assert not any(r["event"] == SEED_EVENT for r in dev)
+    assert not any(r["event"] == SEED_EVENT for name in ("dev", "dev2") for r in load(name))
+
+
+def test_dev2_holds_the_hard_cases_it_was_written_for():
+    """Ukrainian retellings, same-language pairs, and one week of 9-15 December 2024."""
+    rows = load("dev2")
+    assert all(r["id"].startswith("dev2-") for r in rows)
+    assert 56 <= len(rows) <= 64
+    assert sum(r["language"] == "uk" for r in rows) >= 18
+    events = defaultdict(list)
+    for r in rows:
+        events[r["event"]].append(r)
+    other = [e for e in events if e.startswith(SECOND_DOMAIN["dev2"])]
+    assert 4 <= len(other) <= 5
+    war_days = {r["published"][:10] for r in rows if r["event"] not in other}
+    assert min(war_days) >= "2024-12-09" and max(war_days) <= "2024-12-15"
+    # Events told in Ukrainian and in at least one other language.
+    assert sum({"uk"} < {m["language"] for m in ms} for ms in events.values()) >= 8
+    # Two or three events with two tellings in one language.
+    twice = [e for e, ms in events.items() if max(Counter(m["language"] for m in ms).values()) > 1]
+    assert 2 <= len(twice) <= 3, twice
+    for r in rows:
+        assert 60 <= len(r["text"].split()) <= 180, r["id"]
+        assert host_of(r["url"]).endswith(".example") and r["published"].endswith("Z"), r["id"]
 
 
 def bcubed(pred: dict[str, str], gold: dict[str, str]) -> tuple[float, float, float]:
