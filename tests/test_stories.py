@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import random
 
 import apache_beam as beam
@@ -29,6 +30,8 @@ from transforms.stories.similarity import (
 )
 from transforms.stories.stage import (
     APART,
+    GAP_FREE_HOURS,
+    GAP_PENALTY,
     AssignStories,
     Edge,
     Node,
@@ -39,6 +42,7 @@ from transforms.stories.stage import (
     choose_parent,
     decide,
     indexed_under,
+    later_by,
     matches_in_group,
     seed_files,
     vote_story,
@@ -647,3 +651,22 @@ def test_vote_stories_looks_up_stories_of_earlier_windows():
                                   window=dt.timedelta(hours=1))
         assert_that(voted | beam.Map(lambda n: (n.article_id, n.ptr, n.parent)),
                     equal_to(expected))
+
+
+def test_pairs_published_days_apart_need_stronger_evidence():
+    hour = 3_600_000_000
+    assert later_by(0.7, 3 * hour) == later_by(0.7, int(GAP_FREE_HOURS * hour)) == 0.7
+    two_days = later_by(0.7, int((GAP_FREE_HOURS + 24) * hour))
+    assert two_days == pytest.approx(1 / (1 + math.exp(-(math.log(0.7 / 0.3) - GAP_PENALTY))))
+    assert 0.7 > two_days > later_by(0.7, int((GAP_FREE_HOURS + 48) * hour))
+    assert later_by(0.0, 100 * hour) == 0.0 and later_by(1.0, 100 * hour) == 1.0
+    # Through the stage: the same pair joins when published hours apart, not days apart.
+    sim = ScriptedSimilarity((("a", "b", 0.6),))
+    for gap, expected in ((5, [("a", "a", True), ("b", "a", False)]),
+                          (60, [("a", "a", True), ("b", "b", True)])):
+        arts = [article("a", "en", "a", "Body of a.", 0),
+                article("b", "en", "b", "Body of b.", gap)]
+        with TestPipeline() as p:
+            out = p | beam.Create(arts) | AssignStories(sim, clock=lambda: NOW)
+            assert_that(out.articles | beam.Map(
+                lambda a: (a.article_id, a.story_id, a.is_story_lead)), equal_to(expected))
