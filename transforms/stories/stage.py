@@ -27,7 +27,8 @@ How it scales (every step is keyed; there is no global index):
    and words, at most NUM_KEYS, and with the encoder the sign bands of its vector); a
    DoFn per key compares each article with the earlier ones
    of that key within the time window (at most ``max_per_key`` most recent, so a common
-   key cannot turn quadratic) and emits candidate parents. Under a trigger that can fire
+   key cannot turn quadratic) and emits candidate parents (a pair published more than a
+   day apart scores lower for every further day: :func:`later_by`). Under a trigger that can fire
    a key more than once the DoFns keep keyed state (expiring after the window); with the
    default trigger each key fires once and plain DoFns do the same work without state,
    which is far cheaper in the Python SDK harness (:func:`fires_once`);
@@ -42,7 +43,9 @@ How it scales (every step is keyed; there is no global index):
    story that holds most of its matches among the stories it agrees with: its lead
    matches it, or most of the story's members it was compared with do. With no such
    story it opens its own. So one stray best match, or a chain of pairwise links, does
-   not carry an article, and all that joined it, into the wrong story;
+   not carry an article, and all that joined it, into the wrong story. An echo that
+   found no story open votes again in the next round (:data:`VOTE_ROUNDS`), when what it
+   matched may lead a story of its own;
 7. ``AssembleStories``: a join by ``article_id`` (with the votes of the last vote round)
    sets the fields or emits the record.
 
