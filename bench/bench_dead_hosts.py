@@ -94,7 +94,9 @@ def one_run(mode: str, base: str, feeds: int) -> dict:
     """Runs the pipeline once in this process; returns its figures."""
     import apache_beam as beam
 
-    from pipelines.ingest import build, counters, parse_args
+    from pipelines.execute import counters
+    from pipelines.ingest import parse_args
+    from pipelines.stages import batch_source, build
     from pipelines.summary import cleanup_staging, summarize
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,7 +113,7 @@ def one_run(mode: str, base: str, feeds: int) -> dict:
         config = dataclasses.replace(config, policy=policy)
         started = time.monotonic()
         pipeline = beam.Pipeline(options=options)
-        build(pipeline, config)
+        build(pipeline, config, batch_source(config))
         result = pipeline.run()
         result.wait_until_finish()
         cleanup_staging(out, config.run_id)
