@@ -105,7 +105,7 @@ def one_run(mode: str, base: str, feeds: int) -> dict:
         listing.write_text("".join(f"http://{outlet(f)}:{port}/feeds/{f}.xml\n"
                                    for f in range(feeds)))
         out = str(Path(tmp, "out"))
-        # Timed from option parsing on, which loaded the story models before they moved
+        # Timed from option parsing on, which loaded the sentence encoder before it moved
         # into the workers' setup: the start-up counted is the same either way.
         started = time.monotonic()
         config, options = parse_args(["--feeds", str(listing), "--output", out])
