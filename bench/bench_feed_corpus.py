@@ -1,6 +1,6 @@
 """The feed stage over feedparser's own test corpus (benchmark, not a test).
 
-Reads ``../shared/corpora/feedparser-tests/feeds.tar.gz`` (outside the repository; exits
+Reads ``../shared/corpora/feedparser-tests/feeds.tar.gz`` (or under ``$NEWSBEAM_SHARED``; exits
 with a message when it is missing): about 2,100 well-formed and ill-formed RSS, Atom,
 RDF and JSON feeds, odd encodings and entity tricks. Response headers that a test file
 declares in its ``Header:`` comment lines are passed along, as feedparser's own test
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime as dt
+import os
 import re
 import sys
 import tarfile
@@ -39,7 +40,9 @@ sys.path.insert(0, str(ROOT))
 from schemas import FeedSpec  # noqa: E402
 from transforms.feeds.parse import parse_feed  # noqa: E402
 
-CORPUS = ROOT.parent / "shared" / "corpora" / "feedparser-tests" / "feeds.tar.gz"
+CORPUS = (Path(os.environ.get("NEWSBEAM_SHARED", ROOT.parent / "shared"))
+          / "corpora" / "feedparser-tests" / "feeds.tar.gz")
+"""In ``../shared`` beside the repository, or under ``$NEWSBEAM_SHARED``."""
 NOW = dt.datetime(2024, 11, 23, 12, 0, tzinfo=dt.UTC)
 _HEADER = re.compile(rb"^\s*Header:\s*([A-Za-z-]+):\s*(.*?)\s*$", re.M)
 

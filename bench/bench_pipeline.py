@@ -32,6 +32,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from harness import child_command, ingest_site, site_arguments, synthetic_site  # noqa: E402
 
 
 def plain_loop(base: str, feeds: int, out: str, similarity_name: str,
@@ -100,20 +103,6 @@ def plain_loop(base: str, feeds: int, out: str, similarity_name: str,
     return len(articles), time.perf_counter() - start
 
 
-def beam_run(base: str, feeds: int, out: str, similarity_name: str, extra: list[str]) -> int:
-    from pipelines.ingest import run
-
-    feed_file = os.path.join(out, "feeds.txt")
-    Path(feed_file).write_text("\n".join(f"{base}/outlet{f}/feed.xml" for f in range(feeds)))
-    # One loopback host serves every page: politeness limits (2 requests, 1 s apart per
-    # host by default) would measure the limiter, not the pipeline, so they are lifted.
-    _, summary = run(["--feeds", feed_file, "--output", os.path.join(out, "o"),
-                      "--allow-private-network", "--per-host-concurrency", "16",
-                      "--per-host-delay", "0", "--story-similarity", similarity_name, *extra],
-                     quiet=True)
-    return summary.articles
-
-
 def child(mode: str, base: str, feeds: int, similarity_name: str) -> None:
     """One measurement; prints a JSON line."""
     with tempfile.TemporaryDirectory(prefix="nb-bench-") as out:
@@ -123,7 +112,7 @@ def child(mode: str, base: str, feeds: int, similarity_name: str) -> None:
         else:
             extra = [] if mode == "beam" else ["--direct_running_mode=multi_processing",
                                                "--direct_num_workers=2"]
-            n = beam_run(base, feeds, out, similarity_name, extra)
+            n = ingest_site(base, feeds, out, similarity_name, extra).articles
             seconds = time.perf_counter() - start
     self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -133,39 +122,25 @@ def child(mode: str, base: str, feeds: int, similarity_name: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--feeds", type=int, default=20)
-    ap.add_argument("--per-feed", type=int, default=100)
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--modes", default="cpu,loop,beam,beam-2w")
+    site_arguments(ap, rounds=2, modes="cpu,loop,beam,beam-2w")
     ap.add_argument("--similarity", default="multilingual", choices=["multilingual", "lexical"],
                     help="Story similarity for every mode (default: the pipeline's).")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
-    ap.add_argument("--base", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         child(a.child, a.base, a.feeds, a.similarity)
         return
-    server = subprocess.Popen(
-        [sys.executable, str(HERE / "synthetic_site.py"), "--feeds", str(a.feeds),
-         "--per-feed", str(a.per_feed)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        text=True)
-    try:
-        base = server.stdout.readline().strip()
-        results: dict[str, list[dict]] = {m: [] for m in a.modes.split(",")}
+    results: dict[str, list[dict]] = {m: [] for m in a.modes.split(",")}
+    with synthetic_site(a.feeds, a.per_feed) as base:
         for r in range(a.rounds):
             for mode in results:
                 proc = subprocess.run(
-                    [sys.executable, __file__, "--child", mode, "--base", base,
-                     "--feeds", str(a.feeds), "--similarity", a.similarity],
+                    child_command(__file__, mode, base, a.feeds, a.similarity),
                     capture_output=True, text=True, check=True, cwd=HERE.parent)
                 res = json.loads(proc.stdout.strip().splitlines()[-1])
                 results[mode].append(res)
                 print(f"round {r + 1} {mode:8} {res['articles']} articles in "
                       f"{res['seconds']:.1f} s = {res['articles'] / res['seconds']:.1f}/s, "
                       f"peak RSS {res['peak_rss_mb']} MB", flush=True)
-    finally:
-        server.stdin.close()
-        server.wait(timeout=10)
     rate = {m: statistics.median(x["articles"] / x["seconds"] for x in v)
             for m, v in results.items()}
     print(f"\n{a.feeds * a.per_feed} articles, {os.cpu_count()} CPUs, median of {a.rounds} "

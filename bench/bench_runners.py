@@ -37,7 +37,6 @@ import os
 import random
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -51,67 +50,16 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+from harness import (  # noqa: E402
+    child_command,
+    ingest_site,
+    run_sampled,
+    site_arguments,
+    synthetic_site,
+)
 from synthetic_site import paragraph  # noqa: E402
 
 from pipelines.runners import require_prism  # noqa: E402
-
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-
-
-# -- process-tree memory -------------------------------------------------------------------
-
-def _children() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        kids.setdefault(ppid, []).append(int(entry))
-    return kids
-
-
-def _tree_rss(pid: int) -> int:
-    """Resident bytes of ``pid`` and all its descendants."""
-    kids, total, todo = _children(), 0, [pid]
-    while todo:
-        p = todo.pop()
-        todo += kids.get(p, [])
-        try:
-            with open(f"/proc/{p}/statm") as f:
-                total += int(f.read().split()[1]) * PAGE_SIZE
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
-
-
-def run_sampled(cmd: list[str], **kw) -> tuple[subprocess.CompletedProcess, float, float]:
-    """Runs ``cmd``; returns the process, its wall time and its tree's peak RSS in MB."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            **kw)
-    peak = 0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.wait(0.2):
-            peak = max(peak, _tree_rss(proc.pid))
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out, err = proc.communicate()
-    seconds = time.perf_counter() - start
-    done.set()
-    sampler.join()
-    result = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(cmd[:4])}... failed ({proc.returncode}):\n{err[-3000:]}")
-    return result, seconds, peak / 2**20
-
 
 # -- throughput ----------------------------------------------------------------------------
 
@@ -127,35 +75,19 @@ def runner_args(mode: str) -> list[str]:
 
 def child(mode: str, base: str, feeds: int, similarity: str) -> None:
     """One batch run; prints a JSON line."""
-    from pipelines.ingest import run
-
     with tempfile.TemporaryDirectory(prefix="nb-runners-") as out:
-        feed_file = os.path.join(out, "feeds.txt")
-        Path(feed_file).write_text("\n".join(f"{base}/outlet{f}/feed.xml"
-                                             for f in range(feeds)))
-        # One loopback host serves every page: politeness limits would measure the
-        # limiter, not the runner, so they are lifted (as in bench_pipeline.py).
-        _, summary = run(["--feeds", feed_file, "--output", os.path.join(out, "o"),
-                          "--allow-private-network", "--per-host-concurrency", "16",
-                          "--per-host-delay", "0", "--story-similarity", similarity,
-                          *runner_args(mode)], quiet=True)
+        summary = ingest_site(base, feeds, out, similarity, runner_args(mode))
     print(json.dumps({"mode": mode, "articles": summary.articles,
                       "balanced": summary.balanced}))
 
 
 def throughput(a) -> None:
-    server = subprocess.Popen(
-        [sys.executable, str(HERE / "synthetic_site.py"), "--feeds", str(a.feeds),
-         "--per-feed", str(a.per_feed)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        text=True)
     results: dict[str, list[dict]] = {m: [] for m in a.modes.split(",") if m}
-    try:
-        base = server.stdout.readline().strip()
+    with synthetic_site(a.feeds, a.per_feed) as base:
         for r in range(a.rounds):
             for mode in results:
                 proc, seconds, peak = run_sampled(
-                    [sys.executable, __file__, "--child", mode, "--base", base,
-                     "--feeds", str(a.feeds), "--similarity", a.similarity],
+                    child_command(__file__, mode, base, a.feeds, a.similarity),
                     cwd=HERE.parent)
                 res = json.loads(proc.stdout.strip().splitlines()[-1])
                 res.update(seconds=seconds, peak_mb=peak)
@@ -163,9 +95,6 @@ def throughput(a) -> None:
                 print(f"round {r + 1} {mode:9} {res['articles']} articles in {seconds:.1f} s "
                       f"= {res['articles'] / seconds:.1f}/s, peak tree RSS {peak:.0f} MB, "
                       f"accounting {'OK' if res['balanced'] else 'OPEN'}", flush=True)
-    finally:
-        server.stdin.close()
-        server.wait(timeout=10)
     largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     if not results:
         return
@@ -323,10 +252,7 @@ def delays(a) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--feeds", type=int, default=20)
-    ap.add_argument("--per-feed", type=int, default=100)
-    ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--modes", default="fnapi,fnapi-2w,prism")
+    site_arguments(ap, rounds=1, modes="fnapi,fnapi-2w,prism")
     ap.add_argument("--similarity", default="lexical", choices=["multilingual", "lexical"],
                     help="Story similarity for every run (default lexical: the runners, "
                          "not the encoder, are measured).")
@@ -334,8 +260,6 @@ def main() -> None:
     ap.add_argument("--poll-interval", type=float, default=5.0)
     ap.add_argument("--items", type=int, default=12)
     ap.add_argument("--gap", type=float, default=2.5)
-    ap.add_argument("--child", help=argparse.SUPPRESS)
-    ap.add_argument("--base", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         child(a.child, a.base, a.feeds, a.similarity)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import statistics
 import sys
 import time
@@ -46,7 +47,9 @@ sys.path.insert(0, str(ROOT))
 from transforms.extraction.language import detect_language  # noqa: E402
 from transforms.topics.classify import DEFAULT_THRESHOLD, TopicClassifier  # noqa: E402
 
-DEFAULT_CORPUS = ROOT.parent / "shared" / "corpora" / "topics-dev" / "bbc-dev.csv"
+DEFAULT_CORPUS = (Path(os.environ.get("NEWSBEAM_SHARED", ROOT.parent / "shared"))
+                  / "corpora" / "topics-dev" / "bbc-dev.csv")
+"""In ``../shared`` beside the repository, or under ``$NEWSBEAM_SHARED``."""
 LABELS = {
     "business": "economy-business-finance",
     "entertainment": "arts-culture-entertainment-media",

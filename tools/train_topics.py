@@ -31,6 +31,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -47,7 +48,8 @@ from transforms.topics.classify import (  # noqa: E402
 )
 from transforms.topics.taxonomy import MEDIA_TOPICS  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "corpora"
+SHARED = Path(os.environ.get("NEWSBEAM_SHARED", ROOT.parent / "shared")) / "corpora"
+"""``../shared/corpora`` beside the repository, or ``$NEWSBEAM_SHARED/corpora``."""
 PAIRS = SHARED / "stories-dev" / "article-pairs-dev.csv"
 HEADLINES = SHARED / "stories-dev" / "headline-stories-dev.csv"
 ENCODER_OUT = ROOT / "transforms" / "data" / "topics" / "encoder.npz"
