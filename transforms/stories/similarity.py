@@ -852,7 +852,7 @@ def _unpack(b: bytes) -> tuple[np.ndarray, np.float32]:
     return out, np.linalg.norm(out)
 
 
-VECTOR_BANDS = 16
+VECTOR_BANDS = 24
 VECTOR_BITS = 8
 VECTOR_SEED = 20241123
 """Blocking keys from the encoder vector: VECTOR_BANDS keys of VECTOR_BITS signs each."""
