@@ -124,18 +124,18 @@ def load(path: Path, limit: int | None) -> tuple[list[tuple[str, str, dict]], li
 
     A file is looked up under ``cache/`` first, then ``eval/``, as the set's own script does.
     """
-    with tarfile.open(path) as tar:
-        members = {m.name: m for m in tar.getmembers() if m.isfile()}
-        gold = json.load(tar.extractfile(members["evaldata.json"]))
-        pages, missing = [], []
-        for url, item in gold.items():
-            member = members.get(f"cache/{item['file']}") or members.get(f"eval/{item['file']}")
-            if member is None:
-                missing.append(item["file"])
-                continue
-            pages.append((url, decode_html(tar.extractfile(member).read(), {}), item))
-            if limit and len(pages) >= limit:
-                break
+    with tarfile.open(path) as tar:  # one pass: seeking back in an xz stream decompresses again
+        files = {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
+    gold = json.loads(files["evaldata.json"])
+    pages, missing = [], []
+    for url, item in gold.items():
+        body = files.get(f"cache/{item['file']}") or files.get(f"eval/{item['file']}")
+        if body is None:
+            missing.append(item["file"])
+            continue
+        pages.append((url, decode_html(body, {}), item))
+        if limit and len(pages) >= limit:
+            break
     return pages, missing
 
 
