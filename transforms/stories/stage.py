@@ -1,6 +1,6 @@
 """Story stage: exact copies, near-identical copies and echoes of one story across outlets.
 
-Size: about 1,200 lines, holding the keyed steps, the pointer rounds, the vote and the
+Size: about 1,240 lines, holding the keyed steps, the pointer rounds, the vote and the
 re-run seeds. The messages they exchange are typed in :mod:`transforms.stories.messages`
 and the window frequency table lives in :mod:`transforms.stories.frequency`; the steps
 themselves are one design, each shuffle's producer and consumer side by side, and the
@@ -85,7 +85,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import math
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
@@ -123,6 +122,8 @@ from transforms.stories.similarity import (
     LexicalSimilarity,
     Sketch,
     StorySimilarity,
+    _logit,
+    _sigmoid,
     load_models,
     near_duplicate,
 )
@@ -198,8 +199,7 @@ def later_by(score: float, micros: int) -> float:
     hours = micros / 3.6e9
     if hours <= GAP_FREE_HOURS or not 0.0 < score < 1.0:
         return score
-    z = math.log(score / (1.0 - score)) - GAP_PENALTY * (hours - GAP_FREE_HOURS) / 24.0
-    return 1.0 / (1.0 + math.exp(-z))
+    return _sigmoid(_logit(score) - GAP_PENALTY * (hours - GAP_FREE_HOURS) / 24.0)
 
 
 def compare(sim: StorySimilarity, item: StoryItem, earlier: StoryItem,
