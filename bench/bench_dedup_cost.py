@@ -116,7 +116,7 @@ def load(n: int, seed: int) -> list[Article]:
     return out
 
 
-KINDS = ("multilingual", "lexical")
+KINDS = ("multilingual", "lexical", "multilingual-e5")
 """The similarities measured (``make_similarity`` names)."""
 
 

@@ -65,7 +65,7 @@ Run::
     .venv/bin/python bench/bench_stories.py headlines [--half dev|test] [--limit N] [--oracle]
                                                    [--threshold T]
     .venv/bin/python bench/bench_stories.py week [--set dev|dev2|test] [--seeds [DIR]]
-                                              [--similarity lexical|multilingual-uk]
+                                              [--similarity lexical|multilingual-uk|multilingual-e5]
                                               [--threshold T] [--common-share X]
 """
 
@@ -100,7 +100,7 @@ MODELS_FILE = ROOT / "transforms" / "data" / "story_models.json"
 MODEL_NAMES = {("lexical", False): "lexical", ("multilingual", False): "multilingual",
                ("multilingual", True): "short"}
 """Entry of MODELS_FILE that ``pairs --fit --write`` writes, by (similarity, --short)."""
-KINDS = ("multilingual", "lexical", "multilingual-uk")
+KINDS = ("multilingual", "lexical", "multilingual-uk", "multilingual-e5")
 """The similarities this benchmark fits and measures (``make_similarity`` names)."""
 
 SHARED = Path(os.environ.get("NEWSBEAM_SHARED", ROOT.parent / "shared"))
@@ -180,9 +180,29 @@ def headline_of(text: str) -> str:
     return first[:SHORT_CHARS]
 
 
+_SECOND: dict[str, np.ndarray] = {}
+"""Second-encoder vectors by text: pairs-batch sketches each text several times."""
+
+
+def cached_second(texts) -> np.ndarray:
+    """``encode_e5`` remembered by text (for ``multilingual-e5`` runs of this bench)."""
+    from transforms.stories.second import encode_e5
+
+    missing = [t for t in dict.fromkeys(texts) if t not in _SECOND]
+    if missing:
+        _SECOND.update(zip(missing, encode_e5(missing), strict=True))
+    return np.stack([_SECOND[t] for t in texts])
+
+
+def bench_similarity(kind: str):
+    """make_similarity(kind), with the second encoder's vectors remembered by text."""
+    sim = make_similarity(kind)
+    return replace(sim, encode_second=cached_second) if hasattr(sim, "encode_second") else sim
+
+
 def pair_channels(kind: str, limit: int | None = None, short: bool = False):
     need(PAIRS)
-    sim = make_similarity(kind)
+    sim = bench_similarity(kind)
     rows = list(csv.DictReader(PAIRS.open(encoding="utf-8")))[:limit]
     feats, overall, cross, langs, sizes = [], [], [], [], []
     started = time.perf_counter()
@@ -531,9 +551,8 @@ def fold_similarity(kind: str, fitted, short_fitted):
     if kind == "lexical":
         return LexicalSimilarity(model=model(fitted, len(LexicalSimilarity.feature_names)))
     n = len(MultilingualSimilarity.feature_names)
-    centred = make_similarity(kind).centred
-    return MultilingualSimilarity(model=model(fitted, n), short_model=model(short_fitted, n),
-                                  centred=centred)
+    base = bench_similarity(kind)
+    return replace(base, model=model(fitted, n), short_model=model(short_fitted, n))
 
 
 def text_id(text: str) -> str:

@@ -131,9 +131,18 @@ def bcubed(pred: dict[str, str], gold: dict[str, str]) -> tuple[float, float, fl
     return p, r, 2 * p * r / (p + r)
 
 
+# The goal is BCubed F1 0.92 with nothing foreign in the seed story. The default reaches
+# P 0.966, R 0.681, F1 0.799 with one foreign article (README, Stories), the release before
+# it P 0.929, F1 0.765 with five; multilingual-e5 P 0.941, R 0.732, F1 0.823 with one. The
+# floors sit below each, so that precision, the first quality of this stage, cannot slip
+# back unnoticed.
+FLOORS = {"multilingual": (0.91, 0.755, 5), "multilingual-e5": (0.92, 0.80, 2)}
+
+
 @pytest.mark.slow
-def test_the_stage_keeps_the_week_apart_and_the_seed_story_clean(tmp_path):
-    """The test set in one batch through ``newsbeam ingest --articles`` (default similarity).
+@pytest.mark.parametrize("similarity", sorted(FLOORS))
+def test_the_stage_keeps_the_week_apart_and_the_seed_story_clean(tmp_path, similarity):
+    """The test set in one batch through ``newsbeam ingest --articles``.
 
     An article dropped as a copy counts in the story of the article it copies.
     """
@@ -146,8 +155,8 @@ def test_the_stage_keeps_the_week_apart_and_the_seed_story_clean(tmp_path):
     src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
                    encoding="utf-8")
     out = tmp_path / "out"
-    _, summary = run(["--articles", str(src), "--output", str(out), "--runner", "FnApiRunner"],
-                     clock=lambda: FETCHED, quiet=True)
+    _, summary = run(["--articles", str(src), "--output", str(out), "--runner", "FnApiRunner",
+                      "--story-similarity", similarity], clock=lambda: FETCHED, quiet=True)
     assert summary.balanced and summary.entries_read == len(rows)
     assert summary.entry_errors == 0
     by_url = {canonical_url(r["url"]): r["id"] for r in rows}
@@ -166,9 +175,6 @@ def test_the_stage_keeps_the_week_apart_and_the_seed_story_clean(tmp_path):
     foreign = sorted(f"{i} ({gold[i]})" for i in gold
                      if story[i] in seed_stories and gold[i] != SEED_EVENT)
     p, r, f1 = bcubed(story, gold)
-    # The goal is BCubed F1 0.92 with nothing foreign in the seed story. This release
-    # reaches P 0.929, R 0.651, F1 0.765 with five foreign articles (README, Stories), the
-    # previous one P 0.886, F1 0.744 with eight: the floors sit between the two, so that
-    # precision, the first quality of this stage, cannot slip back unnoticed.
-    assert p >= 0.91 and f1 >= 0.755 and len(foreign) <= 5, \
+    min_p, min_f1, max_foreign = FLOORS[similarity]
+    assert p >= min_p and f1 >= min_f1 and len(foreign) <= max_foreign, \
         f"BCubed P {p:.3f} R {r:.3f} F1 {f1:.3f}; other events in the seed story: {foreign}"

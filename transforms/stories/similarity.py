@@ -1163,7 +1163,7 @@ class EmbeddingSimilarity:
         return (1.0 - self.weight) * lex + self.weight * emb
 
 
-SIMILARITIES = ("multilingual", "lexical", "embedding", "multilingual-uk")
+SIMILARITIES = ("multilingual", "lexical", "embedding", "multilingual-uk", "multilingual-e5")
 
 
 def make_similarity(kind: str = "multilingual", model: str | None = None) -> StorySimilarity:
@@ -1178,6 +1178,12 @@ def make_similarity(kind: str = "multilingual", model: str | None = None) -> Sto
 
         _encoder()
         return MultilingualSimilarity(name=kind, centred=centred_languages())
+    if kind == "multilingual-e5":
+        from transforms.stories.second import E5Similarity, e5_missing
+
+        if problem := encoder_missing() or e5_missing():
+            raise MissingBackendError(problem)
+        return E5Similarity()
     if kind == "lexical":
         return LexicalSimilarity()
     if kind == "embedding":
