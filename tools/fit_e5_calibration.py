@@ -29,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tools.fit_encoder_centre import split_title  # noqa: E402
+from tools.fit_encoder_centre import PAIRS, split_title  # noqa: E402
 from transforms.stories.second import CALIBRATION_FILE  # noqa: E402
 from transforms.stories.similarity import (  # noqa: E402
     meaning_text,
@@ -39,8 +39,6 @@ from transforms.stories.similarity import (  # noqa: E402
     vector_cosine,
 )
 
-SHARED = Path(os.environ.get("NEWSBEAM_SHARED", ROOT.parent / "shared"))
-PAIRS = SHARED / "corpora" / "stories-dev" / "article-pairs-dev.csv"
 WEEKS = [ROOT / "tests" / "fixtures" / "stories" / f"{name}.jsonl" for name in ("dev", "dev2")]
 OUT = ROOT / "transforms" / "data" / CALIBRATION_FILE
 SAMPLE = 600

@@ -37,13 +37,15 @@ import numpy as np
 
 from transforms.stories.similarity import (
     SHORT_WORDS,
+    VECTOR_BANDS,
+    VECTOR_BITS,
     MissingBackendError,
     MultilingualSimilarity,
     Sketch,
     _sigmoid,
     meaning_text,
     quantize,
-    unit_vector,
+    sign_bands,
     vector_cosine,
 )
 
@@ -52,8 +54,7 @@ DIM = 384
 VECTOR_BYTES = DIM // 2
 """Bytes of a quantised second vector, kept after the packaged encoder's in Sketch.vector."""
 CALIBRATION_FILE = "e5_calibration.json"
-BANDS = 24
-BITS = 8
+BANDS = VECTOR_BANDS
 SEED = 20261204
 KEY_PREFIX = "e5."
 """Blocking keys of the second vector; they start with the stage's vector-key prefix ``e``,
@@ -117,18 +118,16 @@ def _planes() -> tuple[np.ndarray, np.ndarray]:
     """Seeded ±1 hyperplanes and the centre the second vectors are projected from."""
     centre = np.array(calibration()["centre"], dtype=np.float64)
     rng = np.random.default_rng(SEED)
-    return rng.choice(np.array([-1.0, 1.0]), size=(BANDS * BITS, len(centre))), centre
+    return rng.choice(np.array([-1.0, 1.0]), size=(BANDS * VECTOR_BITS, len(centre))), centre
 
 
 def e5_keys(b: bytes) -> tuple[str, ...]:
     """Blocking keys of a quantised second vector: hyperplane signs from the centre, in
-    BANDS bands of BITS bits (as :func:`~transforms.stories.similarity.vector_keys`)."""
+    BANDS bands (as :func:`~transforms.stories.similarity.vector_keys`)."""
     if not b:
         return ()
     planes, centre = _planes()
-    bits = (planes @ (unit_vector(b) - centre)) > 0.0
-    values = bits.reshape(BANDS, BITS) @ (1 << np.arange(BITS))
-    return tuple(f"{KEY_PREFIX}{band}:{int(v):02x}" for band, v in enumerate(values))
+    return sign_bands(b, planes, centre, KEY_PREFIX)
 
 
 FIRST_BYTES = 256
@@ -183,5 +182,7 @@ class E5Similarity(MultilingualSimilarity):
 
 
 def first(s: Sketch) -> Sketch:
-    """``s`` with the packaged encoder's vector only (what the default similarity reads)."""
-    return replace(s, vector=split(s.vector)[0])
+    """``s`` with the packaged encoder's vector only (what the default similarity reads);
+    ``s`` itself when it holds no second vector (no copy on the scoring path)."""
+    own, second_ = split(s.vector)
+    return replace(s, vector=own) if second_ else s

@@ -1,6 +1,6 @@
 """Story similarity: pure functions that say whether two articles tell the same story.
 
-Size: about 1,180 lines, holding the sketch, the lexical channels, the encoder and the
+Size: about 1,190 lines, holding the sketch, the lexical channels, the encoder and the
 pair models (their fitted numbers live in ``transforms/data/story_models.json``). The four
 share the sketch's byte layout, which ``tools/check_sketch_parity.py`` and
 ``tests/test_sketch_stability.py`` pin bit for bit; moving them apart is a change of its
@@ -909,10 +909,16 @@ def vector_keys(b: bytes, origin: np.ndarray | None = None) -> tuple[str, ...]:
     if not b:
         return ()
     planes, centre = _vector_planes()
-    bits = (planes @ (unit_vector(b) - (centre if origin is None else origin))) > 0.0
-    weights = 1 << np.arange(VECTOR_BITS)
-    values = bits.reshape(VECTOR_BANDS, VECTOR_BITS) @ weights
-    return tuple(f"e{band}:{int(v):02x}" for band, v in enumerate(values))
+    return sign_bands(b, planes, centre if origin is None else origin, "e")
+
+
+def sign_bands(b: bytes, planes: np.ndarray, origin: np.ndarray,
+               prefix: str) -> tuple[str, ...]:
+    """Keys ``{prefix}{band}:{signs}`` of a :func:`quantize`-d vector: the signs of its
+    projections from ``origin`` on ``planes``, VECTOR_BITS to a band."""
+    bits = (planes @ (unit_vector(b) - origin)) > 0.0
+    values = bits.reshape(-1, VECTOR_BITS) @ (1 << np.arange(VECTOR_BITS))
+    return tuple(f"{prefix}{band}:{int(v):02x}" for band, v in enumerate(values))
 
 
 def vector_cosine(a: bytes, b: bytes) -> float:
