@@ -134,11 +134,15 @@ class FaultServer:
                     server.user_agents.add(self.headers.get("User-Agent", ""))
                     server.hits[(host, self.path)] += 1
                     server.in_flight[host] += 1
-                    server.open[host].add(self.connection)
+                    self.answered = False
+                    server.open[host].add(self)
                     # A handler still writing to a client that already gave up (a body
                     # cut at the size limit, a stalled response past the deadline) is not
                     # a request in flight: count only connections the client keeps open.
-                    live = sum(1 for c in server.open[host] if not _peer_closed(c))
+                    # Nor is one whose whole response is written but whose thread has not
+                    # yet returned: the client may already have started its next request.
+                    live = sum(1 for other in server.open[host]
+                               if not other.answered and not _peer_closed(other.connection))
                     server.peak[host] = max(server.peak[host], live)
                 try:
                     if server.latency:
@@ -149,7 +153,7 @@ class FaultServer:
                 finally:
                     with server._lock:
                         server.in_flight[host] -= 1
-                        server.open[host].discard(self.connection)
+                        server.open[host].discard(self)
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -205,6 +209,8 @@ class FaultServer:
         h.send_header("Content-Length", str(len(body)))
         h.end_headers()
         h.wfile.write(body)
+        h.wfile.flush()
+        h.answered = True  # the client has all of it: no longer in flight for ``peak``
 
     def _hit_count(self, host: str, path: str) -> int:
         with self._lock:
