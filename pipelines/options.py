@@ -165,8 +165,8 @@ def add_story_arguments(parser) -> None:
              "packaged multilingual sentence encoder (links stories across languages "
              "and wordings); 'lexical' is faster and needs no encoder; 'embedding' "
              "adds a locally installed sentence-transformers model; 'multilingual-uk' "
-             "(experimental) also scores Ukrainian articles on cosines centred per "
-             "language; 'multilingual-e5' adds a second encoder that knows Ukrainian "
+             "is 'multilingual' (kept for existing commands); "
+             "'multilingual-e5' adds a second encoder that knows Ukrainian "
              "(multilingual-e5-small, pip install 'newsbeam[e5]'; 0.2-0.4 s an article "
              "more). Default: multilingual.")
     parser.add_argument(

@@ -9,8 +9,9 @@ from importlib import resources
 import numpy as np
 import pytest
 
-from transforms.stories.centring import centred_languages, centred_offset
 from transforms.stories.similarity import (
+    BRIDGE_OFFSET,
+    BRIDGED,
     ENCODER_LANGUAGES,
     FEATURES,
     MEANING_FEATURES,
@@ -24,7 +25,6 @@ from transforms.stories.similarity import (
     MissingBackendError,
     MultilingualSimilarity,
     Sketch,
-    centred_vector_cosine,
     containment_estimate,
     cosine,
     encode_meaning,
@@ -32,6 +32,7 @@ from transforms.stories.similarity import (
     language_pair,
     load_sentence_model,
     make_similarity,
+    meaning_text,
     near_duplicate,
     quantize,
     skeleton,
@@ -41,6 +42,7 @@ from transforms.stories.similarity import (
     vector_cosine,
     word_shingles,
 )
+from transforms.stories.spelling import russian_spelling
 
 SIM = LexicalSimilarity()
 STORY = ("Parliament approved the new railway budget on Monday after a long debate. "
@@ -269,8 +271,7 @@ def test_vector_keys_meet_across_languages_and_repeat():
 
 
 def test_multilingual_falls_back_to_lexical_outside_the_encoder_languages():
-    assert "cs" not in ENCODER_LANGUAGES | centred_languages() and "en" in ENCODER_LANGUAGES
-    assert MULTI.sketch(*ECHO["en"][:1], "", "uk").vector == b""  # uk: only when asked
+    assert "cs" not in ENCODER_LANGUAGES | BRIDGED and "en" in ENCODER_LANGUAGES
     cs = MULTI.sketch("Parlament schválil železniční rozpočet", "Poslanci v pondělí "
                       "schválili rozpočet železnic.", "cs")
     en = MULTI.sketch(*ECHO["en"], "en")
@@ -282,31 +283,38 @@ def test_multilingual_falls_back_to_lexical_outside_the_encoder_languages():
     assert (MULTI.score(cs, en) >= MULTI.threshold) == (p_lex >= lex.threshold)
 
 
-def test_ukrainian_is_scored_on_cosines_taken_from_each_languages_centre():
+def test_ukrainian_is_read_by_the_encoder_respelled_as_russian():
     from tests.test_stories import KURSK, UNRELATED
 
-    assert "uk" in centred_languages() and "uk" not in ENCODER_LANGUAGES
-    sim = make_similarity("multilingual-uk")
-    assert sim.centred == {"uk"} and sim.threshold == MULTI.threshold
+    assert russian_spelling("Зеленський заявив, що Київ і Харків") == \
+        "Зеленский заявил, что Киев и Харьков"
+    assert russian_spelling("об’єкт ЗСУ 20 січня, NATO") == "объект ЗСУ 20 сичня, NATO"
+    assert "uk" in BRIDGED and "uk" not in ENCODER_LANGUAGES
+    sim = MULTI
+    assert sim.bridged == BRIDGED == make_similarity("multilingual-uk").bridged
     en = sim.sketch(*KURSK["en-soldiers"][1:], "en")
     uk = sim.sketch(*KURSK["uk"][1:], "uk")
     strike = sim.sketch(*UNRELATED["strike"][1:], "uk")
     assert len(uk.vector) == 256 and sum(k.startswith("e") for k in uk.keys) == VECTOR_BANDS
-    assert min(en.words, uk.words, strike.words) >= SHORT_WORDS
-    cos = centred_vector_cosine(uk.vector, "uk", en.vector, "en")
-    z = sim.model.logit([*LexicalSimilarity.features(sim, uk, en), max(0.0, cos)],
-                        language_pair("uk", "en"))
-    assert sim.score(uk, en) == pytest.approx(1.0 / (1.0 + np.exp(-(z + centred_offset()))))
-    # The retelling joins the English story; another Ukrainian story of those days does not.
-    assert sim.score(uk, en) >= sim.threshold > sim.score(strike, en)
-    assert sim.score(uk, en) > sim.score(strike, uk)
-    # Headline-only Ukrainian pairs stay with the lexical model.
-    head = sim.sketch(KURSK["uk"][1], "", "uk")
+    # The vector is the encoder's reading of the respelled headline and lead.
+    text = russian_spelling(meaning_text(*KURSK["uk"][1:]))
+    assert uk.vector == quantize(encode_meaning([text])[0])
+    # Against another language: the higher of the lexical model's score and the
+    # multilingual model's, raised by the bridge offset.
     lex = LexicalSimilarity()
-    z_lex = lex.model.logit(lex.features(head, en), language_pair("uk", "en"))
     shift = np.log(sim.threshold / (1 - sim.threshold)) - np.log(
         lex.threshold / (1 - lex.threshold))
-    assert sim.score(head, en) == pytest.approx(1.0 / (1.0 + np.exp(-(z_lex + shift))))
+    z_lex = lex.model.logit(lex.features(uk, en), language_pair("uk", "en")) + shift
+    z_multi = sim.model.logit(sim.features(uk, en), language_pair("uk", "en")) + BRIDGE_OFFSET
+    assert sim.score(uk, en) == pytest.approx(1.0 / (1.0 + np.exp(-max(z_lex, z_multi))))
+    # The retelling joins the English story; another Ukrainian story of those days does not.
+    assert sim.score(uk, en) >= sim.threshold > sim.score(strike, en)
+    # Two Ukrainian articles, or a Ukrainian headline: the lexical model alone.
+    z_uu = lex.model.logit(lex.features(uk, strike), language_pair("uk", "uk")) + shift
+    assert sim.score(uk, strike) == pytest.approx(1.0 / (1.0 + np.exp(-z_uu)))
+    head = sim.sketch(KURSK["uk"][1], "", "uk")
+    z_head = lex.model.logit(lex.features(head, en), language_pair("uk", "en")) + shift
+    assert sim.score(head, en) == pytest.approx(1.0 / (1.0 + np.exp(-z_head)))
 
 
 def test_headlines_are_scored_by_the_headline_model():

@@ -147,7 +147,8 @@ def expected_stories():
             ("strike-ru", "strike-ru", True)]
 
 
-SIMILARITIES = {"multilingual": MultilingualSimilarity(), "lexical": LexicalSimilarity()}
+SIMILARITIES = {"multilingual": MultilingualSimilarity(), "lexical": LexicalSimilarity(),
+                "multilingual, Ukrainian unread": MultilingualSimilarity(bridged=frozenset())}
 
 
 @pytest.mark.parametrize("kind", sorted(SIMILARITIES))

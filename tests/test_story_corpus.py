@@ -132,11 +132,12 @@ def bcubed(pred: dict[str, str], gold: dict[str, str]) -> tuple[float, float, fl
 
 
 # The goal is BCubed F1 0.92 with nothing foreign in the seed story. The default reaches
-# P 0.966, R 0.681, F1 0.799 with one foreign article (README, Stories), the release before
-# it P 0.929, F1 0.765 with five; multilingual-e5 P 0.941, R 0.732, F1 0.823 with one. The
-# floors sit below each, so that precision, the first quality of this stage, cannot slip
-# back unnoticed.
-FLOORS = {"multilingual": (0.91, 0.755, 5), "multilingual-e5": (0.92, 0.80, 2)}
+# P 0.966, R 0.757, F1 0.849 with two foreign articles in stories that hold a seed-event
+# article (README, Stories), the release before it (Ukrainian unread by the encoder)
+# P 0.966, F1 0.799 with two; multilingual-e5 P 0.941, R 0.732, F1 0.823. The floors sit
+# below each, so that precision, the first quality of this stage, cannot slip back
+# unnoticed.
+FLOORS = {"multilingual": (0.95, 0.83, 2), "multilingual-e5": (0.92, 0.80, 2)}
 
 
 @pytest.mark.slow

@@ -145,10 +145,13 @@ def split(vector: bytes) -> tuple[bytes, bytes]:
 @dataclass(frozen=True)
 class E5Similarity(MultilingualSimilarity):
     """The default similarity plus multilingual-e5-small across languages (see the module
-    docstring): ``--story-similarity multilingual-e5``."""
+    docstring): ``--story-similarity multilingual-e5``. Ukrainian is left to the second
+    encoder, which knows it: the packaged one does not read it respelled here."""
 
     name: str = "multilingual-e5"
     encode_second: Callable[[Sequence[str]], np.ndarray] | None = None
+    bridged: frozenset[str] = frozenset()
+    """None: the second encoder reads Ukrainian as it is."""
 
     def load(self) -> object:
         """Both encoders, loaded once per worker process."""
