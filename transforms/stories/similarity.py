@@ -60,6 +60,8 @@ from typing import ClassVar, Protocol
 import numpy as np
 from apache_beam.utils.shared import Shared
 
+from transforms.stories.spelling import russian_spelling
+
 NUM_PERM = 64
 """MinHash permutations, kept as 16-bit values (128 bytes); Jaccard error about ±0.06."""
 MAX_TERMS = 48
@@ -963,8 +965,6 @@ class MultilingualSimilarity(LexicalSimilarity):
             return s
         text = meaning_text(title, body)
         if bridged:
-            from transforms.stories.spelling import russian_spelling
-
             text = russian_spelling(text)
         vec = (self.encode or encode_meaning)([text])[0]
         vector = quantize(vec)

@@ -64,11 +64,8 @@ WORDS = {
 }
 """Ukrainian words (lower case) and their Russian counterparts."""
 
-_ENDINGS = (
-    (re.compile(r"ськ(ий|ого|ому|им|их|ої|ій|і|а|у|е)$"), "ск"),
-    (re.compile(r"цьк(ий|ого|ому|им|их|ої|ій|і|а|у|е)$"), "цк"),
-    (re.compile(r"зьк(ий|ого|ому|им|их|ої|ій|і|а|у|е)$"), "зк"),
-)
+_ADJECTIVE_ENDING = re.compile(r"([сцз])ьк(ий|ого|ому|им|их|ої|ій|і|а|у|е)$")
+"""-ський, -цький, -зький and their cases: Russian -ский, -цкий, -зкий."""
 _LETTERS = str.maketrans({"и": "ы", "і": "и", "ї": "йи", "є": "е", "ґ": "г"})
 _AFTER_VELAR = re.compile(r"(?<=[кгхжчшщц])ы")
 _APOSTROPHE = re.compile(r"['’ʼ]")
@@ -83,11 +80,10 @@ def _respell(lower: str) -> str:
     known = WORDS.get(lower)
     if known is not None:
         return known
-    for pattern, stem in _ENDINGS:
-        m = pattern.search(lower)
-        if m:
-            head = lower[:m.start()].translate(_LETTERS)
-            return _AFTER_VELAR.sub("и", head) + stem + _ADJECTIVE[m.group(1)]
+    m = _ADJECTIVE_ENDING.search(lower)
+    if m:
+        head = lower[:m.start()].translate(_LETTERS)
+        return _AFTER_VELAR.sub("и", head) + m.group(1) + "к" + _ADJECTIVE[m.group(2)]
     word = lower.replace("'", "ъ")
     if word.endswith("ий"):
         word = word[:-2] + "ый"
