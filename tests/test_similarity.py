@@ -64,6 +64,13 @@ def test_tokenize_words_and_cjk_bigrams():
     (["Trump", "Трамп"], "trmp"),
     (["Putin", "Путин", "Путін"], "ptn"),
     (["Kursk", "Курск"], "krsk"),
+    # German digraphs, ts/tz for z and ц, a lone h for г, an initial glide.
+    (["Zaporizhzhia", "Saporischschja", "Запоріжжя", "Запорожье"], "sprs"),
+    (["Chernihiv", "Tschernihiw", "Чернігів", "Чернигов"], "krngv"),
+    (["Merz", "Мерц"], "mrs"),
+    (["Shmyhal", "Schmyhal", "Шмигаль", "Шмыгаль"], "smgl"),
+    (["Yermak", "Jermak", "Єрмак", "Ермак"], "ermk"),
+    (["Kharkiv", "Charkiw", "Харків", "Харьков"], "krkv"),
 ])
 def test_name_skeletons_meet_across_scripts(spellings, expected):
     assert {skeleton(s) for s in spellings} == {expected}

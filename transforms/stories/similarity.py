@@ -87,6 +87,17 @@ _NON_ALNUM = re.compile(r"[^a-z0-9]")
 # Spelling variants that differ between languages' transliterations of the same name.
 _SKELETON_MAP = str.maketrans({"z": "s", "c": "k", "q": "k", "w": "v", "x": "k", "j": "",
                                "h": "", "'": "", "g": "g"})
+# Letter groups the languages write one sound with, before _SKELETON_MAP: German "tsch"
+# and "sch" (Charkiw, Saporischschja) for English "ch" and "sh", "tz"/"ts" for the
+# z of one language and the ц of another (Merz, Мерц).
+_SKELETON_GROUPS = re.compile(r"tsch|sch|tz|ts")
+_SKELETON_GROUP = {"tsch": "ch", "sch": "sh", "tz": "z", "ts": "z"}
+# A leading y, j or i before a vowel is how one language writes the initial e or u of
+# another's (Yermak, Jermak, Ермак, Iermak; Yulia, Julia, Юлия).
+_GLIDE = re.compile(r"^[yji](?=[aeiou])")
+# An h that is not the second letter of kh, sh, zh, ch, th or ph stands for the Ukrainian
+# г that Russian and a Latin transliteration write g (Shmyhal, Шмигаль, Шмыгаль).
+_LONE_H = re.compile(r"(?<![kcsztpgh])h")
 
 
 @dataclass(frozen=True)
@@ -244,11 +255,14 @@ def skeleton(word: str) -> str:
     """Consonant skeleton of a name, stable across languages' spellings (≤ 6 chars).
 
     The first letter is kept, later vowels are dropped, spelling variants are merged
-    (z/s, c/k, w/v, j, h) and doubled letters collapsed: ``Zelenskyy`` → ``slnsk``.
+    (German sch/tsch, ts/tz/z/s, c/k, w/v, j, g and a lone h, an initial glide) and doubled letters
+    collapsed: ``Zelenskyy`` → ``slnsk``, ``Saporischschja`` → ``sprs``.
     """
     w = ascii_form(word)
     if not w or w.isdigit():
         return w
+    w = _SKELETON_GROUPS.sub(lambda m: _SKELETON_GROUP[m.group()], _GLIDE.sub("", w))
+    w = _LONE_H.sub("g", w)
     w = w.replace("ph", "f").replace("th", "t").translate(_SKELETON_MAP)
     if not w:
         return ""
