@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean runners
+.PHONY: demo test bench clean runners browser
 
 $(STAMP): setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,15 @@ demo: $(STAMP)
 runners:
 	deploy/local-runners.sh
 
-test: $(STAMP) runners
+# tests/test_report.py opens the HTML report in Debian's headless chromium: installed here
+# when missing (as root with apt-get), else the run stops saying what to install.
+browser:
+	@command -v chromium >/dev/null 2>&1 \
+	  || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] \
+	       && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+	  || { echo "make test needs chromium for tests/test_report.py: apt-get install -y chromium" >&2; exit 1; }
+
+test: $(STAMP) runners browser
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
