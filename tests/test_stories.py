@@ -337,6 +337,8 @@ def test_story_messages_round_trip_through_their_registered_coder():
         DecisionCoder,
         Exact,
         ItemRef,
+        Level,
+        Peer,
         Pointer,
         StoryMessage,
         StoryMessageCoder,
@@ -349,7 +351,8 @@ def test_story_messages_round_trip_through_their_registered_coder():
     messages = [it, it._replace(seed_story=None), ItemRef(True, -3, "a", None),
                 Edge("b", 2**40, 0.31, None), Edge("b", 2, 0.7, 0.55), node,
                 Ask._make(node), Vote._make(node), Pointer("p", True, False),
-                Exact("content", "k", 1.0)]
+                Exact("content", "k", 1.0), Edge("c", 3, 0.45, None, True),
+                Peer("x", 0.45, True), Level("x", -0.25)]
     for message in messages:
         coder = beam.coders.registry.get_coder(type(message))
         assert isinstance(coder, StoryMessageCoder) and coder.is_deterministic()
@@ -590,14 +593,17 @@ def test_apart_pairs_do_not_become_parents():
     from transforms.stories.messages import ItemRef
     from transforms.stories.stage import _first_node
 
+    def nodes(messages):
+        return [n for n in _first_node(("x", messages), 0.5) if isinstance(n, Node)]
+
     order = ItemRef(False, 5, "x", None)
     messages = [order, Edge("p", 1, 0.3, None), Edge("q", 2, 0.7, None)]
-    assert [n.parent for n in _first_node(("x", messages), 0.5)] == ["q"]
+    assert [n.parent for n in nodes(messages)] == ["q"]
     apart = [order, Edge("p", 1, 0.3, None)]
-    assert [n.level for n in _first_node(("x", apart), 0.5)] == ["lead"]
+    assert [n.level for n in nodes(apart)] == ["lead"]
     # A near copy is a parent whatever its score.
     near = [order, Edge("p", 1, 0.3, 0.9)]
-    assert [n.level for n in _first_node(("x", near), 0.5)] == ["near"]
+    assert [n.level for n in nodes(near)] == ["near"]
 
 
 def _vote_fixture():
@@ -671,3 +677,82 @@ def test_pairs_published_days_apart_need_stronger_evidence():
             out = p | beam.Create(arts) | AssignStories(sim, clock=lambda: NOW)
             assert_that(out.articles | beam.Map(
                 lambda a: (a.article_id, a.story_id, a.is_story_lead)), equal_to(expected))
+
+
+def test_neighbourhood_level_is_the_mean_log_odds_of_the_best_pairs():
+    from transforms.stories.stage import APART_FLOOR, neighbourhood_level
+
+    floor = math.log(APART_FLOOR / (1 - APART_FLOOR))
+    assert neighbourhood_level([]) == pytest.approx(floor)
+    # The five best count; pairs under the floor, and missing ones, count as the floor.
+    level = neighbourhood_level([0.5, 0.5, 0.5, 0.5, 0.5, 0.99, 0.01], top=5)
+    assert level == pytest.approx(math.log(99) / 5)
+    assert neighbourhood_level([0.5, 0.01], top=2) == pytest.approx(floor / 2)
+
+
+def test_a_pair_stands_out_when_it_rises_above_both_neighbourhoods():
+    from transforms.stories.stage import stands_out
+
+    # log-odds of 0.55 is about 0.2: enough beside sparse neighbourhoods, not beside dense.
+    assert stands_out(0.55, -1.0, -0.5)
+    assert stands_out(0.55, 0.3, 0.4)
+    assert not stands_out(0.55, 1.5, 0.5)
+    assert not stands_out(0.45, 0.3, 0.4)
+
+
+class _FixedScore:
+    """A similarity whose every pair scores ``value`` (for the flag logic of compare)."""
+
+    def __init__(self, value: float):
+        self.value = value
+
+    def score(self, a, b) -> float:
+        return self.value
+
+
+def test_compare_marks_pairs_that_may_stand_out():
+    from transforms.stories.stage import STAND_OUT_FLOOR, compare
+
+    en = item("a", 0, KURSK["en-soldiers"][2])
+    uk = StoryItem("b", 1, "hb", SIM.sketch(*KURSK["uk"][1:], "uk"))
+    en2 = item("c", 2, UNRELATED["aid"][2])
+    headline = StoryItem("h", 3, "hh", SIM.sketch(KURSK["uk"][1], "", "uk"))
+    thr = SIM.threshold
+
+    def flag(later, earlier, score):
+        edge = compare(_FixedScore(score), later, earlier, 0.15, thr, STAND_OUT_FLOOR)
+        return None if edge is None else edge.stand_out
+
+    assert flag(uk, en, 0.5) is True            # two languages, two full articles
+    assert flag(uk, en, thr) is False           # at the threshold it joins anyway
+    assert flag(uk, en, STAND_OUT_FLOOR - 0.01) is False
+    assert flag(en2, en, 0.5) is False          # one language: the score is trusted
+    assert headline.sketch.words < SHORT_WORDS
+    assert flag(headline, en, 0.5) is None      # a headline is no evidence at all
+    assert compare(_FixedScore(0.5), uk, en, 0.15, thr).stand_out is False  # step off
+
+
+def test_choose_parent_joins_a_pair_that_stands_out():
+    from transforms.stories.messages import ItemRef, Level, Peer
+    from transforms.stories.stage import _first_node, _levelled, _peer_messages
+
+    edge = Edge("p", 1, 0.5, None, True)
+    # Both levels come from the pairs each article was compared in, on either side.
+    at_p = list(_levelled(("p", [Peer("x", 0.5, True), Peer("y", 0.2, False)])))
+    level_p = [m for k, m in at_p if k == "p" and isinstance(m, Level)]
+    assert [(k, type(m)) for k, m in at_p if k == "x"] == [("x", Level)]
+    assert len(level_p) == 1 and ("y", level_p[0]) not in at_p
+    at_x = list(_levelled(("x", [edge])))
+    assert ("x", edge) in at_x
+    messages = [ItemRef(True, 5, "x", None), *(m for k, m in at_x + at_p if k == "x")]
+    out = list(_first_node(("x", messages), 0.58))
+    node = [n for n in out if isinstance(n, Node)][0]
+    assert (node.level, node.parent, node.score) == ("echo", "p", 0.58)
+    vote_edges = [o.value for o in out if not isinstance(o, Node)]
+    assert vote_edges == [("x", Edge("p", 1, 0.58, None, False))]
+    # Beside a dense neighbourhood the same pair stays apart, and so it does without levels.
+    dense = [ItemRef(True, 5, "x", None), edge, Level("x", 0.2), Level("p", 2.5)]
+    assert [n.level for n in _first_node(("x", dense), 0.58) if isinstance(n, Node)] == ["lead"]
+    bare = [ItemRef(True, 5, "x", None), edge]
+    assert [n.level for n in _first_node(("x", bare), 0.58) if isinstance(n, Node)] == ["lead"]
+    assert _peer_messages(("x", edge)).__next__() == ("x", edge)

@@ -8,6 +8,7 @@ check that the three sets keep the shape the benchmark relies on
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections import Counter, defaultdict
@@ -132,12 +133,13 @@ def bcubed(pred: dict[str, str], gold: dict[str, str]) -> tuple[float, float, fl
 
 
 # The goal is BCubed F1 0.92 with nothing foreign in the seed story. The default reaches
-# P 0.966, R 0.757, F1 0.849 with two foreign articles in stories that hold a seed-event
-# article (README, Stories), the release before it (Ukrainian unread by the encoder)
+# P 0.981, R 0.817, F1 0.891 with one foreign article in stories that hold a seed-event
+# article (README, Stories; before the stand-out step P 0.981, F1 0.866), earlier
+# P 0.966, R 0.757, F1 0.849 with two, the release before that (Ukrainian unread by the encoder)
 # P 0.966, F1 0.799 with two; multilingual-e5 P 0.941, R 0.732, F1 0.823. The floors sit
 # below each, so that precision, the first quality of this stage, cannot slip back
 # unnoticed.
-FLOORS = {"multilingual": (0.95, 0.83, 2), "multilingual-e5": (0.92, 0.80, 2)}
+FLOORS = {"multilingual": (0.95, 0.87, 1), "multilingual-e5": (0.92, 0.80, 2)}
 
 
 @pytest.mark.slow
@@ -179,3 +181,54 @@ def test_the_stage_keeps_the_week_apart_and_the_seed_story_clean(tmp_path, simil
     min_p, min_f1, max_foreign = FLOORS[similarity]
     assert p >= min_p and f1 >= min_f1 and len(foreign) <= max_foreign, \
         f"BCubed P {p:.3f} R {r:.3f} F1 {f1:.3f}; other events in the seed story: {foreign}"
+
+
+def _stories_of(rows: list[dict], folder: Path, **options) -> dict[str, str]:
+    """The story of each row after one batch through the real stage (FnApiRunner)."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from transforms.stories.similarity import MultilingualSimilarity
+    from transforms.stories.stage import AssignStories
+
+    from .test_stories import article
+
+    articles = []
+    for r in rows:
+        when = dt.datetime.fromisoformat(r["published"].replace("Z", "+00:00"))
+        one = article(r["id"], r["language"], r["title"], r["text"], 0)
+        articles.append(dataclasses.replace(one, published_at=when, fetched_at=when,
+                                            date=when.strftime("%Y-%m-%d")))
+    with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
+        out = (p | beam.Create(articles)
+               | AssignStories(MultilingualSimilarity(), clock=lambda: FETCHED, **options))
+        _ = (out.articles | beam.Map(lambda a: json.dumps([a.article_id, a.story_id]))
+             | beam.io.WriteToText(str(folder / "stories")))
+    found = dict(json.loads(line) for path in folder.glob("stories*")
+                 for line in path.read_text(encoding="utf-8").splitlines())
+    assert set(found) == {r["id"] for r in rows}  # nothing lost (no copies in the corpus)
+    return found
+
+
+@pytest.mark.slow
+def test_standing_out_joins_retellings_across_languages_and_nothing_else(tmp_path):
+    """dev2 (a design set) in one batch, with and without the stand-out step: pairs under
+    the threshold that stand out of both neighbourhoods join more same-event retellings
+    across languages, and no article of another event."""
+    rows = load("dev2")
+    gold = {r["id"]: r["event"] for r in rows}
+    language = {r["id"]: r["language"] for r in rows}
+    counts = {}
+    for stand_out in (None, "default"):
+        folder = tmp_path / str(stand_out)
+        story = _stories_of(rows, folder, **({} if stand_out else {"stand_out": None}))
+        ids = sorted(story)
+        same_cross = sum(story[a] == story[b] and gold[a] == gold[b]
+                         and language[a] != language[b]
+                         for i, a in enumerate(ids) for b in ids[i + 1:])
+        wrong = sum(story[a] == story[b] and gold[a] != gold[b]
+                    for i, a in enumerate(ids) for b in ids[i + 1:])
+        counts[stand_out] = (same_cross, wrong, bcubed(story, gold))
+    (before, wrong_before, _), (after, wrong_after, (p, _, _)) = counts[None], counts["default"]
+    assert after > before and wrong_after <= wrong_before, counts
+    assert p >= 0.92, counts

@@ -68,6 +68,24 @@ class Edge(NamedTuple):
     target_micros: int
     score: float
     near: float | None  # Jaccard estimate when the pair is a near-identical copy
+    stand_out: bool = False  # under the threshold, but may join by standing out
+
+
+class Peer(NamedTuple):
+    """A compared pair seen from its earlier article: the later article and the score
+    (for the earlier article's neighbourhood level)."""
+
+    other: str
+    score: float
+    stand_out: bool  # the later article needs this article's level (Edge.stand_out)
+
+
+class Level(NamedTuple):
+    """An article's neighbourhood level: the mean log-odds of its best compared pairs
+    (:func:`transforms.stories.stage.neighbourhood_level`)."""
+
+    article_id: str
+    level: float
 
 
 class Node(NamedTuple):
@@ -151,6 +169,8 @@ _PLAIN: dict[type, tuple[int, Callable[[Any], Any], Callable[[Any], Any]]] = {
     Vote: (6, tuple, Vote._make),
     Pointer: (7, tuple, Pointer._make),
     Exact: (8, tuple, Exact._make),
+    Peer: (9, tuple, Peer._make),
+    Level: (10, tuple, Level._make),
 }
 _ARTICLE = 100
 

@@ -32,8 +32,12 @@ How it scales (every step is keyed; there is no global index):
    a key more than once the DoFns keep keyed state (expiring after the window); with the
    default trigger each key fires once and plain DoFns do the same work without state,
    which is far cheaper in the Python SDK harness (:func:`fires_once`);
-4. ``ChooseParent``: per article, the best earlier match (a near copy first, else the
-   highest score at or above the threshold, ties to the earlier article);
+4. ``Neighbourhoods`` and ``ChooseParent``: every compared pair is seen from both its
+   articles (one GroupByKey), which gives each article its neighbourhood level, the mean
+   log-odds of its best pairs (:func:`neighbourhood_level`); a pair of two languages
+   under the threshold that stands out of both levels counts as a match
+   (:func:`stands_out`). Then, per article, the best earlier match (a near copy first,
+   else the highest score at or above the threshold, ties to the earlier article);
 5. ``ResolveStories``: parent pointers form a forest whose roots are story leads; a few
    rounds of pointer jumping (each a GroupByKey) give every article its root,
    ``2**rounds`` levels deep;
@@ -107,7 +111,9 @@ from transforms.stories.messages import (
     Edge,
     Exact,
     ItemRef,
+    Level,
     Node,
+    Peer,
     Pointer,
     StoryItem,
     StoryMessage,
@@ -151,6 +157,18 @@ APART_FLOOR = 0.15
 """Compared pairs scoring at least this but under the threshold travel to the vote as
 evidence against the story of the earlier article (:func:`vote_story`); pairs under it
 share too little to say anything about a story and are not sent."""
+STAND_OUT_FLOOR = 0.40
+"""A pair of two full articles in two languages scoring at least this but under the
+threshold joins when it stands out of both articles' neighbourhoods (:func:`stands_out`)."""
+STAND_OUT_TOP = 5
+"""How many of an article's best compared pairs make its neighbourhood level
+(:func:`neighbourhood_level`)."""
+STAND_OUT_PAIRS = 3
+"""Compared pairs (scoring at least APART_FLOOR) an article needs for a neighbourhood
+level: with fewer, its level would be mostly padding and none of its pairs stands out."""
+STAND_OUT_WEIGHT = 0.5
+"""Share of the two articles' mean neighbourhood level a standing-out pair's log-odds
+must reach (:func:`stands_out`)."""
 SEED_COLUMNS = ["article_id", "title", "body", "language", "published_at", "fetched_at",
                 "content_hash", "story_id"]
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -203,12 +221,16 @@ def later_by(score: float, micros: int) -> float:
 
 
 def compare(sim: StorySimilarity, item: StoryItem, earlier: StoryItem,
-            threshold: float, apart_below: float = 0.0) -> Edge | None:
+            threshold: float, apart_below: float = 0.0,
+            stand_out_from: float | None = None) -> Edge | None:
     """An edge from ``item`` to ``earlier`` when it is a near copy or scores ≥ threshold.
 
     A ``threshold`` below the stage's decision point (``apart_below``) also yields the
     pairs that were compared and found apart (evidence against a story in
-    :func:`vote_story`), unless either article is a headline only.
+    :func:`vote_story`), unless either article is a headline only. Such a pair of two
+    full articles in two languages scoring at least ``stand_out_from`` is marked
+    ``stand_out``: it may still join if it stands out of both articles' neighbourhoods
+    (:func:`stands_out`).
     """
     near = near_duplicate(item.sketch, earlier.sketch)
     score = sim.score(item.sketch, earlier.sketch)
@@ -220,7 +242,42 @@ def compare(sim: StorySimilarity, item: StoryItem, earlier: StoryItem,
                                                      earlier.sketch.words) < SHORT_WORDS:
         # A headline scored against another says too little to count against a story.
         return None
-    return Edge(earlier.article_id, earlier.micros, round(score, 4), near)
+    a, b = item.sketch, earlier.sketch
+    stand_out = (near is None and stand_out_from is not None
+                 and stand_out_from <= score < apart_below
+                 and a.language != b.language and "und" not in (a.language, b.language)
+                 and min(a.words, b.words) >= SHORT_WORDS)
+    return Edge(earlier.article_id, earlier.micros, round(score, 4), near, stand_out)
+
+
+def neighbourhood_level(scores: Iterable[float], top: int = STAND_OUT_TOP,
+                        floor: float = APART_FLOOR) -> float:
+    """An article's neighbourhood level: the mean log-odds of its ``top`` best compared
+    pairs (pairs it lacks, or scoring under ``floor``, count as ``floor``).
+
+    A text whose best pairs all score low sits in a sparse neighbourhood: a report in one
+    language among reports in others, which the similarity scores lower than it would
+    score the same pair in one language. A text among close reports of the same kind (the
+    matches of one tournament) sits in a dense one.
+    """
+    best = sorted((max(s, floor) for s in scores), reverse=True)[:top]
+    best += [floor] * (top - len(best))
+    return sum(_logit(min(s, 1.0 - 1e-6)) for s in best) / top
+
+
+def stands_out(score: float, level_a: float, level_b: float,
+               weight: float = STAND_OUT_WEIGHT) -> bool:
+    """Whether a pair under the threshold stands out of both articles' neighbourhoods:
+    its log-odds reach ``weight`` times the mean of the two levels
+    (:func:`neighbourhood_level`).
+
+    Local scaling, as cross-lingual retrieval corrects for crowded regions of an
+    embedding space: the same score means more between two texts whose other pairs all
+    score lower than between two texts with many close neighbours. Only pairs marked
+    ``stand_out`` by :func:`compare` are asked (two languages, two full articles, at
+    least :data:`STAND_OUT_FLOOR`).
+    """
+    return _logit(score) >= weight * (level_a + level_b) / 2.0
 
 
 def choose_parent(edges: Iterable[Edge]) -> Edge | None:
@@ -324,7 +381,8 @@ def kept_in_state(key: str) -> bool:
 def matches_in_group(sim: StorySimilarity, earlier: list[StoryItem], items: list[StoryItem],
                      threshold: float, window_micros: int,
                      max_per_key: int, key: str | None = None,
-                     apart_below: float = 0.0) -> Iterator[tuple[str, Edge]]:
+                     apart_below: float = 0.0,
+                     stand_out_from: float | None = None) -> Iterator[tuple[str, Edge]]:
     """Compares each new item with the earlier ones of a key (state + this group).
 
     ``earlier`` and ``items`` are sorted by :func:`item_order`'s time part; each item is
@@ -338,7 +396,7 @@ def matches_in_group(sim: StorySimilarity, earlier: list[StoryItem], items: list
                       and item.micros - e.micros <= window_micros]
             recent = recent[max(0, len(recent) - max_per_key):] if max_per_key > 0 else []
             for e in recent:
-                edge = compare(sim, item, e, threshold, apart_below)
+                edge = compare(sim, item, e, threshold, apart_below, stand_out_from)
                 if edge is not None:
                     yield item.article_id, edge
         if indexed_under(item, key):
@@ -474,10 +532,12 @@ class CompareInGroupFn(beam.DoFn):
     """
 
     def __init__(self, similarity: StorySimilarity, threshold: float, window: dt.timedelta,
-                 max_per_key: int = MAX_PER_KEY, apart_below: float = 0.0):
+                 max_per_key: int = MAX_PER_KEY, apart_below: float = 0.0,
+                 stand_out_from: float | None = None):
         self._sim = similarity
         self._threshold = threshold
         self._apart_below = apart_below
+        self._stand_out_from = stand_out_from
         self._window_micros = int(window.total_seconds() * 1_000_000)
         self._max = max_per_key
         self.compared = Metrics.counter(NAMESPACE, "story_pairs_compared")
@@ -493,7 +553,7 @@ class CompareInGroupFn(beam.DoFn):
         n = 0
         for article_id, edge in matches_in_group(self._sim, [], items, self._threshold,
                                                  self._window_micros, self._max, element[0],
-                                                 self._apart_below):
+                                                 self._apart_below, self._stand_out_from):
             n += 1
             yield article_id, edge
         self.compared.inc(n)
@@ -550,10 +610,12 @@ class CompareWithinKeyFn(beam.DoFn):
     EXPIRE = TimerSpec("expire", TimeDomain.WATERMARK)
 
     def __init__(self, similarity: StorySimilarity, threshold: float, window: dt.timedelta,
-                 max_per_key: int = MAX_PER_KEY, apart_below: float = 0.0):
+                 max_per_key: int = MAX_PER_KEY, apart_below: float = 0.0,
+                 stand_out_from: float | None = None):
         self._sim = similarity
         self._threshold = threshold
         self._apart_below = apart_below
+        self._stand_out_from = stand_out_from
         self._window = window
         self._window_micros = int(window.total_seconds() * 1_000_000)
         self._max = max_per_key
@@ -569,7 +631,7 @@ class CompareWithinKeyFn(beam.DoFn):
         n = 0
         for article_id, edge in matches_in_group(self._sim, earlier, items, self._threshold,
                                                  self._window_micros, self._max, element[0],
-                                                 self._apart_below):
+                                                 self._apart_below, self._stand_out_from):
             n += 1
             yield article_id, edge
         self.compared.inc(n)
@@ -615,16 +677,46 @@ def _by_block(item: StoryItem) -> Iterator[Any]:
     yield beam.pvalue.TaggedOutput("order", (item.article_id, item_ref(item)))
 
 
+def _peer_messages(article_edge: tuple[str, Edge]) -> Iterator[tuple[str, Any]]:
+    """A candidate edge → itself, at its article, and a :class:`Peer` at its earlier
+    article, so that both learn the pair's score for their neighbourhood levels."""
+    article_id, edge = article_edge
+    yield article_id, edge
+    yield edge.target, Peer(article_id, edge.score, edge.stand_out)
+
+
+def _levelled(element: tuple[str, Iterable[StoryMessage]]) -> Iterator[tuple[str, Any]]:
+    """At one article: its edges, passed on, and its :class:`Level`, for itself and for
+    every later article whose standing-out pair with it must be weighed."""
+    article_id, messages = element
+    groups = by_type(messages, Edge, Peer)
+    best: dict[str, float] = {}
+    for other, score in [(e.target, e.score) for e in groups[Edge] if e.near is None] + [
+            (p.other, p.score) for p in groups[Peer]]:
+        best[other] = max(score, best.get(other, 0.0))
+    for edge in groups[Edge]:
+        yield article_id, edge
+    if sum(s >= APART_FLOOR for s in best.values()) < STAND_OUT_PAIRS:
+        return
+    level = Level(article_id, round(neighbourhood_level(best.values()), 4))
+    yield article_id, level
+    for later in sorted({p.other for p in groups[Peer] if p.stand_out}):
+        yield later, level
+
+
 def _first_node(element: tuple[str, Iterable[StoryMessage]],
-                threshold: float | None = None) -> Iterator[Node]:
+                threshold: float | None = None) -> Iterator[Any]:
     """ChooseParent: item + its candidate edges → the article's initial node.
 
     The item comes as its :class:`ItemRef`, the candidates as :class:`Edge`; only near
     copies and edges scoring at least ``threshold`` (every edge without one) can be
-    parents.
+    parents. With :class:`Level` messages (the stage's stand-out step), an edge marked
+    ``stand_out`` that :func:`stands_out` of its two articles' neighbourhoods counts as
+    scoring ``threshold``. On ``edges``: the article's edges, one per earlier article (the
+    best), as the vote reads them.
     """
     article_id, messages = element
-    groups = by_type(messages, ItemRef, Edge)
+    groups = by_type(messages, ItemRef, Edge, Level)
     first = min(groups[ItemRef], key=lambda ref: ref.order, default=None)
     if first is None:
         return
@@ -632,9 +724,22 @@ def _first_node(element: tuple[str, Iterable[StoryMessage]],
     if seed_story is not None:
         yield Node(article_id, seed_story, True, "seed", None, None)
         return
-    edges: Iterable[Edge] = groups[Edge]
+    levels = {lv.article_id: lv.level for lv in groups[Level]}
+    own = levels.get(article_id)
+    best: dict[str, Edge] = {}
+    for e in sorted(groups[Edge], key=lambda e: (e.target, e.score)):
+        if (threshold is not None and e.stand_out and own is not None
+                and e.target in levels and e.score < threshold
+                and stands_out(e.score, own, levels[e.target])):
+            e = e._replace(score=threshold, stand_out=False)
+        kept = best.get(e.target)
+        if kept is None or (e.near is not None, e.score) > (kept.near is not None, kept.score):
+            best[e.target] = e
+    for target in sorted(best):
+        yield beam.pvalue.TaggedOutput("edges", (article_id, best[target]))
+    edges: Iterable[Edge] = groups[Edge] if not levels else best.values()
     if threshold is not None:
-        edges = (e for e in edges if e.near is not None or e.score >= threshold)
+        edges = [e for e in edges if e.near is not None or e.score >= threshold]
     parent = choose_parent(edges)
     if parent is None:
         yield Node(article_id, article_id, True, "lead", None, None)
@@ -855,10 +960,11 @@ def _batch_round(element: tuple[str, Iterable[StoryMessage]],
 
 def _vote_ask(article_edge: tuple[str, Edge]) -> list[tuple[str, Ask]]:
     """An echo's candidate edge → an ask for the story of the article it matched."""
-    article_id, (target, _, score, near) = article_edge
-    if near is not None:
+    article_id, edge = article_edge
+    if edge.near is not None:
         return []
-    return [(target, Ask(article_id, target, False, "vote", score, target, None))]
+    return [(edge.target, Ask(article_id, edge.target, False, "vote", edge.score,
+                              edge.target, None))]
 
 
 def _story_messages(node: Node) -> Iterator[Any]:
@@ -1101,7 +1207,10 @@ class AssignStories(beam.PTransform):
     are weighed by the document frequency of their window (features in more than this
     share of the window's articles count less: :mod:`transforms.stories.frequency`, whose
     ``COMMON_SHARE`` is the measured choice); ``None``, the default, leaves them as they
-    are (see the README for why).
+    are (see the README for why). ``stand_out``: a pair of two full articles in two
+    languages scoring from it up to the threshold joins when it stands out of both
+    articles' neighbourhoods (:func:`stands_out`; needs the vote's pairs found apart);
+    ``None`` decides every pair on the threshold alone.
     """
 
     def __init__(self, similarity: StorySimilarity | None = None,
@@ -1110,7 +1219,8 @@ class AssignStories(beam.PTransform):
                  run_id: str | None = None, max_per_key: int = MAX_PER_KEY,
                  rounds: int = RESOLVE_ROUNDS, clock=None, across_windows: bool = False,
                  vote_rounds: int = VOTE_ROUNDS, apart_floor: float | None = APART_FLOOR,
-                 common_share: float | None = None):
+                 common_share: float | None = None,
+                 stand_out: float | None = STAND_OUT_FLOOR):
         super().__init__()
         self._sim = similarity or LexicalSimilarity()
         self._threshold = self._sim.threshold if threshold is None else threshold
@@ -1132,6 +1242,8 @@ class AssignStories(beam.PTransform):
         # Pairs found apart only matter to the vote.
         self._apart = (None if not vote_rounds or apart_floor is None
                        else min(apart_floor, self._threshold))
+        # Pairs under the threshold reach the stand-out step only as the vote's evidence.
+        self._stand_out = None if self._apart is None else stand_out
 
     def expand(self, articles):
         # Keyed state only matters when a key can fire again in the same window, or (across
@@ -1197,7 +1309,8 @@ class AssignStories(beam.PTransform):
             kept = kept | "WeighByWindow" >> WeighByWindowFrequency(self._share)
         compare_fn = (CompareInGroupFn if once and not self._across else CompareWithinKeyFn)(
             self._sim, self._threshold if self._apart is None else self._apart,
-            self._window, self._max, 0.0 if self._apart is None else self._threshold)
+            self._window, self._max, 0.0 if self._apart is None else self._threshold,
+            self._stand_out)
         blocks = (kept
                   | "KeyByBlock" >> beam.FlatMap(_by_block)
                   .with_output_types(tuple[str, StoryItem], order=tuple[str, ItemRef])
@@ -1209,11 +1322,23 @@ class AssignStories(beam.PTransform):
                                 outputs=(tuple[str, Edge],))
                      if self._across
                      else beam.ParDo(compare_fn).with_output_types(tuple[str, Edge])))
+        if self._stand_out is not None:
+            # Every article's neighbourhood level, from the pairs it was compared in on
+            # either side, goes with its edges and to the later articles that need it.
+            edges = (edges
+                     | "PeersBothWays" >> beam.FlatMap(_peer_messages).with_output_types(
+                         tuple[str, StoryMessage])
+                     | "GroupPeers" >> beam.GroupByKey()
+                     | "Neighbourhoods" >> beam.FlatMap(_levelled).with_output_types(
+                         tuple[str, StoryMessage]))
         # ChooseParent needs an item's order and seed story, not its sketch.
-        nodes = ((blocks.order, edges)
-                 | "Candidates" >> beam.Flatten().with_output_types(tuple[str, StoryMessage])
-                 | "JoinCandidates" >> beam.GroupByKey()
-                 | "ChooseParent" >> beam.FlatMap(_first_node, self._threshold))
+        chosen = ((blocks.order, edges)
+                  | "Candidates" >> beam.Flatten().with_output_types(tuple[str, StoryMessage])
+                  | "JoinCandidates" >> beam.GroupByKey()
+                  | "ChooseParent" >> beam.FlatMap(_first_node, self._threshold)
+                  .with_output_types(Node, edges=tuple[str, Edge])
+                  .with_outputs("edges", main="nodes"))
+        nodes, edges = chosen.nodes, chosen.edges
         # Pointers are remembered for two story windows after their poll: a late-polled
         # article can still match one published a whole window before it, and a pointer
         # is a few bytes.
