@@ -738,21 +738,36 @@ def test_choose_parent_joins_a_pair_that_stands_out():
 
     edge = Edge("p", 1, 0.5, None, True)
     # Both levels come from the pairs each article was compared in, on either side.
-    at_p = list(_levelled(("p", [Peer("x", 0.5, True), Peer("y", 0.2, False)])))
+    at_p = list(_levelled(("p", [Peer("x", 0.5, True), Peer("y", 0.2, False),
+                                 Edge("z", 0, 0.3, None)])))
     level_p = [m for k, m in at_p if k == "p" and isinstance(m, Level)]
     assert [(k, type(m)) for k, m in at_p if k == "x"] == [("x", Level)]
     assert len(level_p) == 1 and ("y", level_p[0]) not in at_p
-    at_x = list(_levelled(("x", [edge])))
+    at_x = list(_levelled(("x", [edge, Edge("q", 0, 0.2, None), Peer("r", 0.25, False)])))
     assert ("x", edge) in at_x
+    # With fewer than STAND_OUT_PAIRS compared pairs there is no level to scale by.
+    assert [m for _, m in _levelled(("x", [edge])) if isinstance(m, Level)] == []
     messages = [ItemRef(True, 5, "x", None), *(m for k, m in at_x + at_p if k == "x")]
     out = list(_first_node(("x", messages), 0.58))
     node = [n for n in out if isinstance(n, Node)][0]
     assert (node.level, node.parent, node.score) == ("echo", "p", 0.58)
     vote_edges = [o.value for o in out if not isinstance(o, Node)]
-    assert vote_edges == [("x", Edge("p", 1, 0.58, None, False))]
+    assert vote_edges == [("x", Edge("p", 1, 0.58, None, False)),
+                          ("x", Edge("q", 0, 0.2, None))]
     # Beside a dense neighbourhood the same pair stays apart, and so it does without levels.
     dense = [ItemRef(True, 5, "x", None), edge, Level("x", 0.2), Level("p", 2.5)]
     assert [n.level for n in _first_node(("x", dense), 0.58) if isinstance(n, Node)] == ["lead"]
     bare = [ItemRef(True, 5, "x", None), edge]
     assert [n.level for n in _first_node(("x", bare), 0.58) if isinstance(n, Node)] == ["lead"]
     assert _peer_messages(("x", edge)).__next__() == ("x", edge)
+
+
+def test_the_stand_out_step_is_on_with_the_encoder_only():
+    from transforms.stories.stage import STAND_OUT_FLOOR
+
+    assert AssignStories(MultilingualSimilarity())._stand_out == STAND_OUT_FLOOR
+    assert AssignStories(LexicalSimilarity())._stand_out is None
+    assert AssignStories(LexicalSimilarity(), stand_out=0.45)._stand_out == 0.45
+    assert AssignStories(MultilingualSimilarity(), stand_out=None)._stand_out is None
+    # It weighs pairs found apart, which only the vote asks for.
+    assert AssignStories(MultilingualSimilarity(), vote_rounds=0)._stand_out is None

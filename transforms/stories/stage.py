@@ -126,6 +126,7 @@ from transforms.stories.similarity import (
     SKETCH_BYTES,
     STORE_KEYS,
     LexicalSimilarity,
+    MultilingualSimilarity,
     Sketch,
     StorySimilarity,
     _logit,
@@ -159,7 +160,14 @@ evidence against the story of the earlier article (:func:`vote_story`); pairs un
 share too little to say anything about a story and are not sent."""
 STAND_OUT_FLOOR = 0.40
 """A pair of two full articles in two languages scoring at least this but under the
-threshold joins when it stands out of both articles' neighbourhoods (:func:`stands_out`)."""
+threshold joins when it stands out of both articles' neighbourhoods (:func:`stands_out`).
+The default of :class:`AssignStories` with a similarity that reads the encoder (it was
+designed on the multilingual model's scores; on the design weeks it cost the lexical
+model precision)."""
+AUTO = "auto"
+"""``AssignStories(stand_out=AUTO)``: :data:`STAND_OUT_FLOOR` with a similarity that reads
+the encoder (:class:`~transforms.stories.similarity.MultilingualSimilarity` and its
+variants), off with the others."""
 STAND_OUT_TOP = 5
 """How many of an article's best compared pairs make its neighbourhood level
 (:func:`neighbourhood_level`)."""
@@ -1210,7 +1218,9 @@ class AssignStories(beam.PTransform):
     are (see the README for why). ``stand_out``: a pair of two full articles in two
     languages scoring from it up to the threshold joins when it stands out of both
     articles' neighbourhoods (:func:`stands_out`; needs the vote's pairs found apart);
-    ``None`` decides every pair on the threshold alone.
+    ``None`` decides every pair on the threshold alone; the default, :data:`AUTO`, is
+    :data:`STAND_OUT_FLOOR` with a similarity that reads the encoder and ``None`` with
+    the lexical one.
     """
 
     def __init__(self, similarity: StorySimilarity | None = None,
@@ -1220,7 +1230,7 @@ class AssignStories(beam.PTransform):
                  rounds: int = RESOLVE_ROUNDS, clock=None, across_windows: bool = False,
                  vote_rounds: int = VOTE_ROUNDS, apart_floor: float | None = APART_FLOOR,
                  common_share: float | None = None,
-                 stand_out: float | None = STAND_OUT_FLOOR):
+                 stand_out: float | str | None = AUTO):
         super().__init__()
         self._sim = similarity or LexicalSimilarity()
         self._threshold = self._sim.threshold if threshold is None else threshold
@@ -1243,6 +1253,9 @@ class AssignStories(beam.PTransform):
         self._apart = (None if not vote_rounds or apart_floor is None
                        else min(apart_floor, self._threshold))
         # Pairs under the threshold reach the stand-out step only as the vote's evidence.
+        if stand_out == AUTO:
+            stand_out = (STAND_OUT_FLOOR if isinstance(self._sim, MultilingualSimilarity)
+                         else None)
         self._stand_out = None if self._apart is None else stand_out
 
     def expand(self, articles):
