@@ -314,6 +314,34 @@ def test_an_article_is_kept_under_every_key_of_its_encoder_vector():
     assert all(kept_in_state(k) for k in a.sketch.keys[:STORE_KEYS])
 
 
+def test_an_article_probes_the_neighbouring_bucket_of_each_band():
+    from transforms.stories.similarity import VECTOR_BANDS, probe_keys, vector_keys
+    from transforms.stories.stage import _by_block
+
+    multi = MultilingualSimilarity()
+    a = StoryItem("a", 0, "ha", multi.sketch(KURSK["en-zelensky"][1], KURSK["en-zelensky"][2],
+                                             "en"))
+    own, probes = vector_keys(a.sketch.vector), probe_keys(a.sketch.vector)
+    assert len(probes) == len(own) == VECTOR_BANDS
+    for mine, probe in zip(own, probes, strict=True):
+        band, signs = mine.split(":")
+        probe_band, probe_signs = probe.split(":")
+        # Same band, one sign flipped.
+        assert band == probe_band and bin(int(signs, 16) ^ int(probe_signs, 16)).count("1") == 1
+    # It looks up under them, but later articles find it under its own bands only.
+    keys = [k for k, _ in (m for m in _by_block(a) if isinstance(m, tuple))]
+    assert set(probes) <= set(keys) and set(a.sketch.keys) <= set(keys)
+    assert not any(indexed_under(a, k) for k in probes)
+    # A headline probes nothing, nor does a lexical-only sketch (no vector).
+    head = StoryItem("h", 0, "hh", multi.sketch(KURSK["en-zelensky"][1], "", "en"))
+    assert head.sketch.vector and head.sketch.words < SHORT_WORDS
+    assert [k for k, _ in (m for m in _by_block(head) if isinstance(m, tuple))] == \
+        list(head.sketch.keys)
+    lexical = StoryItem("b", 0, "hb", SIM.sketch("", KURSK["en-zelensky"][2], "en"))
+    assert [k for k, _ in (m for m in _by_block(lexical) if isinstance(m, tuple))] == \
+        list(lexical.sketch.keys)
+
+
 def test_story_pool_coder_round_trips_compactly():
     multi = MultilingualSimilarity()
     items = [StoryItem(f"id{i}", micros, f"hash{i}",

@@ -925,6 +925,34 @@ def vector_keys(b: bytes) -> tuple[str, ...]:
     return sign_bands(b, planes, centre, "e")
 
 
+ENCODER_VECTOR_BYTES = 256
+"""Bytes of the packaged encoder's quantised vector (512 dimensions); a sketch's vector
+may hold a second encoder's after it (:mod:`transforms.stories.second`)."""
+
+
+@functools.lru_cache(maxsize=4096)
+def probe_keys(b: bytes) -> tuple[str, ...]:
+    """The neighbouring bucket of each band of :func:`vector_keys`: the band's signs with
+    its least certain one (the projection nearest zero) flipped.
+
+    Multi-probe hashing: a retelling whose vector falls on the other side of one plane in
+    every band shares no band with the original, although their vectors are close. An
+    article looks for earlier ones under these keys too, but is kept only under its own
+    (:func:`transforms.stories.stage.indexed_under`), so a pair is compared when one
+    article's probe meets the other's band.
+    """
+    if len(b) < ENCODER_VECTOR_BYTES:  # none, or a second encoder's only
+        return ()
+    planes, centre = _vector_planes()
+    projections = (planes @ (unit_vector(b[:ENCODER_VECTOR_BYTES]) - centre)).reshape(
+        -1, VECTOR_BITS)
+    bits = (projections > 0.0).astype(np.int64)
+    weakest = np.argmin(np.abs(projections), axis=1)
+    bits[np.arange(len(bits)), weakest] ^= 1
+    values = bits @ (1 << np.arange(VECTOR_BITS))
+    return tuple(f"e{band}:{int(v):02x}" for band, v in enumerate(values))
+
+
 def sign_bands(b: bytes, planes: np.ndarray, origin: np.ndarray,
                prefix: str) -> tuple[str, ...]:
     """Keys ``{prefix}{band}:{signs}`` of a :func:`quantize`-d vector: the signs of its

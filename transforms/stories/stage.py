@@ -133,10 +133,14 @@ from transforms.stories.similarity import (
     _sigmoid,
     load_models,
     near_duplicate,
+    probe_keys,
 )
 from transforms.util import NAMESPACE, fires_once
 
 _LOG = logging.getLogger(__name__)
+VECTOR_PROBES = True
+"""Whether an article also looks for earlier ones in the neighbouring bucket of each band
+of its encoder vector (:func:`~transforms.stories.similarity.probe_keys`)."""
 VECTOR_KEY = "e"
 """Prefix of the blocking keys taken from the encoder vector (lexical keys start w: or n:)."""
 DEFAULT_WINDOW = dt.timedelta(hours=72)
@@ -364,12 +368,16 @@ def indexed_under(item: StoryItem, key: str | None) -> bool:
     (fewer than :data:`~transforms.stories.similarity.SHORT_WORDS` words) is kept under all its
     keys: its few words are all a later headline can find it by, and its sketch is about
     half an article's, so state holds about as many bytes for it. Keys of the encoder
-    vector (:func:`~transforms.stories.similarity.vector_keys`) keep every article: few articles
-    share one, and they are what finds a retelling that shares no word. ``None``: every
+    vector (:func:`~transforms.stories.similarity.vector_keys`) keep every article under
+    its own bands: few articles share one, and they are what finds a retelling that shares
+    no word; the buckets it only probes
+    (:func:`~transforms.stories.similarity.probe_keys`) do not keep it. ``None``: every
     key.
     """
-    if key is None or key.startswith(VECTOR_KEY):
+    if key is None:
         return True
+    if key.startswith(VECTOR_KEY):
+        return key in item.sketch.keys  # its own bands, not the buckets it probes
     short = item.sketch.words < SHORT_WORDS
     return key in (item.sketch.keys if short else item.sketch.keys[:STORE_KEYS])
 
@@ -678,10 +686,17 @@ def drop_written(element: tuple[str, Iterable[StoryItem]]) -> Iterator[Any]:
 
 
 def _by_block(item: StoryItem) -> Iterator[Any]:
-    """An item under each of its blocking keys, and on ``order`` what ChooseParent needs
-    of it (:func:`item_ref`)."""
+    """An item under each of its blocking keys and, for a full article, the buckets its
+    vector probes (:func:`~transforms.stories.similarity.probe_keys`, with
+    :data:`VECTOR_PROBES`), and on ``order`` what ChooseParent needs of it
+    (:func:`item_ref`)."""
     for key in item.sketch.keys:
         yield key, item
+    if VECTOR_PROBES and item.sketch.vector and item.sketch.words >= SHORT_WORDS:
+        # A headline's vector is a few words' worth: its near buckets say little, and a
+        # feed of headlines would compare twice as many pairs for more wrong joins.
+        for key in probe_keys(item.sketch.vector):
+            yield key, item
     yield beam.pvalue.TaggedOutput("order", (item.article_id, item_ref(item)))
 
 
