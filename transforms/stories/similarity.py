@@ -925,6 +925,9 @@ def vector_keys(b: bytes) -> tuple[str, ...]:
     return sign_bands(b, planes, centre, "e")
 
 
+PROBE_MARGIN = 0.2
+"""A band is probed when its weakest projection is under this share of the vector's median
+projection (:func:`probe_keys`)."""
 ENCODER_VECTOR_BYTES = 256
 """Bytes of the packaged encoder's quantised vector (512 dimensions); a sketch's vector
 may hold a second encoder's after it (:mod:`transforms.stories.second`)."""
@@ -947,10 +950,13 @@ def probe_keys(b: bytes) -> tuple[str, ...]:
     projections = (planes @ (unit_vector(b[:ENCODER_VECTOR_BYTES]) - centre)).reshape(
         -1, VECTOR_BITS)
     bits = (projections > 0.0).astype(np.int64)
-    weakest = np.argmin(np.abs(projections), axis=1)
+    margins = np.abs(projections)
+    weakest = np.argmin(margins, axis=1)
     bits[np.arange(len(bits)), weakest] ^= 1
     values = bits @ (1 << np.arange(VECTOR_BITS))
-    return tuple(f"e{band}:{int(v):02x}" for band, v in enumerate(values))
+    # Only where the weakest sign is uncertain: a sign far from its plane holds.
+    uncertain = margins.min(axis=1) < PROBE_MARGIN * float(np.median(margins))
+    return tuple(f"e{band}:{int(v):02x}" for band, v in enumerate(values) if uncertain[band])
 
 
 def sign_bands(b: bytes, planes: np.ndarray, origin: np.ndarray,
