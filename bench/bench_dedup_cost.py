@@ -66,6 +66,7 @@ sys.path.insert(0, str(ROOT))
 from schemas import SCHEMA_VERSION, Article  # noqa: E402
 from transforms.extraction.text import content_hash  # noqa: E402
 from transforms.stories import similarity  # noqa: E402
+from transforms.stories.messages import make_item  # noqa: E402
 from transforms.stories.similarity import (  # noqa: E402
     StorySimilarity,
     make_similarity,
@@ -79,7 +80,6 @@ from transforms.stories.stage import (  # noqa: E402
     event_time,
     indexed_under,
     kept_in_state,
-    make_item,
     matches_in_group,
 )
 

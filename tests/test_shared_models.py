@@ -16,16 +16,16 @@ import pytest
 from transforms.fetching.http import FetchPolicy
 from transforms.fetching.politeness import HostState, PoliteFetcher, host_state
 from transforms.stories import similarity
+from transforms.stories.embedding import EmbeddingSimilarity, SentenceEncoder
+from transforms.stories.seeds import ReadSeedsFn
 from transforms.stories.similarity import (
-    EmbeddingSimilarity,
     LexicalSimilarity,
     MissingBackendError,
     MultilingualSimilarity,
-    SentenceEncoder,
     load_models,
     make_similarity,
 )
-from transforms.stories.stage import ReadSeedsFn, SketchArticleFn
+from transforms.stories.stage import SketchArticleFn
 
 
 def test_choosing_the_multilingual_similarity_loads_no_encoder():

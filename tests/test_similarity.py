@@ -9,6 +9,7 @@ from importlib import resources
 import numpy as np
 import pytest
 
+from transforms.stories.embedding import EmbeddingSimilarity, load_sentence_model
 from transforms.stories.similarity import (
     BRIDGE_OFFSET,
     BRIDGED,
@@ -19,7 +20,6 @@ from transforms.stories.similarity import (
     NUM_PERM,
     SHORT_WORDS,
     VECTOR_BANDS,
-    EmbeddingSimilarity,
     LexicalModel,
     LexicalSimilarity,
     MissingBackendError,
@@ -30,7 +30,6 @@ from transforms.stories.similarity import (
     encode_meaning,
     jaccard_estimate,
     language_pair,
-    load_sentence_model,
     make_similarity,
     meaning_text,
     near_duplicate,

@@ -21,6 +21,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from schemas import ARTICLE_SCHEMA, SCHEMA_VERSION, Article
 from transforms.extraction.text import content_hash
 from transforms.sinks.parquet import WriteParquetTable, article_partition
+from transforms.stories.seeds import seed_files
 from transforms.stories.similarity import (
     SHORT_WORDS,
     STORE_KEYS,
@@ -44,7 +45,6 @@ from transforms.stories.stage import (
     indexed_under,
     later_by,
     matches_in_group,
-    seed_files,
     vote_story,
 )
 
@@ -720,7 +720,7 @@ def test_pairs_published_days_apart_need_stronger_evidence():
 
 
 def test_neighbourhood_level_is_the_mean_log_odds_of_the_best_pairs():
-    from transforms.stories.stage import APART_FLOOR, neighbourhood_level
+    from transforms.stories.neighbourhood import APART_FLOOR, neighbourhood_level
 
     floor = math.log(APART_FLOOR / (1 - APART_FLOOR))
     assert neighbourhood_level([]) == pytest.approx(floor)
@@ -731,7 +731,7 @@ def test_neighbourhood_level_is_the_mean_log_odds_of_the_best_pairs():
 
 
 def test_a_pair_stands_out_when_it_rises_above_both_neighbourhoods():
-    from transforms.stories.stage import stands_out
+    from transforms.stories.neighbourhood import stands_out
 
     # log-odds of 0.55 is about 0.2: enough beside sparse neighbourhoods, not beside dense.
     assert stands_out(0.55, -1.0, -0.5)
@@ -751,7 +751,8 @@ class _FixedScore:
 
 
 def test_compare_marks_pairs_that_may_stand_out():
-    from transforms.stories.stage import STAND_OUT_FLOOR, compare
+    from transforms.stories.neighbourhood import STAND_OUT_FLOOR
+    from transforms.stories.stage import compare
 
     en = item("a", 0, KURSK["en-soldiers"][2])
     uk = StoryItem("b", 1, "hb", SIM.sketch(*KURSK["uk"][1:], "uk"))
@@ -774,19 +775,20 @@ def test_compare_marks_pairs_that_may_stand_out():
 
 def test_choose_parent_joins_a_pair_that_stands_out():
     from transforms.stories.messages import ItemRef, Level, Peer
-    from transforms.stories.stage import _first_node, _levelled, _peer_messages
+    from transforms.stories.neighbourhood import levelled, peer_messages
+    from transforms.stories.stage import _first_node
 
     edge = Edge("p", 1, 0.5, None, True)
     # Both levels come from the pairs each article was compared in, on either side.
-    at_p = list(_levelled(("p", [Peer("x", 0.5, True), Peer("y", 0.2, False),
+    at_p = list(levelled(("p", [Peer("x", 0.5, True), Peer("y", 0.2, False),
                                  Edge("z", 0, 0.3, None)])))
     level_p = [m for k, m in at_p if k == "p" and isinstance(m, Level)]
     assert [(k, type(m)) for k, m in at_p if k == "x"] == [("x", Level)]
     assert len(level_p) == 1 and ("y", level_p[0]) not in at_p
-    at_x = list(_levelled(("x", [edge, Edge("q", 0, 0.2, None), Peer("r", 0.25, False)])))
+    at_x = list(levelled(("x", [edge, Edge("q", 0, 0.2, None), Peer("r", 0.25, False)])))
     assert ("x", edge) in at_x
     # With fewer than STAND_OUT_PAIRS compared pairs there is no level to scale by.
-    assert [m for _, m in _levelled(("x", [edge])) if isinstance(m, Level)] == []
+    assert [m for _, m in levelled(("x", [edge])) if isinstance(m, Level)] == []
     messages = [ItemRef(True, 5, "x", None), *(m for k, m in at_x + at_p if k == "x")]
     out = list(_first_node(("x", messages), 0.58))
     node = [n for n in out if isinstance(n, Node)][0]
@@ -799,11 +801,11 @@ def test_choose_parent_joins_a_pair_that_stands_out():
     assert [n.level for n in _first_node(("x", dense), 0.58) if isinstance(n, Node)] == ["lead"]
     bare = [ItemRef(True, 5, "x", None), edge]
     assert [n.level for n in _first_node(("x", bare), 0.58) if isinstance(n, Node)] == ["lead"]
-    assert _peer_messages(("x", edge)).__next__() == ("x", edge)
+    assert peer_messages(("x", edge)).__next__() == ("x", edge)
 
 
 def test_the_stand_out_step_is_on_with_the_encoder_only():
-    from transforms.stories.stage import STAND_OUT_FLOOR
+    from transforms.stories.neighbourhood import STAND_OUT_FLOOR
 
     assert AssignStories(MultilingualSimilarity())._stand_out == STAND_OUT_FLOOR
     assert AssignStories(LexicalSimilarity())._stand_out is None

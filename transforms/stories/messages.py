@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import datetime as dt
 import operator
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
@@ -28,7 +29,7 @@ from apache_beam.coders import coder_impl
 from apache_beam.coders.coders import FastCoder, FastPrimitivesCoder
 
 from schemas import Article
-from transforms.stories.similarity import Sketch
+from transforms.stories.similarity import Sketch, StorySimilarity
 
 
 class StoryItem(NamedTuple):
@@ -44,6 +45,23 @@ class StoryItem(NamedTuple):
     def order(self) -> tuple[int, str]:
         """Sort key: event time, then id (published_at or fetched_at)."""
         return (self.micros, self.article_id)
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def to_micros(when: dt.datetime) -> int:
+    """UTC microseconds since the epoch (naive datetimes are taken as UTC)."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return (when - _EPOCH) // dt.timedelta(microseconds=1)
+
+
+def make_item(sim: StorySimilarity, article_id: str, title: str, body: str, language: str,
+              when: dt.datetime, content_hash: str, seed_story: str | None = None) -> StoryItem:
+    """Sketches one article into a :class:`StoryItem`."""
+    return StoryItem(article_id, to_micros(when), content_hash,
+                     sim.sketch(title or "", body or "", language or "und"), seed_story)
 
 
 class ItemRef(NamedTuple):
@@ -82,7 +100,7 @@ class Peer(NamedTuple):
 
 class Level(NamedTuple):
     """An article's neighbourhood level: the mean log-odds of its best compared pairs
-    (:func:`transforms.stories.stage.neighbourhood_level`)."""
+    (:func:`transforms.stories.neighbourhood.neighbourhood_level`)."""
 
     article_id: str
     level: float

@@ -1,11 +1,14 @@
 """Story stage: exact copies, near-identical copies and echoes of one story across outlets.
 
 Size: about 1,240 lines, holding the keyed steps, the pointer rounds, the vote and the
-re-run seeds. The messages they exchange are typed in :mod:`transforms.stories.messages`
-and the window frequency table lives in :mod:`transforms.stories.frequency`; the steps
-themselves are one design, each shuffle's producer and consumer side by side, and the
-decisions digest of ``bench/bench_dedup_cost.py`` is how a split into graph/vote, seeds and
-the transform would be checked to change nothing.
+transform that wires them. The messages they exchange are typed in
+:mod:`transforms.stories.messages`, the stand-out step's levels live in
+:mod:`transforms.stories.neighbourhood`, the re-run seeds in :mod:`transforms.stories.seeds`
+and the window frequency table in :mod:`transforms.stories.frequency`. What is left is one
+design, each shuffle's producer and consumer side by side (the messages one step emits are
+read by the next, under one set of step labels that a running pipeline's update depends
+on); the decisions digest of ``bench/bench_dedup_cost.py`` is how a further split, of the
+pointer rounds and the vote, would be checked to change nothing.
 
 :class:`AssignStories` takes articles (after language and topic) and returns the
 articles with ``story_id``, ``is_story_lead`` and ``story_similarity`` set, plus a
@@ -34,7 +37,7 @@ How it scales (every step is keyed; there is no global index):
    which is far cheaper in the Python SDK harness (:func:`fires_once`);
 4. ``Neighbourhoods`` and ``ChooseParent``: every compared pair is seen from both its
    articles (one GroupByKey), which gives each article its neighbourhood level, the mean
-   log-odds of its best pairs (:func:`neighbourhood_level`); a pair of two languages
+   log-odds of its best pairs (:mod:`transforms.stories.neighbourhood`); a pair of two languages
    under the threshold that stands out of both levels counts as a match
    (:func:`stands_out`). Then, per article, the best earlier match (a near copy first,
    else the highest score at or above the threshold, ties to the earlier article);
@@ -89,14 +92,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import re
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.coders import StrUtf8Coder
 from apache_beam.coders.stream import InputStream, OutputStream
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
@@ -113,14 +114,23 @@ from transforms.stories.messages import (
     ItemRef,
     Level,
     Node,
-    Peer,
     Pointer,
     StoryItem,
     StoryMessage,
     StoryMessageCoder,
     Vote,
     by_type,
+    make_item,
+    to_micros,
 )
+from transforms.stories.neighbourhood import (
+    APART_FLOOR,
+    STAND_OUT_FLOOR,
+    levelled,
+    peer_messages,
+    stands_out,
+)
+from transforms.stories.seeds import ListSeedFilesFn, ReadSeedsFn, event_bounds
 from transforms.stories.similarity import (
     SHORT_WORDS,
     SKETCH_BYTES,
@@ -158,32 +168,10 @@ GAP_FREE_HOURS = 24.0
 GAP_PENALTY = 1.0
 """Log-odds taken from a pair's score per day it is published beyond GAP_FREE_HOURS apart
 (:func:`later_by`)."""
-APART_FLOOR = 0.15
-"""Compared pairs scoring at least this but under the threshold travel to the vote as
-evidence against the story of the earlier article (:func:`vote_story`); pairs under it
-share too little to say anything about a story and are not sent."""
-STAND_OUT_FLOOR = 0.40
-"""A pair of two full articles in two languages scoring at least this but under the
-threshold joins when it stands out of both articles' neighbourhoods (:func:`stands_out`).
-The default of :class:`AssignStories` with a similarity that reads the encoder (it was
-designed on the multilingual model's scores; on the design weeks it cost the lexical
-model precision)."""
 AUTO = "auto"
 """``AssignStories(stand_out=AUTO)``: :data:`STAND_OUT_FLOOR` with a similarity that reads
 the encoder (:class:`~transforms.stories.similarity.MultilingualSimilarity` and its
 variants), off with the others."""
-STAND_OUT_TOP = 5
-"""How many of an article's best compared pairs make its neighbourhood level
-(:func:`neighbourhood_level`)."""
-STAND_OUT_PAIRS = 3
-"""Compared pairs (scoring at least APART_FLOOR) an article needs for a neighbourhood
-level: with fewer, its level would be mostly padding and none of its pairs stands out."""
-STAND_OUT_WEIGHT = 0.5
-"""Share of the two articles' mean neighbourhood level a standing-out pair's log-odds
-must reach (:func:`stands_out`)."""
-SEED_COLUMNS = ["article_id", "title", "body", "language", "published_at", "fetched_at",
-                "content_hash", "story_id"]
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 # ------------------------------------------------------------------ pure helpers
@@ -191,13 +179,6 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 def event_time(article: Article) -> dt.datetime:
     """The time stories are ordered by: published_at, else fetched_at."""
     return article.published_at or article.fetched_at
-
-
-def to_micros(when: dt.datetime) -> int:
-    """UTC microseconds since the epoch (naive datetimes are taken as UTC)."""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return (when - _EPOCH) // dt.timedelta(microseconds=1)
 
 
 def item_order(item: StoryItem) -> tuple:
@@ -208,13 +189,6 @@ def item_order(item: StoryItem) -> tuple:
 def item_ref(item: StoryItem) -> ItemRef:
     """What ChooseParent needs of ``item``: its :func:`item_order` and seed story."""
     return ItemRef(item.seed_story is None, item.micros, item.article_id, item.seed_story)
-
-
-def make_item(sim: StorySimilarity, article_id: str, title: str, body: str, language: str,
-              when: dt.datetime, content_hash: str, seed_story: str | None = None) -> StoryItem:
-    """Sketches one article into a :class:`StoryItem`."""
-    return StoryItem(article_id, to_micros(when), content_hash,
-                     sim.sketch(title or "", body or "", language or "und"), seed_story)
 
 
 def later_by(score: float, micros: int) -> float:
@@ -260,36 +234,6 @@ def compare(sim: StorySimilarity, item: StoryItem, earlier: StoryItem,
                  and a.language != b.language and "und" not in (a.language, b.language)
                  and min(a.words, b.words) >= SHORT_WORDS)
     return Edge(earlier.article_id, earlier.micros, round(score, 4), near, stand_out)
-
-
-def neighbourhood_level(scores: Iterable[float], top: int = STAND_OUT_TOP,
-                        floor: float = APART_FLOOR) -> float:
-    """An article's neighbourhood level: the mean log-odds of its ``top`` best compared
-    pairs (pairs it lacks, or scoring under ``floor``, count as ``floor``).
-
-    A text whose best pairs all score low sits in a sparse neighbourhood: a report in one
-    language among reports in others, which the similarity scores lower than it would
-    score the same pair in one language. A text among close reports of the same kind (the
-    matches of one tournament) sits in a dense one.
-    """
-    best = sorted((max(s, floor) for s in scores), reverse=True)[:top]
-    best += [floor] * (top - len(best))
-    return sum(_logit(min(s, 1.0 - 1e-6)) for s in best) / top
-
-
-def stands_out(score: float, level_a: float, level_b: float,
-               weight: float = STAND_OUT_WEIGHT) -> bool:
-    """Whether a pair under the threshold stands out of both articles' neighbourhoods:
-    its log-odds reach ``weight`` times the mean of the two levels
-    (:func:`neighbourhood_level`).
-
-    Local scaling, as cross-lingual retrieval corrects for crowded regions of an
-    embedding space: the same score means more between two texts whose other pairs all
-    score lower than between two texts with many close neighbours. Only pairs marked
-    ``stand_out`` by :func:`compare` are asked (two languages, two full articles, at
-    least :data:`STAND_OUT_FLOOR`).
-    """
-    return _logit(score) >= weight * (level_a + level_b) / 2.0
 
 
 def choose_parent(edges: Iterable[Edge]) -> Edge | None:
@@ -700,33 +644,6 @@ def _by_block(item: StoryItem) -> Iterator[Any]:
     yield beam.pvalue.TaggedOutput("order", (item.article_id, item_ref(item)))
 
 
-def _peer_messages(article_edge: tuple[str, Edge]) -> Iterator[tuple[str, Any]]:
-    """A candidate edge → itself, at its article, and a :class:`Peer` at its earlier
-    article, so that both learn the pair's score for their neighbourhood levels."""
-    article_id, edge = article_edge
-    yield article_id, edge
-    yield edge.target, Peer(article_id, edge.score, edge.stand_out)
-
-
-def _levelled(element: tuple[str, Iterable[StoryMessage]]) -> Iterator[tuple[str, Any]]:
-    """At one article: its edges, passed on, and its :class:`Level`, for itself and for
-    every later article whose standing-out pair with it must be weighed."""
-    article_id, messages = element
-    groups = by_type(messages, Edge, Peer)
-    best: dict[str, float] = {}
-    for other, score in [(e.target, e.score) for e in groups[Edge] if e.near is None] + [
-            (p.other, p.score) for p in groups[Peer]]:
-        best[other] = max(score, best.get(other, 0.0))
-    for edge in groups[Edge]:
-        yield article_id, edge
-    if sum(s >= APART_FLOOR for s in best.values()) < STAND_OUT_PAIRS:
-        return
-    level = Level(article_id, round(neighbourhood_level(best.values()), 4))
-    yield article_id, level
-    for later in sorted({p.other for p in groups[Peer] if p.stand_out}):
-        yield later, level
-
-
 def _first_node(element: tuple[str, Iterable[StoryMessage]],
                 threshold: float | None = None) -> Iterator[Any]:
     """ChooseParent: item + its candidate edges → the article's initial node.
@@ -1129,82 +1046,6 @@ class AssembleStoriesFn(beam.DoFn):
                 "duplicates", duplicate_of(first, kept, level, sim, now))
 
 
-# ------------------------------------------------------------------ seeds (re-runs)
-
-_DATE_DIR = re.compile(r"/date=(\d{4}-\d{2}-\d{2})/")
-
-
-def seed_files(root: str, run_id: str | None, lo: dt.date | None,
-               hi: dt.date | None) -> list[str]:
-    """Published article files under ``root/articles`` whose date partition is in range."""
-    pattern = FileSystems.join(root, "articles", "**", "*.parquet")
-    try:
-        found = [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list]
-    except Exception:  # noqa: BLE001 - a missing folder is an empty output
-        return []
-    out = []
-    for path in sorted(found):
-        name = path.rsplit("/", 1)[-1]
-        if name.startswith(("_", ".")) or (run_id and f"part-{run_id}-" in name):
-            continue
-        m = _DATE_DIR.search(path.replace("\\", "/"))
-        if m and lo and hi:
-            day = dt.date.fromisoformat(m.group(1))
-            if not lo <= day <= hi:
-                continue
-        out.append(path)
-    return out
-
-
-class ListSeedFilesFn(beam.DoFn):
-    """Lists the article files a batch's stories may join (window around its dates)."""
-
-    def __init__(self, root: str, run_id: str | None, window: dt.timedelta):
-        self._root = root
-        self._run_id = run_id
-        self._window = window
-
-    def process(self, _, bounds) -> Iterator[str]:
-        if bounds is None:
-            return
-        lo = (bounds[0] - self._window).date()
-        hi = (bounds[1] + self._window).date()
-        yield from seed_files(self._root, self._run_id, lo, hi)
-
-
-class ReadSeedsFn(beam.DoFn):
-    """Reads one published article file back into seed StoryItems, keyed by id as
-    :class:`SketchArticleFn` gives them."""
-
-    def __init__(self, similarity: StorySimilarity):
-        self._sim = similarity
-        self._models: object = None
-        self.seeds = Metrics.counter(NAMESPACE, "story_seeds_read")
-
-    def setup(self) -> None:
-        self._models = load_models(self._sim)
-
-    def process(self, path: str) -> Iterator[tuple[str, StoryItem]]:
-        import pyarrow.parquet as pq
-
-        with FileSystems.open(path) as f:
-            table = pq.read_table(f, columns=SEED_COLUMNS)
-        for row in table.to_pylist():
-            when = row["published_at"] or row["fetched_at"]
-            self.seeds.inc()
-            yield row["article_id"], make_item(
-                self._sim, row["article_id"], row["title"], row["body"], row["language"],
-                when, row["content_hash"], seed_story=row["story_id"] or row["article_id"])
-
-
-def _bounds(pairs: Iterable[tuple[dt.datetime, dt.datetime]]) -> tuple | None:
-    # Inputs and outputs have the same shape: Beam applies a callable combiner to both.
-    pairs = [p for p in pairs if p is not None]
-    if not pairs:
-        return None
-    return (min(p[0] for p in pairs), max(p[1] for p in pairs))
-
-
 # ------------------------------------------------------------------- the transform
 
 class StoriesOutput(NamedTuple):
@@ -1286,7 +1127,7 @@ class AssignStories(beam.PTransform):
         if self._existing:
             bounds = (articles
                       | "EventTimes" >> beam.Map(lambda a: (event_time(a), event_time(a)))
-                      | "BatchBounds" >> beam.CombineGlobally(_bounds).without_defaults())
+                      | "BatchBounds" >> beam.CombineGlobally(event_bounds).without_defaults())
             seeds = (articles.pipeline
                      | "SeedRoot" >> beam.Create([self._existing])
                      | "ListSeedFiles" >> beam.ParDo(
@@ -1354,10 +1195,10 @@ class AssignStories(beam.PTransform):
             # Every article's neighbourhood level, from the pairs it was compared in on
             # either side, goes with its edges and to the later articles that need it.
             edges = (edges
-                     | "PeersBothWays" >> beam.FlatMap(_peer_messages).with_output_types(
+                     | "PeersBothWays" >> beam.FlatMap(peer_messages).with_output_types(
                          tuple[str, StoryMessage])
                      | "GroupPeers" >> beam.GroupByKey()
-                     | "Neighbourhoods" >> beam.FlatMap(_levelled).with_output_types(
+                     | "Neighbourhoods" >> beam.FlatMap(levelled).with_output_types(
                          tuple[str, StoryMessage]))
         # ChooseParent needs an item's order and seed story, not its sketch.
         chosen = ((blocks.order, edges)
