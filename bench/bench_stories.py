@@ -62,6 +62,7 @@ Run::
     .venv/bin/python bench/bench_stories.py pairs [--fit [--write]] [--short]
                                               [--similarity lexical]
     .venv/bin/python bench/bench_stories.py pairs-batch [--similarity lexical] [--common-share X]
+                                                     [--margin M]
     .venv/bin/python bench/bench_stories.py headlines [--half dev|test] [--limit N] [--oracle]
                                                    [--threshold T]
     .venv/bin/python bench/bench_stories.py week [--set dev|dev2|test] [--seeds [DIR]]
@@ -571,8 +572,9 @@ def pair_report(name: str, same: np.ndarray, gold: np.ndarray, mask: np.ndarray)
     return f"  {name:<15} n={int(mask.sum()):>4}  P={p:.3f} R={r:.3f} F1={f:.3f}"
 
 
-def run_pairs_batch(kind: str, limit: int | None = None) -> None:
-    """Pair F1 with each held-back fold's texts clustered together by the real stage."""
+def run_pairs_batch(kind: str, limit: int | None = None, margin: float = 0.0) -> None:
+    """Pair F1 with each held-back fold's texts clustered together by the real stage
+    (``margin``: log-odds by which the stage decides under each fold model's threshold)."""
     need(PAIRS)
     rows = list(csv.DictReader(PAIRS.open(encoding="utf-8")))[:limit]
     x, overall, cross, langs = pair_channels(kind, limit)
@@ -606,13 +608,18 @@ def run_pairs_batch(kind: str, limit: int | None = None) -> None:
                 aid = text_id(text)
                 if aid not in texts:
                     texts[aid] = article(aid, *split_title(text), lang, when)
-        stories, _, took, _ = assign_stories(list(texts.values()), sim)
+        threshold = sim.threshold
+        if margin:
+            z = np.log(threshold / (1.0 - threshold)) - margin
+            threshold = float(1.0 / (1.0 + np.exp(-z)))
+        stories, _, took, _ = assign_stories(list(texts.values()), sim,
+                                             threshold=threshold if margin else None)
         took_all += took
         for i in idx:
             a, b = text_id(rows[i]["text1"]), text_id(rows[i]["text2"])
             same[i] = stories.get(a, a) == stories.get(b, b)
         print(f"fold {k}: {len(idx)} pairs, {len(texts)} texts in one batch, threshold "
-              f"{sim.threshold:.3f}, {len(set(stories.values()))} stories, {took:.1f} s")
+              f"{threshold:.3f}, {len(set(stories.values()))} stories, {took:.1f} s")
     print(f"pairs-batch: {len(x)} pairs ({int(gold.sum())} same-story), similarity {kind}, "
           f"{FOLDS} folds, each fold's texts through AssignStories in one batch "
           f"({took_all:.0f} s in the stage)")
@@ -820,6 +827,9 @@ def main() -> None:
     parser.add_argument("--oracle", action="store_true",
                         help="headlines: score pairs by the gold answer (the ceiling left "
                              "by blocking, parent choice and the vote).")
+    parser.add_argument("--margin", type=float, default=0.0,
+                        help="pairs-batch: run the stage this many log-odds under each fold "
+                             "model's threshold (a diagnostic; the figure is at 0)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="headlines, week: decide at this score instead of the "
                              "default (diagnostic).")
@@ -847,7 +857,7 @@ def main() -> None:
     if args.what == "pairs":
         run_pairs(args.similarity, args.fit, args.limit, args.short, args.write)
     elif args.what == "pairs-batch":
-        run_pairs_batch(args.similarity, args.limit)
+        run_pairs_batch(args.similarity, args.limit, args.margin)
     elif args.what == "seeds":
         run_seeds(args.similarity)
     elif args.what == "week":

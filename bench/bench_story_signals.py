@@ -1,0 +1,302 @@
+"""Candidate story signals, studied offline on the design week sets before any is built.
+
+A signal that might help the story stage is first measured here, on the articles of
+``tests/fixtures/stories/dev.jsonl`` and ``dev2.jsonl`` (never ``test.jsonl``: its figures
+are the reported ones). No Beam, no model fit: every pair (or article and event) of a set
+is scored by the signal and ranked, and the table says how well same-event pairs rank
+above the others. The stage decides at the high-precision end of that ranking, so the
+columns that matter are the recall at precision 0.8, 0.9 and 0.95 (``R@P``), beside the
+area under the ROC curve; ``cross`` keeps the pairs of two languages, where the stage
+loses most of its recall.
+
+Signals of a pair (``pairs``):
+
+* ``score``: the stage's own pair score (the shipped ``multilingual`` model, with the
+  penalty for pairs published over a day apart): the reference;
+* ``cosine``: the encoder cosine of headline and lead, as sketches keep it;
+* ``centred``: the same after taking each language's mean vector of the set away (a
+  known correction for the language component of multilingual vectors), then again
+  with the mean shrunk towards the mean of the stories-dev pair texts of that language
+  (``centred-shrunk``), as a stream with few articles of a language would need;
+* ``sentences``: headline and sentences encoded one by one (at most 8), each matched to its
+  best counterpart in the other article, the two directions averaged.
+
+Signals of an article and an event (``stories``), for every article against every gold
+event of at least two other members within two days: the best pair (``nearest``), the
+mean of the pairs (``mean``), the cosine with the event's mean vector (``centroid``) and
+with the mean vector of its members of other languages (``centroid-other``). Gold events
+stand in for the stories the stage would have formed, so this is a ceiling.
+
+``singletons`` tries the best of them on the stage's own stories: the set goes through the
+real :class:`~transforms.stories.stage.AssignStories` (FnApiRunner, one batch), then each
+article left alone moves to the story of 2+ members within two days whose other-language
+centroid is nearest, when that cosine reaches a cut; BCubed before and for each cut.
+
+Run (the encoder ships in the package; ``centred-shrunk`` also reads ``../shared``)::
+
+    .venv/bin/python bench/bench_story_signals.py pairs [--set dev|dev2]
+    .venv/bin/python bench/bench_story_signals.py stories [--set dev|dev2]
+    .venv/bin/python bench/bench_story_signals.py singletons [--set dev|dev2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import itertools
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from transforms.stories.similarity import (  # noqa: E402
+    BRIDGED,
+    ENCODER_LANGUAGES,
+    MultilingualSimilarity,
+    encode_meaning,
+    meaning_text,
+    quantize,
+    unit_vector,
+)
+from transforms.stories.spelling import russian_spelling  # noqa: E402
+from transforms.stories.stage import later_by  # noqa: E402
+
+WEEK = ROOT / "tests" / "fixtures" / "stories"
+DESIGN_SETS = ("dev", "dev2")
+SHARED = Path(os.environ.get("NEWSBEAM_SHARED", ROOT.parent / "shared"))
+PAIRS = SHARED / "corpora" / "stories-dev" / "article-pairs-dev.csv"
+PRECISIONS = (0.8, 0.9, 0.95)
+SHRINK = 4
+"""Articles' worth of weight the prior mean of a language gets in ``centred-shrunk``."""
+MAX_SENTENCES = 8
+STORY_HOURS = 48
+CUTS = (0.55, 0.60, 0.65, 0.70)
+"""Centroid cosines from which ``singletons`` moves an article alone into a story."""
+_SENTENCE_END = re.compile(r"(?<=[.!?»\"])\s+(?=[A-ZА-ЯІЇЄҐÄÖÜ«\"])")
+
+
+def auc(gold: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve (ties count half)."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(score)
+    pos = int(gold.sum())
+    neg = len(gold) - pos
+    return float((ranks[gold].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def recall_at(gold: np.ndarray, score: np.ndarray, precision: float) -> float:
+    """The largest recall of a cut of the ranking whose precision is at least ``precision``."""
+    ranked = gold[np.argsort(-score, kind="stable")]
+    hits = np.cumsum(ranked)
+    ok = np.flatnonzero(hits / np.arange(1, len(ranked) + 1) >= precision)
+    return float(hits[ok.max()] / gold.sum()) if len(ok) else 0.0
+
+
+def row(label: str, gold: np.ndarray, score: np.ndarray) -> str:
+    cells = " ".join(f"{recall_at(gold, score, p):>6.2f}" for p in PRECISIONS)
+    return f"  {label:<28} AUC {auc(gold, score):.3f}   R@P {cells}"
+
+
+def read_set(name: str) -> list[dict]:
+    if name not in DESIGN_SETS:
+        raise SystemExit(f"--set {name}: signals are studied on the design sets only "
+                         f"({', '.join(DESIGN_SETS)})")
+    with (WEEK / f"{name}.jsonl").open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def encoder_text(text: str, language: str) -> str:
+    """What the encoder reads of a text in ``language`` (Ukrainian respelled)."""
+    return russian_spelling(text) if language in BRIDGED else text
+
+
+def vectors(texts: list[str]) -> np.ndarray:
+    """Unit vectors of ``texts``, 4-bit quantised as sketches keep them."""
+    return np.array([unit_vector(quantize(v)) for v in encode_meaning(texts)])
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def prior_means() -> dict[str, np.ndarray]:
+    """Mean vector per language of the stories-dev pair texts (empty without ../shared)."""
+    if not PAIRS.exists():
+        return {}
+    texts: dict[str, tuple[str, str]] = {}
+    with PAIRS.open(encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            for k in ("1", "2"):
+                head, sep, rest = r["text" + k].partition("\n")
+                titled = bool(sep) and 0 < len(head.strip()) <= 300
+                texts.setdefault(r["text" + k], (r["lang" + k], meaning_text(
+                    head.strip(), rest) if titled else meaning_text("", r["text" + k])))
+    items = [v for v in texts.values() if v[0] in ENCODER_LANGUAGES]
+    vecs = np.concatenate([vectors([t for _, t in items[i:i + 64]])
+                           for i in range(0, len(items), 64)])
+    langs = np.array([lang for lang, _ in items])
+    return {lang: vecs[langs == lang].mean(axis=0) for lang in set(langs.tolist())}
+
+
+def centred(vecs: np.ndarray, langs: np.ndarray, prior: dict | None = None) -> np.ndarray:
+    """Each vector less its language's mean in the set (shrunk towards ``prior``)."""
+    out = vecs.copy()
+    for lang in set(langs.tolist()):
+        mask = langs == lang
+        mean = vecs[mask].mean(axis=0)
+        if prior is not None:
+            base = prior.get(lang, prior.get("ru"))  # Ukrainian is read respelled as Russian
+            mean = (vecs[mask].sum(axis=0) + SHRINK * base) / (mask.sum() + SHRINK)
+        out[mask] -= mean
+    return unit_rows(out)
+
+
+def sentences(title: str, body: str) -> list[str]:
+    parts = [title] + [s for para in body.split("\n\n")
+                       for s in _SENTENCE_END.split(para.strip()) if len(s) > 20]
+    return parts[:MAX_SENTENCES]
+
+
+def micros(row_: dict) -> int:
+    when = dt.datetime.fromisoformat(row_["published"].replace("Z", "+00:00"))
+    return int(when.timestamp() * 1e6)
+
+
+def run_pairs(name: str) -> None:
+    rows = read_set(name)
+    langs = np.array([r["language"] for r in rows])
+    events = [r["event"] for r in rows]
+    sim = MultilingualSimilarity()
+    sketches = [sim.sketch(r["title"], r["text"], r["language"]) for r in rows]
+    vecs = np.array([unit_vector(s.vector) for s in sketches])
+    by_sentence = [vectors([encoder_text(s, r["language"])
+                            for s in sentences(r["title"], r["text"])]) for r in rows]
+    prior = prior_means()
+    spaces = {"cosine": vecs, "centred": centred(vecs, langs)}
+    if prior:
+        spaces["centred-shrunk"] = centred(vecs, langs, prior)
+    pairs = list(itertools.combinations(range(len(rows)), 2))
+    gold = np.array([events[i] == events[j] for i, j in pairs])
+    cross = np.array([langs[i] != langs[j] for i, j in pairs])
+    scores = {"score": np.array([later_by(sim.score(sketches[i], sketches[j]),
+                                          abs(micros(rows[i]) - micros(rows[j])))
+                                 for i, j in pairs])}
+    for label, space in spaces.items():
+        scores[label] = np.array([float(space[i] @ space[j]) for i, j in pairs])
+    aligned = []
+    for i, j in pairs:
+        m = by_sentence[i] @ by_sentence[j].T
+        aligned.append((m.max(axis=1).mean() + m.max(axis=0).mean()) / 2.0)
+    scores["sentences"] = np.array(aligned)
+    print(f"pairs of {name}.jsonl: {len(pairs)} ({int(gold.sum())} same-event, "
+          f"{int(cross.sum())} of two languages); R@P at precision "
+          + ", ".join(map(str, PRECISIONS)))
+    for subset, mask in (("all", np.ones(len(pairs), bool)), ("cross", cross)):
+        for label, score in scores.items():
+            print(row(f"{subset:<6}{label}", gold[mask], score[mask]))
+
+
+def run_stories(name: str) -> None:
+    rows = read_set(name)
+    langs = np.array([r["language"] for r in rows])
+    events = np.array([r["event"] for r in rows])
+    times = np.array([micros(r) for r in rows])
+    sim = MultilingualSimilarity()
+    vecs = np.array([unit_vector(sim.sketch(r["title"], r["text"], r["language"]).vector)
+                     for r in rows])
+    gold, found = [], {"nearest": [], "mean": [], "centroid": [], "centroid-other": []}
+    for i in range(len(rows)):
+        for event in sorted(set(events.tolist())):
+            members = events == event
+            members[i] = False
+            members &= np.abs(times - times[i]) <= STORY_HOURS * 3.6e9
+            if members.sum() < 2:
+                continue
+            cos = vecs[members] @ vecs[i]
+            centre = vecs[members].mean(axis=0)
+            others = members & (langs != langs[i])
+            other_centre = vecs[others].mean(axis=0) if others.any() else centre
+            gold.append(events[i] == event)
+            found["nearest"].append(cos.max())
+            found["mean"].append(cos.mean())
+            found["centroid"].append(centre @ vecs[i] / np.linalg.norm(centre))
+            found["centroid-other"].append(other_centre @ vecs[i]
+                                           / np.linalg.norm(other_centre))
+    g = np.array(gold)
+    print(f"articles and gold events of {name}.jsonl: {len(g)} (article, event of 2+ other "
+          f"members within {STORY_HOURS} h), {int(g.sum())} the article's own")
+    for label, score in found.items():
+        print(row(label, g, np.array(score)))
+
+
+def other_centroid(vecs: np.ndarray, langs: np.ndarray, members: np.ndarray,
+                   language: str) -> np.ndarray:
+    """Unit mean vector of ``members`` of other languages than ``language`` (else all)."""
+    others = members & (langs != language)
+    centre = vecs[others if others.any() else members].mean(axis=0)
+    return centre / np.linalg.norm(centre)
+
+
+def run_singletons(name: str) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_stories import article, assign_stories, bcubed
+
+    rows = read_set(name)
+    langs = np.array([r["language"] for r in rows])
+    times = np.array([micros(r) for r in rows])
+    gold = [r["event"] for r in rows]
+    articles = [article(r["id"], r["title"], r["text"], r["language"],
+                        dt.datetime.fromisoformat(r["published"].replace("Z", "+00:00")))
+                for r in rows]
+    stories, _, took, sim = assign_stories(articles, "multilingual")
+    pred = np.array([stories.get(r["id"], r["id"]) for r in rows])
+    vecs = np.array([unit_vector(sim.sketch(r["title"], r["text"], r["language"]).vector)
+                     for r in rows])
+    sizes = {label: int((pred == label).sum()) for label in set(pred.tolist())}
+    moves = []  # (cosine, article index, story)
+    for i in range(len(rows)):
+        if sizes[pred[i]] != 1:
+            continue
+        near = np.abs(times - times[i]) <= STORY_HOURS * 3.6e9
+        best = max(((float(other_centroid(vecs, langs, (pred == label) & near, langs[i])
+                           @ vecs[i]), label)
+                    for label, n in sizes.items()
+                    if n >= 2 and ((pred == label) & near).any()), default=None)
+        if best is not None:
+            moves.append((best[0], i, best[1]))
+    p, r, f = bcubed(pred.tolist(), gold)
+    print(f"{name}.jsonl through the stage ({took:.1f} s): {len(set(pred.tolist()))} stories, "
+          f"{sum(n == 1 for n in sizes.values())} alone; BCubed P={p:.3f} R={r:.3f} F1={f:.3f}")
+    for cut in CUTS:
+        moved = pred.copy()
+        for cos, i, label in moves:
+            if cos >= cut:
+                moved[i] = label
+        p, r, f = bcubed(moved.tolist(), gold)
+        right = sum(cos >= cut and gold[i] == gold[int(np.flatnonzero(pred == label)[0])]
+                    for cos, i, label in moves)
+        print(f"  cut {cut:.2f}: {sum(cos >= cut for cos, _, _ in moves)} moved ({right} to "
+              f"their own event); BCubed P={p:.3f} R={r:.3f} F1={f:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("what", choices=["pairs", "stories", "singletons"])
+    parser.add_argument("--set", dest="set_name", default=None,
+                        help="dev or dev2 (default: both)")
+    args = parser.parse_args()
+    for name in [args.set_name] if args.set_name else DESIGN_SETS:
+        {"pairs": run_pairs, "stories": run_stories,
+         "singletons": run_singletons}[args.what](name)
+
+
+if __name__ == "__main__":
+    main()
