@@ -31,12 +31,15 @@ stand in for the stories the stage would have formed, so this is a ceiling.
 real :class:`~transforms.stories.stage.AssignStories` (FnApiRunner, one batch), then each
 article left alone moves to the story of 2+ members within two days whose other-language
 centroid is nearest, when that cosine reaches a cut; BCubed before and for each cut.
+``singletons --pairs`` does the same in the batches of ``bench_stories.py pairs-batch`` (each
+fold of the stories-dev pairs through the stage with models fitted on the other folds;
+needs ``../shared``) and prints pair F1 and the hard negatives joined, for each cut.
 
 Run (the encoder ships in the package; ``centred-shrunk`` also reads ``../shared``)::
 
     .venv/bin/python bench/bench_story_signals.py pairs [--set dev|dev2]
     .venv/bin/python bench/bench_story_signals.py stories [--set dev|dev2]
-    .venv/bin/python bench/bench_story_signals.py singletons [--set dev|dev2]
+    .venv/bin/python bench/bench_story_signals.py singletons [--set dev|dev2 | --pairs]
 """
 
 from __future__ import annotations
@@ -287,12 +290,95 @@ def run_singletons(name: str) -> None:
               f"their own event); BCubed P={p:.3f} R={r:.3f} F1={f:.3f}")
 
 
+def centroid_moves(pred: dict[str, str], vecs: dict[str, np.ndarray],
+                   langs: dict[str, str]) -> list[tuple[float, str, str]]:
+    """(cosine, article, story) for each article alone: the story of 2+ members whose
+    other-language centroid is nearest (all articles of one batch, no time limit)."""
+    members: dict[str, list[str]] = {}
+    for aid, label in pred.items():
+        members.setdefault(label, []).append(aid)
+    stories = {label: ids for label, ids in members.items() if len(ids) >= 2}
+    moves = []
+    for ids in members.values():
+        if len(ids) != 1 or not stories:
+            continue
+        aid = ids[0]
+        best = max((float(_centre([vecs[m] for m in ms if langs[m] != langs[aid]]
+                                  or [vecs[m] for m in ms]) @ vecs[aid]), other)
+                   for other, ms in stories.items())
+        moves.append((best[0], aid, best[1]))
+    return moves
+
+
+def _centre(vs: list[np.ndarray]) -> np.ndarray:
+    c = np.mean(vs, axis=0)
+    return c / np.linalg.norm(c)
+
+
+def run_singletons_pairs() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    import bench_stories as bs
+
+    bs.need(PAIRS)
+    with PAIRS.open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    x, overall, cross, langs = bs.pair_channels("multilingual")
+    x_short = bs.pair_channels("multilingual", short=True)[0]
+    gold = overall <= bs.GOLD_MAX
+    hard = np.array([float(r["Geography"]) <= bs.HARD_GEOGRAPHY
+                     and float(r["Overall"]) >= bs.HARD_OVERALL for r in rows])
+    folds = np.random.default_rng(bs.SEED).permutation(len(x)) % bs.FOLDS
+    when = dt.datetime(2024, 11, 23, 9, tzinfo=dt.UTC)
+    same = {cut: np.zeros(len(x), dtype=bool) for cut in (None, *CUTS)}
+    for k in range(bs.FOLDS):
+        train, test = folds != k, folds == k
+        tr_langs = [lp for lp, m in zip(langs, train, strict=True) if m]
+        sim = bs.fold_similarity("multilingual",
+                                 bs.fit_model(x[train], overall[train], tr_langs),
+                                 bs.fit_model(x_short[train], overall[train], tr_langs))
+        idx = np.flatnonzero(test)
+        texts, vecs, lang_of = {}, {}, {}
+        for i in idx:
+            for key in ("1", "2"):
+                text, lang = rows[i]["text" + key], rows[i]["lang" + key]
+                aid = bs.text_id(text)
+                if aid not in texts:
+                    title, body = bs.split_title(text)
+                    texts[aid] = bs.article(aid, title, body, lang, when)
+                    vector = sim.sketch(title, body, lang).vector
+                    vecs[aid] = unit_vector(vector) if vector else None
+                    lang_of[aid] = lang
+        stories, _, _, _ = bs.assign_stories(list(texts.values()), sim)
+        pred = {aid: stories.get(aid, aid) for aid in texts if vecs[aid] is not None}
+        moves = centroid_moves(pred, {a: v for a, v in vecs.items() if v is not None},
+                               lang_of)
+        for cut in same:
+            moved = dict(stories)
+            for cos, aid, label in moves:
+                if cut is not None and cos >= cut:
+                    moved[aid] = label
+            for i in idx:
+                a, b = bs.text_id(rows[i]["text1"]), bs.text_id(rows[i]["text2"])
+                same[cut][i] = moved.get(a, a) == moved.get(b, b)
+        print(f"fold {k}: {len(texts)} texts, {len(moves)} alone with a story to move to")
+    for cut, pred_same in same.items():
+        label = "the stage" if cut is None else f"cut {cut:.2f}"
+        print(bs.pair_report(label, pred_same, gold, np.ones(len(x), bool))
+              + f"  cross F1 {bs.pair_report('', pred_same, gold, cross).split('F1=')[1]}"
+              + f"  hard negatives joined {int(np.sum(pred_same & hard))} of {int(hard.sum())}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("what", choices=["pairs", "stories", "singletons"])
     parser.add_argument("--set", dest="set_name", default=None,
                         help="dev or dev2 (default: both)")
+    parser.add_argument("--pairs", action="store_true",
+                        help="singletons: in the pairs-batch batches of the stories-dev pairs")
     args = parser.parse_args()
+    if args.what == "singletons" and args.pairs:
+        run_singletons_pairs()
+        return
     for name in [args.set_name] if args.set_name else DESIGN_SETS:
         {"pairs": run_pairs, "stories": run_stories,
          "singletons": run_singletons}[args.what](name)
