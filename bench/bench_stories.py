@@ -92,6 +92,8 @@ sys.path.insert(0, str(ROOT))
 from transforms.stories.similarity import (  # noqa: E402
     LexicalSimilarity,
     Sketch,
+    _logit,
+    _sigmoid,
     language_pair,
     make_similarity,
 )
@@ -608,18 +610,15 @@ def run_pairs_batch(kind: str, limit: int | None = None, margin: float = 0.0) ->
                 aid = text_id(text)
                 if aid not in texts:
                     texts[aid] = article(aid, *split_title(text), lang, when)
-        threshold = sim.threshold
-        if margin:
-            z = np.log(threshold / (1.0 - threshold)) - margin
-            threshold = float(1.0 / (1.0 + np.exp(-z)))
-        stories, _, took, _ = assign_stories(list(texts.values()), sim,
-                                             threshold=threshold if margin else None)
+        threshold = _sigmoid(_logit(sim.threshold) - margin) if margin else None
+        used = threshold or sim.threshold
+        stories, _, took, _ = assign_stories(list(texts.values()), sim, threshold=threshold)
         took_all += took
         for i in idx:
             a, b = text_id(rows[i]["text1"]), text_id(rows[i]["text2"])
             same[i] = stories.get(a, a) == stories.get(b, b)
         print(f"fold {k}: {len(idx)} pairs, {len(texts)} texts in one batch, threshold "
-              f"{threshold:.3f}, {len(set(stories.values()))} stories, {took:.1f} s")
+              f"{used:.3f}, {len(set(stories.values()))} stories, {took:.1f} s")
     print(f"pairs-batch: {len(x)} pairs ({int(gold.sum())} same-story), similarity {kind}, "
           f"{FOLDS} folds, each fold's texts through AssignStories in one batch "
           f"({took_all:.0f} s in the stage)")

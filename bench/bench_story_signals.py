@@ -49,16 +49,20 @@ import csv
 import datetime as dt
 import itertools
 import json
-import os
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+import bench_stories as bs  # noqa: E402
+
+from transforms.stories.messages import to_micros  # noqa: E402
 from transforms.stories.similarity import (  # noqa: E402
     BRIDGED,
     ENCODER_LANGUAGES,
@@ -71,10 +75,7 @@ from transforms.stories.similarity import (  # noqa: E402
 from transforms.stories.spelling import russian_spelling  # noqa: E402
 from transforms.stories.stage import later_by  # noqa: E402
 
-WEEK = ROOT / "tests" / "fixtures" / "stories"
 DESIGN_SETS = ("dev", "dev2")
-SHARED = Path(os.environ.get("NEWSBEAM_SHARED", ROOT.parent / "shared"))
-PAIRS = SHARED / "corpora" / "stories-dev" / "article-pairs-dev.csv"
 PRECISIONS = (0.8, 0.9, 0.95)
 SHRINK = 4
 """Articles' worth of weight the prior mean of a language gets in ``centred-shrunk``."""
@@ -112,7 +113,7 @@ def read_set(name: str) -> list[dict]:
     if name not in DESIGN_SETS:
         raise SystemExit(f"--set {name}: signals are studied on the design sets only "
                          f"({', '.join(DESIGN_SETS)})")
-    with (WEEK / f"{name}.jsonl").open(encoding="utf-8") as f:
+    with (bs.WEEK / f"{name}.jsonl").open(encoding="utf-8") as f:
         return [json.loads(line) for line in f]
 
 
@@ -132,16 +133,14 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 
 def prior_means() -> dict[str, np.ndarray]:
     """Mean vector per language of the stories-dev pair texts (empty without ../shared)."""
-    if not PAIRS.exists():
+    if not bs.PAIRS.exists():
         return {}
     texts: dict[str, tuple[str, str]] = {}
-    with PAIRS.open(encoding="utf-8") as f:
+    with bs.PAIRS.open(encoding="utf-8") as f:
         for r in csv.DictReader(f):
             for k in ("1", "2"):
-                head, sep, rest = r["text" + k].partition("\n")
-                titled = bool(sep) and 0 < len(head.strip()) <= 300
                 texts.setdefault(r["text" + k], (r["lang" + k], meaning_text(
-                    head.strip(), rest) if titled else meaning_text("", r["text" + k])))
+                    *bs.split_title(r["text" + k]))))
     items = [v for v in texts.values() if v[0] in ENCODER_LANGUAGES]
     vecs = np.concatenate([vectors([t for _, t in items[i:i + 64]])
                            for i in range(0, len(items), 64)])
@@ -168,9 +167,20 @@ def sentences(title: str, body: str) -> list[str]:
     return parts[:MAX_SENTENCES]
 
 
-def micros(row_: dict) -> int:
-    when = dt.datetime.fromisoformat(row_["published"].replace("Z", "+00:00"))
-    return int(when.timestamp() * 1e6)
+def published(row_: dict) -> dt.datetime:
+    return dt.datetime.fromisoformat(row_["published"].replace("Z", "+00:00"))
+
+
+def centroid(vs: np.ndarray) -> np.ndarray:
+    """Unit-length mean of the rows of ``vs``."""
+    c = vs.mean(axis=0)
+    return c / np.linalg.norm(c)
+
+
+def other_language_centroid(vs: np.ndarray, langs: np.ndarray, language: str) -> np.ndarray:
+    """:func:`centroid` of the rows in other languages than ``language`` (of all if none)."""
+    others = langs != language
+    return centroid(vs[others] if others.any() else vs)
 
 
 def run_pairs(name: str) -> None:
@@ -180,6 +190,7 @@ def run_pairs(name: str) -> None:
     sim = MultilingualSimilarity()
     sketches = [sim.sketch(r["title"], r["text"], r["language"]) for r in rows]
     vecs = np.array([unit_vector(s.vector) for s in sketches])
+    times = [to_micros(published(r)) for r in rows]
     by_sentence = [vectors([encoder_text(s, r["language"])
                             for s in sentences(r["title"], r["text"])]) for r in rows]
     prior = prior_means()
@@ -190,7 +201,7 @@ def run_pairs(name: str) -> None:
     gold = np.array([events[i] == events[j] for i, j in pairs])
     cross = np.array([langs[i] != langs[j] for i, j in pairs])
     scores = {"score": np.array([later_by(sim.score(sketches[i], sketches[j]),
-                                          abs(micros(rows[i]) - micros(rows[j])))
+                                          abs(times[i] - times[j]))
                                  for i, j in pairs])}
     for label, space in spaces.items():
         scores[label] = np.array([float(space[i] @ space[j]) for i, j in pairs])
@@ -211,7 +222,7 @@ def run_stories(name: str) -> None:
     rows = read_set(name)
     langs = np.array([r["language"] for r in rows])
     events = np.array([r["event"] for r in rows])
-    times = np.array([micros(r) for r in rows])
+    times = np.array([to_micros(published(r)) for r in rows])
     sim = MultilingualSimilarity()
     vecs = np.array([unit_vector(sim.sketch(r["title"], r["text"], r["language"]).vector)
                      for r in rows])
@@ -224,15 +235,12 @@ def run_stories(name: str) -> None:
             if members.sum() < 2:
                 continue
             cos = vecs[members] @ vecs[i]
-            centre = vecs[members].mean(axis=0)
-            others = members & (langs != langs[i])
-            other_centre = vecs[others].mean(axis=0) if others.any() else centre
             gold.append(events[i] == event)
             found["nearest"].append(cos.max())
             found["mean"].append(cos.mean())
-            found["centroid"].append(centre @ vecs[i] / np.linalg.norm(centre))
-            found["centroid-other"].append(other_centre @ vecs[i]
-                                           / np.linalg.norm(other_centre))
+            found["centroid"].append(centroid(vecs[members]) @ vecs[i])
+            found["centroid-other"].append(
+                other_language_centroid(vecs[members], langs[members], langs[i]) @ vecs[i])
     g = np.array(gold)
     print(f"articles and gold events of {name}.jsonl: {len(g)} (article, event of 2+ other "
           f"members within {STORY_HOURS} h), {int(g.sum())} the article's own")
@@ -240,87 +248,67 @@ def run_stories(name: str) -> None:
         print(row(label, g, np.array(score)))
 
 
-def other_centroid(vecs: np.ndarray, langs: np.ndarray, members: np.ndarray,
-                   language: str) -> np.ndarray:
-    """Unit mean vector of ``members`` of other languages than ``language`` (else all)."""
-    others = members & (langs != language)
-    centre = vecs[others if others.any() else members].mean(axis=0)
-    return centre / np.linalg.norm(centre)
+def centroid_moves(pred: dict[str, str], vecs: dict[str, np.ndarray], langs: dict[str, str],
+                   times: dict[str, int] | None = None) -> list[tuple[float, str, str]]:
+    """(cosine, article, story) for each article alone in ``pred``: the story of 2+ members
+    whose :func:`other_language_centroid` is nearest. With ``times``, only the members
+    published within STORY_HOURS of the article count (a story with none is skipped)."""
+    members: dict[str, list[str]] = {}
+    for aid, label in pred.items():
+        members.setdefault(label, []).append(aid)
+    moves = []
+    for ids in members.values():
+        if len(ids) != 1:
+            continue
+        aid = ids[0]
+        best = None
+        for label, ms in members.items():
+            near = [m for m in ms if times is None
+                    or abs(times[m] - times[aid]) <= STORY_HOURS * 3.6e9]
+            if len(ms) < 2 or not near:
+                continue
+            cos = float(other_language_centroid(np.array([vecs[m] for m in near]),
+                                                np.array([langs[m] for m in near]),
+                                                langs[aid]) @ vecs[aid])
+            if best is None or (cos, label) > best:
+                best = (cos, label)
+        if best is not None:
+            moves.append((best[0], aid, best[1]))
+    return moves
 
 
 def run_singletons(name: str) -> None:
-    sys.path.insert(0, str(ROOT / "bench"))
-    from bench_stories import article, assign_stories, bcubed
-
     rows = read_set(name)
-    langs = np.array([r["language"] for r in rows])
-    times = np.array([micros(r) for r in rows])
-    gold = [r["event"] for r in rows]
-    articles = [article(r["id"], r["title"], r["text"], r["language"],
-                        dt.datetime.fromisoformat(r["published"].replace("Z", "+00:00")))
+    gold = {r["id"]: r["event"] for r in rows}
+    articles = [bs.article(r["id"], r["title"], r["text"], r["language"], published(r))
                 for r in rows]
-    stories, _, took, sim = assign_stories(articles, "multilingual")
-    pred = np.array([stories.get(r["id"], r["id"]) for r in rows])
-    vecs = np.array([unit_vector(sim.sketch(r["title"], r["text"], r["language"]).vector)
-                     for r in rows])
-    sizes = {label: int((pred == label).sum()) for label in set(pred.tolist())}
-    moves = []  # (cosine, article index, story)
-    for i in range(len(rows)):
-        if sizes[pred[i]] != 1:
-            continue
-        near = np.abs(times - times[i]) <= STORY_HOURS * 3.6e9
-        best = max(((float(other_centroid(vecs, langs, (pred == label) & near, langs[i])
-                           @ vecs[i]), label)
-                    for label, n in sizes.items()
-                    if n >= 2 and ((pred == label) & near).any()), default=None)
-        if best is not None:
-            moves.append((best[0], i, best[1]))
-    p, r, f = bcubed(pred.tolist(), gold)
-    print(f"{name}.jsonl through the stage ({took:.1f} s): {len(set(pred.tolist()))} stories, "
+    stories, _, took, sim = bs.assign_stories(articles, "multilingual")
+    pred = {r["id"]: stories.get(r["id"], r["id"]) for r in rows}
+    vecs = {r["id"]: unit_vector(sim.sketch(r["title"], r["text"], r["language"]).vector)
+            for r in rows}
+    moves = centroid_moves(pred, vecs, {r["id"]: r["language"] for r in rows},
+                           {r["id"]: to_micros(published(r)) for r in rows})
+    lead_event = {label: gold[aid] for aid, label in reversed(pred.items())}
+    ids = [r["id"] for r in rows]
+    golds = [gold[i] for i in ids]
+    p, r, f = bs.bcubed([pred[i] for i in ids], golds)
+    sizes = Counter(pred.values())
+    print(f"{name}.jsonl through the stage ({took:.1f} s): {len(sizes)} stories, "
           f"{sum(n == 1 for n in sizes.values())} alone; BCubed P={p:.3f} R={r:.3f} F1={f:.3f}")
     for cut in CUTS:
-        moved = pred.copy()
-        for cos, i, label in moves:
+        moved = dict(pred)
+        for cos, aid, label in moves:
             if cos >= cut:
-                moved[i] = label
-        p, r, f = bcubed(moved.tolist(), gold)
-        right = sum(cos >= cut and gold[i] == gold[int(np.flatnonzero(pred == label)[0])]
-                    for cos, i, label in moves)
+                moved[aid] = label
+        p, r, f = bs.bcubed([moved[i] for i in ids], golds)
+        right = sum(cos >= cut and gold[aid] == lead_event[label] for cos, aid, label in moves)
         print(f"  cut {cut:.2f}: {sum(cos >= cut for cos, _, _ in moves)} moved ({right} to "
               f"their own event); BCubed P={p:.3f} R={r:.3f} F1={f:.3f}")
 
 
-def centroid_moves(pred: dict[str, str], vecs: dict[str, np.ndarray],
-                   langs: dict[str, str]) -> list[tuple[float, str, str]]:
-    """(cosine, article, story) for each article alone: the story of 2+ members whose
-    other-language centroid is nearest (all articles of one batch, no time limit)."""
-    members: dict[str, list[str]] = {}
-    for aid, label in pred.items():
-        members.setdefault(label, []).append(aid)
-    stories = {label: ids for label, ids in members.items() if len(ids) >= 2}
-    moves = []
-    for ids in members.values():
-        if len(ids) != 1 or not stories:
-            continue
-        aid = ids[0]
-        best = max((float(_centre([vecs[m] for m in ms if langs[m] != langs[aid]]
-                                  or [vecs[m] for m in ms]) @ vecs[aid]), other)
-                   for other, ms in stories.items())
-        moves.append((best[0], aid, best[1]))
-    return moves
-
-
-def _centre(vs: list[np.ndarray]) -> np.ndarray:
-    c = np.mean(vs, axis=0)
-    return c / np.linalg.norm(c)
-
-
 def run_singletons_pairs() -> None:
-    sys.path.insert(0, str(ROOT / "bench"))
-    import bench_stories as bs
-
-    bs.need(PAIRS)
-    with PAIRS.open(encoding="utf-8") as f:
+    bs.need(bs.PAIRS)
+    with bs.PAIRS.open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     x, overall, cross, langs = bs.pair_channels("multilingual")
     x_short = bs.pair_channels("multilingual", short=True)[0]
@@ -345,13 +333,12 @@ def run_singletons_pairs() -> None:
                 if aid not in texts:
                     title, body = bs.split_title(text)
                     texts[aid] = bs.article(aid, title, body, lang, when)
-                    vector = sim.sketch(title, body, lang).vector
-                    vecs[aid] = unit_vector(vector) if vector else None
                     lang_of[aid] = lang
+                    if vector := sim.sketch(title, body, lang).vector:
+                        vecs[aid] = unit_vector(vector)
         stories, _, _, _ = bs.assign_stories(list(texts.values()), sim)
-        pred = {aid: stories.get(aid, aid) for aid in texts if vecs[aid] is not None}
-        moves = centroid_moves(pred, {a: v for a, v in vecs.items() if v is not None},
-                               lang_of)
+        # Articles without an encoder vector (languages it does not read) stay out.
+        moves = centroid_moves({aid: stories.get(aid, aid) for aid in vecs}, vecs, lang_of)
         for cut in same:
             moved = dict(stories)
             for cos, aid, label in moves:
