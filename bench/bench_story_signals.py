@@ -27,6 +27,15 @@ mean of the pairs (``mean``), the cosine with the event's mean vector (``centroi
 with the mean vector of its members of other languages (``centroid-other``). Gold events
 stand in for the stories the stage would have formed, so this is a ceiling.
 
+``merges`` asks whether stories, once formed, should merge: the set goes through the real
+stage, then two stories merge (greedy average linkage, best first) when the mean log-odds
+of all pairs of their members (publication gap counted, as the stage counts it) reaches the
+stage's threshold less ``d``, optionally only when their leads' names agree (the mean over
+those pairs of :func:`names_against` at most a gate) and only when one story has two or
+more members (``min_pairs`` 2). ``merges --pairs`` does the same in the ``pairs-batch``
+batches. ``gaps`` lists the pairs of a set that the publication-gap penalty alone puts
+under the threshold, with their names-against.
+
 ``singletons`` tries the best of them on the stage's own stories: the set goes through the
 real :class:`~transforms.stories.stage.AssignStories` (FnApiRunner, one batch), then each
 article left alone moves to the story of 2+ members within two days whose other-language
@@ -40,6 +49,8 @@ Run (the encoder ships in the package; ``centred-shrunk`` also reads ``../shared
     .venv/bin/python bench/bench_story_signals.py pairs [--set dev|dev2]
     .venv/bin/python bench/bench_story_signals.py stories [--set dev|dev2]
     .venv/bin/python bench/bench_story_signals.py singletons [--set dev|dev2 | --pairs]
+    .venv/bin/python bench/bench_story_signals.py merges [--set dev|dev2 | --pairs]
+    .venv/bin/python bench/bench_story_signals.py gaps [--set dev|dev2]
 """
 
 from __future__ import annotations
@@ -67,10 +78,14 @@ from transforms.stories.similarity import (  # noqa: E402
     BRIDGED,
     ENCODER_LANGUAGES,
     MultilingualSimilarity,
+    _logit,
     encode_meaning,
     meaning_text,
     quantize,
+    skeleton,
+    tokenize,
     unit_vector,
+    zipf,
 )
 from transforms.stories.spelling import russian_spelling  # noqa: E402
 from transforms.stories.stage import later_by  # noqa: E402
@@ -83,6 +98,13 @@ MAX_SENTENCES = 8
 STORY_HOURS = 48
 CUTS = (0.55, 0.60, 0.65, 0.70)
 """Centroid cosines from which ``singletons`` moves an article alone into a story."""
+MERGES = ((0.5, None, 1), (0.75, None, 1), (0.75, None, 2), (0.5, 0.5, 1), (0.75, 0.5, 1),
+          (0.75, 0.5, 2), (1.0, 0.5, 2))
+"""``merges`` settings: (log-odds under the threshold, names gate or None, min pairs)."""
+FLOOR = 0.15
+"""Pair scores are floored here before log-odds (the stage's floor for a compared pair)."""
+MARK_CHARS = 500
+COMMON_ZIPF = 4.0
 _SENTENCE_END = re.compile(r"(?<=[.!?»\"])\s+(?=[A-ZА-ЯІЇЄҐÄÖÜ«\"])")
 
 
@@ -277,6 +299,166 @@ def centroid_moves(pred: dict[str, str], vecs: dict[str, np.ndarray], langs: dic
     return moves
 
 
+def event_marks(title: str, body: str, language: str) -> set[str]:
+    """Names (consonant skeletons of capitalised words, not sentence-initial, under Zipf 4
+    in ``language``) and numbers of two digits or more (not years) of headline and lead."""
+    out = set()
+    for text in (title, body[:MARK_CHARS]):
+        for sentence in _SENTENCE_END.split(text):
+            for tok in tokenize(sentence)[1:]:
+                if tok.isdigit():
+                    if len(tok) >= 2 and not (len(tok) == 4 and tok.startswith(("19", "20"))):
+                        out.add("#" + tok.lstrip("0"))
+                elif (tok[0].isupper() and len(tok) >= 3
+                      and zipf(tok.lower(), language) < COMMON_ZIPF
+                      and len(sk := skeleton(tok)) >= 3):
+                    out.add(sk)
+    return out
+
+
+def named(title: str, body: str) -> set[str]:
+    """Every skeleton and number of the text (what it can be said to mention)."""
+    out = set()
+    for tok in tokenize(title + " " + body):
+        if tok.isdigit():
+            out.add("#" + tok.lstrip("0"))
+        elif len(tok) >= 3 and len(sk := skeleton(tok)) >= 3:
+            out.add(sk)
+    return out
+
+
+def names_against(marks_a: set, named_a: set, marks_b: set, named_b: set) -> float:
+    """Share of one lead's marks the other text never names, for the side covered best;
+    1.0 when either lead has none (no sign that the two name the same things: texts
+    without a headline, languages without capitals)."""
+    if not marks_a or not marks_b:
+        return 1.0
+    return min(len(marks_a - named_b) / len(marks_a), len(marks_b - named_a) / len(marks_b))
+
+
+def log_odds(score: float) -> float:
+    return _logit(min(max(score, FLOOR), 0.999))
+
+
+def average_linkage(pred: dict[str, str], pair_lo: dict[tuple[str, str], float], cut: float,
+                    against: dict[tuple[str, str], float] | None, gate: float | None,
+                    min_pairs: int) -> dict[str, str]:
+    """Merges stories of ``pred`` best first while the mean log-odds of their member pairs
+    (``pair_lo``, keyed by sorted ids) reaches ``cut``; with ``gate``, only stories whose
+    member pairs' mean ``against`` is at most ``gate``."""
+    groups: dict[str, list[str]] = {}
+    for aid, label in pred.items():
+        groups.setdefault(label, []).append(aid)
+    hot = [p for p, v in pair_lo.items() if v >= cut]  # a merge needs one such pair
+
+    def pairs_of(a_ids: list[str], b_ids: list[str]) -> list[tuple[str, str]]:
+        return [(a, b) if a < b else (b, a) for a in a_ids for b in b_ids]
+
+    while True:
+        owner = {aid: label for label, ids in groups.items() for aid in ids}
+        candidates = sorted({tuple(sorted((owner[a], owner[b]))) for a, b in hot
+                             if owner[a] != owner[b]})
+        best = None
+        for la, lb in candidates:
+            pairs = pairs_of(groups[la], groups[lb])
+            mean = sum(pair_lo[p] for p in pairs) / len(pairs)
+            if len(pairs) < min_pairs or mean < cut:
+                continue
+            if gate is not None and np.mean([against[p] for p in pairs]) > gate:
+                continue
+            if best is None or mean > best[0]:
+                best = (mean, la, lb)
+        if best is None:
+            return {aid: label for label, ids in groups.items() for aid in ids}
+        _, la, lb = best
+        groups[la] += groups.pop(lb)
+
+
+def merge_setting(setting: tuple) -> str:
+    d, gate, min_pairs = setting
+    return f"d {d:.2f}, names gate {gate if gate is not None else '-'}, min pairs {min_pairs}"
+
+
+def pair_tables(ids: list[str], score, marks: dict, names: dict) -> tuple[dict, dict]:
+    """Log-odds and names-against of every pair of ``ids`` (keys: sorted id pairs)."""
+    lo, against = {}, {}
+    for a, b in itertools.combinations(sorted(ids), 2):
+        lo[(a, b)] = log_odds(score(a, b))
+        against[(a, b)] = names_against(marks[a], names[a], marks[b], names[b])
+    return lo, against
+
+
+def run_merges(name: str) -> None:
+    rows = read_set(name)
+    gold = {r["id"]: r["event"] for r in rows}
+    articles = [bs.article(r["id"], r["title"], r["text"], r["language"], published(r))
+                for r in rows]
+    stories, _, _, sim = bs.assign_stories(articles, "multilingual")
+    ids = [r["id"] for r in rows]
+    pred = {aid: stories.get(aid, aid) for aid in ids}
+    sketches = {r["id"]: sim.sketch(r["title"], r["text"], r["language"]) for r in rows}
+    times = {r["id"]: to_micros(published(r)) for r in rows}
+    lo, against = pair_tables(
+        ids, lambda a, b: later_by(sim.score(sketches[a], sketches[b]),
+                                   abs(times[a] - times[b])),
+        {r["id"]: event_marks(r["title"], r["text"], r["language"]) for r in rows},
+        {r["id"]: named(r["title"], r["text"]) for r in rows})
+    golds = [gold[i] for i in ids]
+    p, r, f = bs.bcubed([pred[i] for i in ids], golds)
+    print(f"{name}.jsonl through the stage: BCubed P={p:.3f} R={r:.3f} F1={f:.3f}")
+    for setting in MERGES:
+        merged = average_linkage(pred, lo, _logit(sim.threshold) - setting[0], against,
+                                 setting[1], setting[2])
+        p, r, f = bs.bcubed([merged[i] for i in ids], golds)
+        print(f"  {merge_setting(setting)}: {len(set(merged.values()))} stories; "
+              f"BCubed P={p:.3f} R={r:.3f} F1={f:.3f}")
+
+
+def run_merges_pairs() -> None:
+    rows, x, gold, cross, hard, batches = pairs_batches()
+    same = {s: np.zeros(len(x), dtype=bool) for s in (None, *MERGES)}
+    for sim, idx, texts, stories in batches:
+        sketches = {aid: sim.sketch(a.title, a.body, a.language) for aid, a in texts.items()}
+        lo, against = pair_tables(
+            list(texts), lambda a, b, sim=sim, sketches=sketches: sim.score(sketches[a],
+                                                                           sketches[b]),
+            {aid: event_marks(a.title, a.body, a.language) for aid, a in texts.items()},
+            {aid: named(a.title, a.body) for aid, a in texts.items()})
+        pred = {aid: stories.get(aid, aid) for aid in texts}
+        for setting in same:
+            merged = pred if setting is None else average_linkage(
+                pred, lo, _logit(sim.threshold) - setting[0], against, setting[1], setting[2])
+            for i in idx:
+                a, b = bs.text_id(rows[i]["text1"]), bs.text_id(rows[i]["text2"])
+                same[setting][i] = merged[a] == merged[b]
+    for setting, pred_same in same.items():
+        label = "the stage" if setting is None else merge_setting(setting)
+        print(pair_line(label, pred_same, gold, cross, hard))
+
+
+def run_gaps(name: str) -> None:
+    rows = read_set(name)
+    gold = {r["id"]: r["event"] for r in rows}
+    sim = MultilingualSimilarity()
+    sketches = {r["id"]: sim.sketch(r["title"], r["text"], r["language"]) for r in rows}
+    times = {r["id"]: to_micros(published(r)) for r in rows}
+    marks = {r["id"]: event_marks(r["title"], r["text"], r["language"]) for r in rows}
+    names = {r["id"]: named(r["title"], r["text"]) for r in rows}
+    found = []
+    for a, b in itertools.combinations(sorted(sketches), 2):
+        raw = sim.score(sketches[a], sketches[b])
+        late = later_by(raw, abs(times[a] - times[b]))
+        if raw >= sim.threshold > late:
+            found.append((gold[a] == gold[b], a, b, raw, late,
+                          names_against(marks[a], names[a], marks[b], names[b]),
+                          abs(times[a] - times[b]) / 3.6e9))
+    print(f"{name}.jsonl: {len(found)} pairs under the threshold only for the publication "
+          f"gap, {sum(f[0] for f in found)} of one event")
+    for same_event, a, b, raw, late, against, hours in found:
+        print(f"  {'same ' if same_event else 'other'} {a} / {b}: {raw:.2f} -> {late:.2f} "
+              f"({hours:.0f} h apart), names against {against:.2f}")
+
+
 def run_singletons(name: str) -> None:
     rows = read_set(name)
     gold = {r["id"]: r["event"] for r in rows}
@@ -306,7 +488,10 @@ def run_singletons(name: str) -> None:
               f"their own event); BCubed P={p:.3f} R={r:.3f} F1={f:.3f}")
 
 
-def run_singletons_pairs() -> None:
+def pairs_batches():
+    """The ``pairs-batch`` batches: each fold's texts through the stage with the models
+    fitted on the other folds. Returns the pair rows, channels, gold, cross-language and
+    hard-negative masks, and per fold (similarity, row indices, id → Article, stories)."""
     bs.need(bs.PAIRS)
     with bs.PAIRS.open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
@@ -317,7 +502,7 @@ def run_singletons_pairs() -> None:
                      and float(r["Overall"]) >= bs.HARD_OVERALL for r in rows])
     folds = np.random.default_rng(bs.SEED).permutation(len(x)) % bs.FOLDS
     when = dt.datetime(2024, 11, 23, 9, tzinfo=dt.UTC)
-    same = {cut: np.zeros(len(x), dtype=bool) for cut in (None, *CUTS)}
+    batches = []
     for k in range(bs.FOLDS):
         train, test = folds != k, folds == k
         tr_langs = [lp for lp, m in zip(langs, train, strict=True) if m]
@@ -325,18 +510,35 @@ def run_singletons_pairs() -> None:
                                  bs.fit_model(x[train], overall[train], tr_langs),
                                  bs.fit_model(x_short[train], overall[train], tr_langs))
         idx = np.flatnonzero(test)
-        texts, vecs, lang_of = {}, {}, {}
+        texts = {}
         for i in idx:
             for key in ("1", "2"):
                 text, lang = rows[i]["text" + key], rows[i]["lang" + key]
                 aid = bs.text_id(text)
                 if aid not in texts:
-                    title, body = bs.split_title(text)
-                    texts[aid] = bs.article(aid, title, body, lang, when)
-                    lang_of[aid] = lang
-                    if vector := sim.sketch(title, body, lang).vector:
-                        vecs[aid] = unit_vector(vector)
+                    texts[aid] = bs.article(aid, *bs.split_title(text), lang, when)
         stories, _, _, _ = bs.assign_stories(list(texts.values()), sim)
+        print(f"fold {k}: {len(texts)} texts through the stage", flush=True)
+        batches.append((sim, idx, texts, stories))
+    return rows, x, gold, cross, hard, batches
+
+
+def pair_line(label: str, pred_same: np.ndarray, gold: np.ndarray, cross: np.ndarray,
+              hard: np.ndarray) -> str:
+    return (bs.pair_report(label, pred_same, gold, np.ones(len(gold), bool))
+            + f"  cross F1 {bs.pair_report('', pred_same, gold, cross).split('F1=')[1]}"
+            + f"  hard negatives joined {int(np.sum(pred_same & hard))} of {int(hard.sum())}")
+
+
+def run_singletons_pairs() -> None:
+    rows, x, gold, cross, hard, batches = pairs_batches()
+    same = {cut: np.zeros(len(x), dtype=bool) for cut in (None, *CUTS)}
+    for sim, idx, texts, stories in batches:
+        vecs, lang_of = {}, {}
+        for aid, a in texts.items():
+            if vector := sim.sketch(a.title, a.body, a.language).vector:
+                vecs[aid] = unit_vector(vector)
+                lang_of[aid] = a.language
         # Articles without an encoder vector (languages it does not read) stay out.
         moves = centroid_moves({aid: stories.get(aid, aid) for aid in vecs}, vecs, lang_of)
         for cut in same:
@@ -347,28 +549,26 @@ def run_singletons_pairs() -> None:
             for i in idx:
                 a, b = bs.text_id(rows[i]["text1"]), bs.text_id(rows[i]["text2"])
                 same[cut][i] = moved.get(a, a) == moved.get(b, b)
-        print(f"fold {k}: {len(texts)} texts, {len(moves)} alone with a story to move to")
     for cut, pred_same in same.items():
-        label = "the stage" if cut is None else f"cut {cut:.2f}"
-        print(bs.pair_report(label, pred_same, gold, np.ones(len(x), bool))
-              + f"  cross F1 {bs.pair_report('', pred_same, gold, cross).split('F1=')[1]}"
-              + f"  hard negatives joined {int(np.sum(pred_same & hard))} of {int(hard.sum())}")
+        print(pair_line("the stage" if cut is None else f"cut {cut:.2f}", pred_same, gold,
+                        cross, hard))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["pairs", "stories", "singletons"])
+    parser.add_argument("what", choices=["pairs", "stories", "singletons", "merges", "gaps"])
     parser.add_argument("--set", dest="set_name", default=None,
                         help="dev or dev2 (default: both)")
     parser.add_argument("--pairs", action="store_true",
-                        help="singletons: in the pairs-batch batches of the stories-dev pairs")
+                        help="singletons, merges: in the pairs-batch batches of the "
+                             "stories-dev pairs")
     args = parser.parse_args()
-    if args.what == "singletons" and args.pairs:
-        run_singletons_pairs()
+    if args.pairs and args.what in ("singletons", "merges"):
+        {"singletons": run_singletons_pairs, "merges": run_merges_pairs}[args.what]()
         return
     for name in [args.set_name] if args.set_name else DESIGN_SETS:
-        {"pairs": run_pairs, "stories": run_stories,
-         "singletons": run_singletons}[args.what](name)
+        {"pairs": run_pairs, "stories": run_stories, "singletons": run_singletons,
+         "merges": run_merges, "gaps": run_gaps}[args.what](name)
 
 
 if __name__ == "__main__":
