@@ -8,8 +8,8 @@ seen from both its articles (:func:`peer_messages`, one GroupByKey in
 pairs (:func:`levelled`, :func:`neighbourhood_level`), and ChooseParent asks
 :func:`stands_out` of the pairs :func:`~transforms.stories.stage.compare` marked. This is
 local scaling, as cross-lingual word retrieval corrects for crowded regions of an
-embedding space. The rule and its constants are described, with their figures, in the
-README ("Seventh round").
+embedding space. The rule and its constants are described, with their figures, in
+docs/story-rounds.md ("Seventh round").
 """
 
 from __future__ import annotations
