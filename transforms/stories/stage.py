@@ -1071,9 +1071,10 @@ class AssignStories(beam.PTransform):
     are weighed by the document frequency of their window (features in more than this
     share of the window's articles count less: :mod:`transforms.stories.frequency`, whose
     ``COMMON_SHARE`` is the measured choice); ``None``, the default, leaves them as they
-    are (docs/story-rounds.md, second round, says why). ``stand_out``: a pair of two full articles in two
-    languages scoring from it up to the threshold joins when it stands out of both
-    articles' neighbourhoods (:func:`stands_out`; needs the vote's pairs found apart);
+    are (docs/story-rounds.md, second round, says why). ``stand_out``: a pair of two
+    full articles in two languages scoring from it up to the threshold joins when it
+    stands out of both articles' neighbourhoods (:func:`stands_out`; needs the vote's
+    pairs found apart);
     ``None`` decides every pair on the threshold alone; the default, :data:`AUTO`, is
     :data:`STAND_OUT_FLOOR` with a similarity that reads the encoder and ``None`` with
     the lexical one.
