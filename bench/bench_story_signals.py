@@ -388,14 +388,20 @@ def pair_tables(ids: list[str], score, marks: dict, names: dict) -> tuple[dict, 
     return lo, against
 
 
-def run_merges(name: str) -> None:
+def through_stage(name: str) -> tuple[list[dict], dict, dict, object, float]:
+    """A design set through the real stage: its rows, gold events, stories (id → story),
+    the similarity and the seconds taken."""
     rows = read_set(name)
     gold = {r["id"]: r["event"] for r in rows}
     articles = [bs.article(r["id"], r["title"], r["text"], r["language"], published(r))
                 for r in rows]
-    stories, _, _, sim = bs.assign_stories(articles, "multilingual")
+    stories, _, took, sim = bs.assign_stories(articles, "multilingual")
+    return rows, gold, {r["id"]: stories.get(r["id"], r["id"]) for r in rows}, sim, took
+
+
+def run_merges(name: str) -> None:
+    rows, gold, pred, sim, _ = through_stage(name)
     ids = [r["id"] for r in rows]
-    pred = {aid: stories.get(aid, aid) for aid in ids}
     sketches = {r["id"]: sim.sketch(r["title"], r["text"], r["language"]) for r in rows}
     times = {r["id"]: to_micros(published(r)) for r in rows}
     lo, against = pair_tables(
@@ -460,12 +466,7 @@ def run_gaps(name: str) -> None:
 
 
 def run_singletons(name: str) -> None:
-    rows = read_set(name)
-    gold = {r["id"]: r["event"] for r in rows}
-    articles = [bs.article(r["id"], r["title"], r["text"], r["language"], published(r))
-                for r in rows]
-    stories, _, took, sim = bs.assign_stories(articles, "multilingual")
-    pred = {r["id"]: stories.get(r["id"], r["id"]) for r in rows}
+    rows, gold, pred, sim, took = through_stage(name)
     vecs = {r["id"]: unit_vector(sim.sketch(r["title"], r["text"], r["language"]).vector)
             for r in rows}
     moves = centroid_moves(pred, vecs, {r["id"]: r["language"] for r in rows},
