@@ -36,6 +36,11 @@ more members (``min_pairs`` 2). ``merges --pairs`` does the same in the ``pairs-
 batches. ``gaps`` lists the pairs of a set that the publication-gap penalty alone puts
 under the threshold, with their names-against.
 
+``guard`` runs the stage twice, with the stand-out step's guard (an article needs
+:data:`~transforms.stories.neighbourhood.STAND_OUT_PAIRS` compared pairs for a level) and
+without it, and lists the pairs whose decision changes, with their names-against: whether
+names could stand in for that guard (``guard --pairs``: in the ``pairs-batch`` batches).
+
 ``singletons`` tries the best of them on the stage's own stories: the set goes through the
 real :class:`~transforms.stories.stage.AssignStories` (FnApiRunner, one batch), then each
 article left alone moves to the story of 2+ members within two days whose other-language
@@ -51,6 +56,7 @@ Run (the encoder ships in the package; ``centred-shrunk`` also reads ``../shared
     .venv/bin/python bench/bench_story_signals.py singletons [--set dev|dev2 | --pairs]
     .venv/bin/python bench/bench_story_signals.py merges [--set dev|dev2 | --pairs]
     .venv/bin/python bench/bench_story_signals.py gaps [--set dev|dev2]
+    .venv/bin/python bench/bench_story_signals.py guard [--set dev|dev2 | --pairs]
 """
 
 from __future__ import annotations
@@ -465,6 +471,57 @@ def run_gaps(name: str) -> None:
               f"({hours:.0f} h apart), names against {against:.2f}")
 
 
+def with_guard(pairs: int, run):
+    """``run()`` with the stand-out guard set to ``pairs`` compared pairs, then restored."""
+    from transforms.stories import neighbourhood
+
+    kept = neighbourhood.STAND_OUT_PAIRS
+    neighbourhood.STAND_OUT_PAIRS = pairs
+    try:
+        return run()
+    finally:
+        neighbourhood.STAND_OUT_PAIRS = kept
+
+
+def guard_line(joined: bool, label: str, a, b) -> str:
+    against = names_against(event_marks(a.title, a.body, a.language), named(a.title, a.body),
+                            event_marks(b.title, b.body, b.language), named(b.title, b.body))
+    return (f"  {'joined' if joined else 'split '} {label:<5} {a.language}-{b.language} "
+            f"names against {against:.2f}")
+
+
+def run_guard(name: str) -> None:
+    rows, gold, kept, _, _ = through_stage(name)
+    _, _, free, _, _ = with_guard(0, lambda: through_stage(name))
+    ids = [r["id"] for r in rows]
+    texts = {r["id"]: bs.article(r["id"], r["title"], r["text"], r["language"], published(r))
+             for r in rows}
+    for label, pred in (("guard of 3 pairs (the stage)", kept), ("no guard", free)):
+        p, r, f = bs.bcubed([pred[i] for i in ids], [gold[i] for i in ids])
+        print(f"{name}.jsonl, {label}: BCubed P={p:.3f} R={r:.3f} F1={f:.3f}")
+    for a, b in itertools.combinations(ids, 2):
+        if (free[a] == free[b]) != (kept[a] == kept[b]):
+            print(guard_line(free[a] == free[b], "same" if gold[a] == gold[b] else "other",
+                             texts[a], texts[b]) + f"  {a} / {b}")
+
+
+def run_guard_pairs() -> None:
+    rows, _, gold, _, hard, kept = pairs_batches()
+    free = with_guard(0, pairs_batches)[5]
+    changed = Counter()
+    for (_, idx, texts, s_kept), (_, _, _, s_free) in zip(kept, free, strict=True):
+        for i in idx:
+            a, b = bs.text_id(rows[i]["text1"]), bs.text_id(rows[i]["text2"])
+            now, before = s_free.get(a, a) == s_free.get(b, b), s_kept.get(a, a) == s_kept.get(b, b)
+            if now != before:
+                label = "hard" if hard[i] else "same" if gold[i] else "other"
+                changed[label, now] += 1
+                print(guard_line(now, label, texts[a], texts[b]))
+    print("pairs whose decision the guard changes (label, joined without it): "
+          + ", ".join(f"{k[0]} {'joined' if k[1] else 'split'} {v}"
+                      for k, v in sorted(changed.items())))
+
+
 def run_singletons(name: str) -> None:
     rows, gold, pred, sim, took = through_stage(name)
     vecs = {r["id"]: unit_vector(sim.sketch(r["title"], r["text"], r["language"]).vector)
@@ -557,19 +614,21 @@ def run_singletons_pairs() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["pairs", "stories", "singletons", "merges", "gaps"])
+    parser.add_argument("what", choices=["pairs", "stories", "singletons", "merges", "gaps",
+                                           "guard"])
     parser.add_argument("--set", dest="set_name", default=None,
                         help="dev or dev2 (default: both)")
     parser.add_argument("--pairs", action="store_true",
-                        help="singletons, merges: in the pairs-batch batches of the "
+                        help="singletons, merges, guard: in the pairs-batch batches of the "
                              "stories-dev pairs")
     args = parser.parse_args()
-    if args.pairs and args.what in ("singletons", "merges"):
-        {"singletons": run_singletons_pairs, "merges": run_merges_pairs}[args.what]()
+    if args.pairs and args.what in ("singletons", "merges", "guard"):
+        {"singletons": run_singletons_pairs, "merges": run_merges_pairs,
+         "guard": run_guard_pairs}[args.what]()
         return
     for name in [args.set_name] if args.set_name else DESIGN_SETS:
         {"pairs": run_pairs, "stories": run_stories, "singletons": run_singletons,
-         "merges": run_merges, "gaps": run_gaps}[args.what](name)
+         "merges": run_merges, "gaps": run_gaps, "guard": run_guard}[args.what](name)
 
 
 if __name__ == "__main__":
