@@ -80,6 +80,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import bench_stories as bs  # noqa: E402
 
 from transforms.stories.messages import to_micros  # noqa: E402
+from transforms.stories.neighbourhood import APART_FLOOR  # noqa: E402
 from transforms.stories.similarity import (  # noqa: E402
     BRIDGED,
     ENCODER_LANGUAGES,
@@ -89,6 +90,7 @@ from transforms.stories.similarity import (  # noqa: E402
     meaning_text,
     quantize,
     skeleton,
+    token_features,
     tokenize,
     unit_vector,
     zipf,
@@ -107,8 +109,6 @@ CUTS = (0.55, 0.60, 0.65, 0.70)
 MERGES = ((0.5, None, 1), (0.75, None, 1), (0.75, None, 2), (0.5, 0.5, 1), (0.75, 0.5, 1),
           (0.75, 0.5, 2), (1.0, 0.5, 2))
 """``merges`` settings: (log-odds under the threshold, names gate or None, min pairs)."""
-FLOOR = 0.15
-"""Pair scores are floored here before log-odds (the stage's floor for a compared pair)."""
 MARK_CHARS = 500
 COMMON_ZIPF = 4.0
 _SENTENCE_END = re.compile(r"(?<=[.!?»\"])\s+(?=[A-ZА-ЯІЇЄҐÄÖÜ«\"])")
@@ -313,8 +313,8 @@ def event_marks(title: str, body: str, language: str) -> set[str]:
         for sentence in _SENTENCE_END.split(text):
             for tok in tokenize(sentence)[1:]:
                 if tok.isdigit():
-                    if len(tok) >= 2 and not (len(tok) == 4 and tok.startswith(("19", "20"))):
-                        out.add("#" + tok.lstrip("0"))
+                    if number := token_features(tok, language)[1]:  # "" for years, digits
+                        out.add(number)
                 elif (tok[0].isupper() and len(tok) >= 3
                       and zipf(tok.lower(), language) < COMMON_ZIPF
                       and len(sk := skeleton(tok)) >= 3):
@@ -343,7 +343,8 @@ def names_against(marks_a: set, named_a: set, marks_b: set, named_b: set) -> flo
 
 
 def log_odds(score: float) -> float:
-    return _logit(min(max(score, FLOOR), 0.999))
+    """Log-odds of a pair score, floored as the stage floors a compared pair."""
+    return _logit(min(max(score, APART_FLOOR), 0.999))
 
 
 def average_linkage(pred: dict[str, str], pair_lo: dict[tuple[str, str], float], cut: float,
@@ -394,6 +395,15 @@ def pair_tables(ids: list[str], score, marks: dict, names: dict) -> tuple[dict, 
     return lo, against
 
 
+def set_features(rows: list[dict], sim) -> tuple[dict, dict, dict, dict]:
+    """Per article of a design set: sketch, publication time (micros), event marks and
+    named skeletons."""
+    return ({r["id"]: sim.sketch(r["title"], r["text"], r["language"]) for r in rows},
+            {r["id"]: to_micros(published(r)) for r in rows},
+            {r["id"]: event_marks(r["title"], r["text"], r["language"]) for r in rows},
+            {r["id"]: named(r["title"], r["text"]) for r in rows})
+
+
 def through_stage(name: str) -> tuple[list[dict], dict, dict, object, float]:
     """A design set through the real stage: its rows, gold events, stories (id → story),
     the similarity and the seconds taken."""
@@ -408,13 +418,10 @@ def through_stage(name: str) -> tuple[list[dict], dict, dict, object, float]:
 def run_merges(name: str) -> None:
     rows, gold, pred, sim, _ = through_stage(name)
     ids = [r["id"] for r in rows]
-    sketches = {r["id"]: sim.sketch(r["title"], r["text"], r["language"]) for r in rows}
-    times = {r["id"]: to_micros(published(r)) for r in rows}
+    sketches, times, marks, names = set_features(rows, sim)
     lo, against = pair_tables(
         ids, lambda a, b: later_by(sim.score(sketches[a], sketches[b]),
-                                   abs(times[a] - times[b])),
-        {r["id"]: event_marks(r["title"], r["text"], r["language"]) for r in rows},
-        {r["id"]: named(r["title"], r["text"]) for r in rows})
+                                   abs(times[a] - times[b])), marks, names)
     golds = [gold[i] for i in ids]
     p, r, f = bs.bcubed([pred[i] for i in ids], golds)
     print(f"{name}.jsonl through the stage: BCubed P={p:.3f} R={r:.3f} F1={f:.3f}")
@@ -452,10 +459,7 @@ def run_gaps(name: str) -> None:
     rows = read_set(name)
     gold = {r["id"]: r["event"] for r in rows}
     sim = MultilingualSimilarity()
-    sketches = {r["id"]: sim.sketch(r["title"], r["text"], r["language"]) for r in rows}
-    times = {r["id"]: to_micros(published(r)) for r in rows}
-    marks = {r["id"]: event_marks(r["title"], r["text"], r["language"]) for r in rows}
-    names = {r["id"]: named(r["title"], r["text"]) for r in rows}
+    sketches, times, marks, names = set_features(rows, sim)
     found = []
     for a, b in itertools.combinations(sorted(sketches), 2):
         raw = sim.score(sketches[a], sketches[b])
@@ -472,7 +476,9 @@ def run_gaps(name: str) -> None:
 
 
 def with_guard(pairs: int, run):
-    """``run()`` with the stand-out guard set to ``pairs`` compared pairs, then restored."""
+    """``run()`` with the stand-out guard set to ``pairs`` compared pairs, then restored
+    (the module constant is read by the stage's DoFns, which the FnApiRunner of
+    :func:`bench_stories.assign_stories` runs in this process)."""
     from transforms.stories import neighbourhood
 
     kept = neighbourhood.STAND_OUT_PAIRS
