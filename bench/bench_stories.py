@@ -42,6 +42,12 @@ repository; they exit with a message when it is missing). It prints:
    story (``Overall`` >= 2.5), beside the same figures for the fold models' isolated
    pair scores.
 
+   Both also take ``--offsets fitted|prior|none``: the per-language-pair intercepts as
+   fitted, net of each pair's prior in the training folds (:func:`net_of_prior`), or left
+   out; and ``pairs`` prints F1 again with the pairs reweighted to other priors
+   (:func:`prior_shift_weights`), as a feed whose language mix differs from the sample's
+   would see them.
+
 4. ``week``: the same-domain corpus of ``tests/fixtures/stories/`` (written for this
    project: one week of war news from one region in en/uk/ru/de plus a second domain, with
    gold event labels) run in ONE batch through ``newsbeam ingest --articles`` (the backfill
@@ -54,20 +60,23 @@ repository; they exit with a message when it is missing). It prints:
    articles and is scored like any other join, right or wrong. ``--seeds [DIR]`` adds the
    two real seed articles (``../shared/seeds/``, or DIR) as members of the seed event and
    says whether they join the seed story and whether anything foreign does. Without
-   ``--seeds`` it needs nothing outside the repository. (A benchmark holding all its
-   sub-commands, so over 600 lines.)
+   ``--seeds`` it needs nothing outside the repository. ``--spelling frequency`` (also for
+   ``seeds``) runs the stage with Ukrainian respelled by :func:`frequent_spelling`, an
+   alternative measured and not kept. (A benchmark holding all its sub-commands, so over
+   600 lines.)
 
 Run::
 
     .venv/bin/python bench/bench_stories.py pairs [--fit [--write]] [--short]
-                                              [--similarity lexical]
+                                              [--similarity lexical] [--offsets MODE]
     .venv/bin/python bench/bench_stories.py pairs-batch [--similarity lexical] [--common-share X]
-                                                     [--margin M]
+                                                     [--margin M] [--offsets MODE]
     .venv/bin/python bench/bench_stories.py headlines [--half dev|test] [--limit N] [--oracle]
                                                    [--threshold T]
     .venv/bin/python bench/bench_stories.py week [--set dev|dev2|test] [--seeds [DIR]]
                                               [--similarity lexical|multilingual-uk|multilingual-e5]
                                               [--threshold T] [--common-share X]
+                                              [--spelling rules|frequency]
 """
 
 from __future__ import annotations
@@ -75,6 +84,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import itertools
 import json
 import os
 import re
@@ -124,6 +134,73 @@ STAGE_OPTIONS: dict = {}
 """Extra keyword arguments of AssignStories for every run of the stage (``--common-share``)."""
 ALPHAS = (0.0, 0.25, 0.5, 0.75)
 """Candidate weights of the graded-rating fit in the blend (see :func:`fit_blend`)."""
+OFFSETS = ["fitted"]
+"""How :func:`fit_model` treats the per-language-pair intercepts (``--offsets``):
+``fitted`` as fitted, ``prior`` net of each pair's share of same-story pairs in the
+training set (:func:`net_of_prior`), ``none`` without them (one intercept)."""
+
+
+_CHOICES = {"и": ("ы", "и"), "і": ("и", "е", "о"), "ї": ("и", "йи"), "є": ("е", "ье"),
+            "ґ": ("г",), "'": ("ь", "ъ", "")}
+"""Russian letters a Ukrainian letter may stand for (``і`` also from an old ``o`` or ``e``)."""
+_ENDINGS = (("тися", ("ться",)), ("ти", ("ть",)), ("ння", ("ние",)), ("нню", ("нию",)),
+            ("нні", ("нии",)), ("ії", ("ии",)), ("ія", ("ия",)), ("ію", ("ию",)),
+            ("ією", ("ией",)), ("ів", ("ов", "ев", "ей", "ел")), ("ав", ("ал",)),
+            ("ив", ("ил",)), ("ає", ("ает",)), ("яє", ("яет",)), ("ує", ("ует",)),
+            ("ий", ("ый", "ий", "ой")), ("ої", ("ой",)), ("ій", ("ий", "ей", "ой")))
+"""Ukrainian endings and the Russian endings they may stand for."""
+COMMON_RUSSIAN = 2.5
+"""Zipf frequency (``wordfreq``) from which a candidate spelling counts as a Russian word."""
+
+
+def spellings(lower: str, most_open: int = 6) -> set[str]:
+    """Every Russian spelling of a lower-case Ukrainian word that :data:`_CHOICES` and
+    :data:`_ENDINGS` allow (``и`` after a velar or hushing consonant stays ``и``; a stem
+    with more than ``most_open`` open letters is skipped)."""
+    out: set[str] = set()
+    stems = [(lower, "")] + [(lower[:-len(end)], tail) for end, tails in _ENDINGS
+                             if lower.endswith(end) and len(lower) > len(end) + 1
+                             for tail in tails]
+    for stem, tail in stems:
+        options = [("и",) if ch == "и" and i and stem[i - 1] in "кгхжчшщц"
+                   else _CHOICES.get(ch, (ch,)) for i, ch in enumerate(stem)]
+        if sum(len(o) > 1 for o in options) <= most_open:
+            out.update("".join(c) + tail for c in itertools.product(*options))
+    return out
+
+
+def frequent_spelling(text: str) -> str:
+    """``text`` (Ukrainian) respelled for the encoder as the stage does, except that a
+    word outside the stage's table takes the most frequent Russian word among its
+    :func:`spellings` (and the rules' spelling) when that is a common word (``--spelling
+    frequency``; measured and not kept: docs/story-rounds.md, eleventh round)."""
+    from wordfreq import zipf_frequency
+
+    from transforms.stories import spelling
+
+    def one(m: re.Match) -> str:
+        w = m.group(0)
+        lower = spelling._APOSTROPHE.sub("'", w.lower())
+        if not spelling._CYRILLIC.search(w) or lower in spelling.WORDS:
+            return spelling._word(m)
+        ruled = spelling._respell(lower)
+        best = max(spellings(lower) | {ruled}, key=lambda v: (zipf_frequency(v, "ru"), v))
+        out = best if zipf_frequency(best, "ru") >= COMMON_RUSSIAN else ruled
+        if len(w) > 1 and w.isupper():
+            return out.upper()
+        return out[:1].upper() + out[1:] if w[0].isupper() else out
+
+    return spelling._WORD.sub(one, text)
+
+
+def use_spelling(kind: str) -> None:
+    """``--spelling``: how the stage respells Ukrainian for the encoder in this process
+    (``rules``: as shipped; ``frequency``: :func:`frequent_spelling`). The FnApiRunner runs
+    the stage in this process, so the week and seeds runs see it too."""
+    from transforms.stories import similarity, spelling
+
+    similarity.russian_spelling = (frequent_spelling if kind == "frequency"
+                                   else spelling.russian_spelling)
 
 
 def need(path: Path) -> None:
@@ -280,12 +357,44 @@ def f1_of(labels: np.ndarray, gold: np.ndarray) -> float:
 def fit_model(x: np.ndarray, overall: np.ndarray, langs: list[str]):
     """Fits weights, per-pair offsets, blend and F1-best threshold on the given pairs only."""
     gold = overall <= GOLD_MAX
-    buckets = pair_buckets(langs)
+    buckets = pair_buckets(langs) if OFFSETS[0] != "none" else []
     xx = with_pair_columns(x, langs, buckets)
     alpha = choose_alpha(xx, overall)
     w = fit_blend(xx, overall, alpha)
+    if OFFSETS[0] == "prior":
+        w = net_of_prior(w, x.shape[1], overall, langs, buckets, alpha)
     t = best_threshold(predict(w, xx), gold)
     return w, buckets, t, alpha
+
+
+def net_of_prior(w: np.ndarray, n: int, overall: np.ndarray, langs: list[str],
+                 buckets: list[str], alpha: float) -> np.ndarray:
+    """``w`` with each language pair's offset net of that pair's prior in the training set.
+
+    A per-pair intercept learns two things at once: how a pair's channels read (a German
+    compound cosine is not an English word cosine) and how often the corpus's sampling
+    made that pair one story (11% of its Russian pairs against 51% of its Polish ones).
+    The second is a property of how the pairs were drawn, not of a feed: a logistic
+    model's intercept moves by the change in prior log-odds, so each offset gives back
+    the difference between its pair's prior log-odds and all pairs' (of the same-story
+    and of the graded targets, weighed as the blend weighs them) and the global
+    intercept keeps the pooled prior.
+    """
+    gold = (overall <= GOLD_MAX).astype(float)
+    graded = np.clip((3.5 - overall) / 2.0, 0.0, 1.0)
+
+    def logit_mean(v: np.ndarray) -> float:
+        m = float(np.clip(v.mean(), 0.02, 0.98))
+        return float(np.log(m / (1.0 - m)))
+
+    out = w.copy()
+    arr = np.array(langs)
+    for j, b in enumerate(buckets):
+        mask = arr == b
+        shift = ((1.0 - alpha) * (logit_mean(gold[mask]) - logit_mean(gold))
+                 + alpha * (logit_mean(graded[mask]) - logit_mean(graded)))
+        out[1 + n + j] -= shift
+    return out
 
 
 def write_model(name: str, features: tuple[str, ...], intercept: float,
@@ -299,6 +408,30 @@ def write_model(name: str, features: tuple[str, ...], intercept: float,
                  weights=weights, pair_offsets=offsets, threshold=threshold)
     MODELS_FILE.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n",
                            encoding="utf-8")
+
+
+def prior_shift_weights(gold: np.ndarray, langs: list[str], scheme: str) -> np.ndarray:
+    """Pair weights that move each language pair's share of same-story pairs to the pooled
+    share (``equal``) or mirror it about the pooled share (``mirrored``, kept within
+    0.05-0.9): a feed's mix is not the corpus's, so per-pair offsets that only learned
+    how the corpus was sampled would lose here."""
+    pooled = float(gold.mean())
+    arr = np.array(langs)
+    wt = np.ones(len(gold))
+    for lp in set(langs):
+        mask = arr == lp
+        share = float(gold[mask].mean())
+        if share in (0.0, 1.0):
+            continue
+        to = pooled if scheme == "equal" else min(0.9, max(0.05, 2 * pooled - share))
+        wt[mask & gold] = to / share
+        wt[mask & ~gold] = (1.0 - to) / (1.0 - share)
+    return wt
+
+
+def weighted_f1(labels: np.ndarray, gold: np.ndarray, wt: np.ndarray) -> float:
+    tp = float(np.sum(wt * (labels & gold)))
+    return 2 * tp / max(1e-9, float(np.sum(wt * labels) + np.sum(wt * gold)))
 
 
 def run_pairs(kind: str, fit: bool, limit: int | None, short: bool = False,
@@ -330,6 +463,12 @@ def run_pairs(kind: str, fit: bool, limit: int | None, short: bool = False,
         pear = float(np.corrcoef(scores[mask], overall[mask])[0, 1])
         print(f"  {name:<15} n={mask.sum():>4} pearson(score, Overall)={pear:+.3f} "
               f"|r|={abs(pear):.3f}  P={p:.3f} R={r:.3f} F1={f:.3f}")
+    print("  under other priors (pairs reweighted so that each language pair's share of "
+          "same-story pairs is the pooled share, or mirrored about it):")
+    for scheme in ("equal", "mirrored"):
+        wt = prior_shift_weights(gold, langs, scheme)
+        print(f"    {scheme:<9} all F1={weighted_f1(labels, gold, wt):.3f} cross-language "
+              f"F1={weighted_f1(labels[cross], gold[cross], wt[cross]):.3f}")
     per_lang = defaultdict(list)
     for i, lp in enumerate(langs):
         per_lang[lp].append(i)
@@ -845,7 +984,15 @@ def main() -> None:
                         help="pairs-batch, seeds, week: weigh sketches by the batch's "
                              "document frequency (AssignStories(common_share=...); default: "
                              "the stage's default, off).")
+    parser.add_argument("--offsets", choices=["fitted", "prior", "none"], default="fitted",
+                        help="pairs, pairs-batch: per-language-pair intercepts as fitted, "
+                             "net of each pair's prior in the training pairs, or none.")
+    parser.add_argument("--spelling", choices=["rules", "frequency"], default="rules",
+                        help="seeds, week: how Ukrainian is respelled for the encoder "
+                             "(rules: as shipped; frequency: a measured alternative).")
     args = parser.parse_args()
+    OFFSETS[0] = args.offsets
+    use_spelling(args.spelling)
     if args.write and (args.what != "pairs" or not args.fit or args.limit is not None
                        or (args.similarity, args.short) not in MODEL_NAMES):
         parser.error("--write goes with pairs --fit on all pairs (no --limit), for "

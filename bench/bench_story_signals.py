@@ -49,6 +49,14 @@ centroid is nearest, when that cosine reaches a cut; BCubed before and for each 
 fold of the stories-dev pairs through the stage with models fitted on the other folds;
 needs ``../shared``) and prints pair F1 and the hard negatives joined, for each cut.
 
+``respell`` compares the stage's respelling of Ukrainian for the encoder (a word table and
+letter rules, :mod:`transforms.stories.spelling`) with one that picks, for each word outside
+the table, the most frequent Russian word among the spellings the letter and ending
+correspondences allow (``bench_stories.frequent_spelling``). Over the pairs of a Ukrainian
+article and one of another language it prints the ranking of the encoder cosine and of the
+stage's pair score under each, and the pairs over the threshold (the same choice through
+the stage: ``bench_stories.py week --set dev|dev2 --spelling frequency``).
+
 Run (the encoder ships in the package; ``centred-shrunk`` also reads ``../shared``)::
 
     .venv/bin/python bench/bench_story_signals.py pairs [--set dev|dev2]
@@ -57,6 +65,7 @@ Run (the encoder ships in the package; ``centred-shrunk`` also reads ``../shared
     .venv/bin/python bench/bench_story_signals.py merges [--set dev|dev2 | --pairs]
     .venv/bin/python bench/bench_story_signals.py gaps [--set dev|dev2]
     .venv/bin/python bench/bench_story_signals.py guard [--set dev|dev2 | --pairs]
+    .venv/bin/python bench/bench_story_signals.py respell [--set dev|dev2]
 """
 
 from __future__ import annotations
@@ -618,10 +627,38 @@ def run_singletons_pairs() -> None:
                         cross, hard))
 
 
+def run_respell(name: str) -> None:
+    rows = read_set(name)
+    sim = MultilingualSimilarity()
+    ruled = [sim.sketch(r["title"], r["text"], r["language"]) for r in rows]
+    bs.use_spelling("frequency")
+    try:
+        chosen = [sim.sketch(r["title"], r["text"], r["language"]) if r["language"] in BRIDGED
+                  else s for r, s in zip(rows, ruled, strict=True)]
+    finally:
+        bs.use_spelling("rules")
+    times = [to_micros(published(r)) for r in rows]
+    pairs = [(i, j) for i, j in itertools.permutations(range(len(rows)), 2)
+             if rows[i]["language"] in BRIDGED and rows[j]["language"] not in BRIDGED]
+    gold = np.array([rows[i]["event"] == rows[j]["event"] for i, j in pairs])
+    print(f"{name}.jsonl: {len(pairs)} pairs of a Ukrainian article and one of another "
+          f"language ({int(gold.sum())} same-event); R@P at precision "
+          + ", ".join(map(str, PRECISIONS)))
+    for label, sk in (("stage's spelling", ruled), ("by frequency", chosen)):
+        cos = np.array([float(unit_vector(sk[i].vector) @ unit_vector(sk[j].vector))
+                        for i, j in pairs])
+        score = np.array([later_by(sim.score(sk[i], sk[j]), abs(times[i] - times[j]))
+                          for i, j in pairs])
+        print(row(f"cosine, {label}", gold, cos))
+        print(row(f"score, {label}", gold, score)
+              + f"   at the threshold: {int((score >= sim.threshold)[gold].sum())} same-event, "
+              f"{int((score >= sim.threshold)[~gold].sum())} other")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("what", choices=["pairs", "stories", "singletons", "merges", "gaps",
-                                           "guard"])
+                                           "guard", "respell"])
     parser.add_argument("--set", dest="set_name", default=None,
                         help="dev or dev2 (default: both)")
     parser.add_argument("--pairs", action="store_true",
@@ -634,7 +671,8 @@ def main() -> None:
         return
     for name in [args.set_name] if args.set_name else DESIGN_SETS:
         {"pairs": run_pairs, "stories": run_stories, "singletons": run_singletons,
-         "merges": run_merges, "gaps": run_gaps, "guard": run_guard}[args.what](name)
+         "merges": run_merges, "gaps": run_gaps, "guard": run_guard,
+         "respell": run_respell}[args.what](name)
 
 
 if __name__ == "__main__":
