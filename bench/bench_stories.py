@@ -69,6 +69,7 @@ Run::
 
     .venv/bin/python bench/bench_stories.py pairs [--fit [--write]] [--short]
                                               [--similarity lexical] [--offsets MODE]
+                                              [--encoder-chars N]
     .venv/bin/python bench/bench_stories.py pairs-batch [--similarity lexical] [--common-share X]
                                                      [--margin M] [--offsets MODE]
     .venv/bin/python bench/bench_stories.py headlines [--half dev|test] [--limit N] [--oracle]
@@ -990,8 +991,15 @@ def main() -> None:
     parser.add_argument("--spelling", choices=["rules", "frequency"], default="rules",
                         help="seeds, week: how Ukrainian is respelled for the encoder "
                              "(rules: as shipped; frequency: a measured alternative).")
+    parser.add_argument("--encoder-chars", type=int, default=None,
+                        help="characters of headline and body the encoder reads (default: "
+                             "the stage's ENCODER_CHARS; a diagnostic for pairs).")
     args = parser.parse_args()
     OFFSETS[0] = args.offsets
+    if args.encoder_chars is not None:
+        from transforms.stories import similarity
+
+        similarity.ENCODER_CHARS = args.encoder_chars
     use_spelling(args.spelling)
     if args.write and (args.what != "pairs" or not args.fit or args.limit is not None
                        or (args.similarity, args.short) not in MODEL_NAMES):
