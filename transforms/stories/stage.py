@@ -558,7 +558,7 @@ class StoryPoolCoder(beam.coders.Coder):
         return True
 
 
-class CompareWithinKeyFn(beam.DoFn):
+class CompareWithinKeyFn(CompareInGroupFn):
     """Stateful version of :class:`CompareInGroupFn` for triggers that fire repeatedly.
 
     State keeps the items of this key seen in earlier firings (a continuous pipeline),
@@ -572,15 +572,9 @@ class CompareWithinKeyFn(beam.DoFn):
     def __init__(self, similarity: StorySimilarity, threshold: float, window: dt.timedelta,
                  max_per_key: int = MAX_PER_KEY, apart_below: float = 0.0,
                  stand_out_from: float | None = None):
-        self._sim = similarity
-        self._threshold = threshold
-        self._apart_below = apart_below
-        self._stand_out_from = stand_out_from
+        super().__init__(similarity, threshold, window, max_per_key, apart_below,
+                         stand_out_from)
         self._window = window
-        self._window_micros = int(window.total_seconds() * 1_000_000)
-        self._max = max_per_key
-        self.compared = Metrics.counter(NAMESPACE, "story_pairs_compared")
-        self.group_size = Metrics.distribution(NAMESPACE, "story_key_group_size")
 
     def process(self, element: tuple[str, Iterable[StoryItem]], window=beam.DoFn.WindowParam,
                 recent=beam.DoFn.StateParam(RECENT),
