@@ -42,7 +42,11 @@ repository; they exit with a message when it is missing). It prints:
    story (``Overall`` >= 2.5), beside the same figures for the fold models' isolated
    pair scores.
 
-   Both also take ``--offsets fitted|prior|none``: the per-language-pair intercepts as
+   ``--fold-seed N`` draws the folds with another seed than 7 (how much the figures move
+   with the split), and ``--stage NAME=VALUE`` (also for ``week`` and ``seeds``) runs the
+   stage with one of its settings changed (``stand_out``, ``vote_rounds``,
+   ``apart_floor``, ``max_per_key``; ``none`` for None). Both also take
+   ``--offsets fitted|prior|none``: the per-language-pair intercepts as
    fitted, net of each pair's prior in the training folds (:func:`net_of_prior`), or left
    out; and ``pairs`` prints F1 again with the pairs reweighted to other priors
    (:func:`prior_shift_weights`), as a feed whose language mix differs from the sample's
@@ -72,12 +76,13 @@ Run::
                                               [--encoder-chars N]
     .venv/bin/python bench/bench_stories.py pairs-batch [--similarity lexical] [--common-share X]
                                                      [--margin M] [--offsets MODE]
+                                                     [--fold-seed N] [--stage NAME=VALUE]
     .venv/bin/python bench/bench_stories.py headlines [--half dev|test] [--limit N] [--oracle]
                                                    [--threshold T]
     .venv/bin/python bench/bench_stories.py week [--set dev|dev2|test] [--seeds [DIR]]
                                               [--similarity lexical|multilingual-uk|multilingual-e5]
                                               [--threshold T] [--common-share X]
-                                              [--spelling rules|frequency]
+                                              [--spelling rules|frequency] [--stage NAME=VALUE]
 """
 
 from __future__ import annotations
@@ -132,6 +137,9 @@ SHORT_CHARS = 200
 """Headline stand-in length for ``pairs --short`` (texts without a title line)."""
 INNER_FOLDS = 4
 STAGE_OPTIONS: dict = {}
+STAGE_SETTINGS = {"stand_out": float, "vote_rounds": int, "apart_floor": float,
+                  "max_per_key": int}
+"""AssignStories settings that ``--stage NAME=VALUE`` may set, with their types."""
 """Extra keyword arguments of AssignStories for every run of the stage (``--common-share``)."""
 ALPHAS = (0.0, 0.25, 0.5, 0.75)
 """Candidate weights of the graded-rating fit in the blend (see :func:`fit_blend`)."""
@@ -994,8 +1002,19 @@ def main() -> None:
     parser.add_argument("--encoder-chars", type=int, default=None,
                         help="characters of headline and body the encoder reads (default: "
                              "the stage's ENCODER_CHARS; a diagnostic for pairs).")
+    parser.add_argument("--stage", action="append", default=[], metavar="NAME=VALUE",
+                        help="pairs-batch, seeds, week: an AssignStories setting for this run "
+                             "(stand_out, vote_rounds, apart_floor, max_per_key; 'none' for "
+                             "None), to measure what a step of the stage does.")
+    parser.add_argument("--fold-seed", type=int, default=None,
+                        help=f"pairs, pairs-batch: draw the folds with this seed instead of "
+                             f"{SEED} (how much the figures move with the split).")
     args = parser.parse_args()
     OFFSETS[0] = args.offsets
+    if args.fold_seed is not None:
+        if args.what not in ("pairs", "pairs-batch"):
+            parser.error("--fold-seed goes with pairs or pairs-batch")
+        globals()["SEED"] = args.fold_seed
     if args.encoder_chars is not None:
         from transforms.stories import similarity
 
@@ -1007,6 +1026,14 @@ def main() -> None:
                      "--similarity lexical, multilingual, or multilingual --short")
     if args.common_share is not None:
         STAGE_OPTIONS["common_share"] = args.common_share
+    for setting in args.stage:
+        name, _, value = setting.partition("=")
+        if name not in STAGE_SETTINGS or not value:
+            parser.error(f"--stage {setting}: one of {', '.join(STAGE_SETTINGS)}=VALUE")
+        try:
+            STAGE_OPTIONS[name] = None if value == "none" else STAGE_SETTINGS[name](value)
+        except ValueError:
+            parser.error(f"--stage {setting}: {value!r} is not a {STAGE_SETTINGS[name].__name__}")
     print("command: .venv/bin/python bench/bench_stories.py " + " ".join(sys.argv[1:]))
     if args.what == "pairs":
         run_pairs(args.similarity, args.fit, args.limit, args.short, args.write)
