@@ -137,13 +137,14 @@ SHORT_CHARS = 200
 """Headline stand-in length for ``pairs --short`` (texts without a title line)."""
 INNER_FOLDS = 4
 STAGE_OPTIONS: dict = {}
+"""Extra keyword arguments of AssignStories for every run of the stage (``--common-share``,
+``--stage``)."""
 STAGE_SETTINGS = {"stand_out": float, "vote_rounds": int, "apart_floor": float,
                   "max_per_key": int}
 """AssignStories settings that ``--stage NAME=VALUE`` may set, with their types."""
-"""Extra keyword arguments of AssignStories for every run of the stage (``--common-share``)."""
 ALPHAS = (0.0, 0.25, 0.5, 0.75)
 """Candidate weights of the graded-rating fit in the blend (see :func:`fit_blend`)."""
-OFFSETS = ["fitted"]
+OFFSETS = "fitted"
 """How :func:`fit_model` treats the per-language-pair intercepts (``--offsets``):
 ``fitted`` as fitted, ``prior`` net of each pair's share of same-story pairs in the
 training set (:func:`net_of_prior`), ``none`` without them (one intercept)."""
@@ -194,10 +195,8 @@ def frequent_spelling(text: str) -> str:
             return spelling._word(m)
         ruled = spelling._respell(lower)
         best = max(spellings(lower) | {ruled}, key=lambda v: (zipf_frequency(v, "ru"), v))
-        out = best if zipf_frequency(best, "ru") >= COMMON_RUSSIAN else ruled
-        if len(w) > 1 and w.isupper():
-            return out.upper()
-        return out[:1].upper() + out[1:] if w[0].isupper() else out
+        return spelling.with_case_of(w, best if zipf_frequency(best, "ru") >= COMMON_RUSSIAN
+                                     else ruled)
 
     return spelling._WORD.sub(one, text)
 
@@ -358,19 +357,21 @@ def choose_alpha(xx: np.ndarray, overall: np.ndarray) -> float:
     return best[1]
 
 
-def f1_of(labels: np.ndarray, gold: np.ndarray) -> float:
-    tp = float(np.sum(labels & gold))
-    return 2 * tp / max(1.0, float(labels.sum() + gold.sum()))
+def f1_of(labels: np.ndarray, gold: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """F1 of ``labels`` against ``gold``, each pair counted with its weight (default 1)."""
+    wt = np.ones(len(gold)) if weights is None else weights
+    tp = float(np.sum(wt * (labels & gold)))
+    return 2 * tp / max(1e-9, float(np.sum(wt * labels) + np.sum(wt * gold)))
 
 
 def fit_model(x: np.ndarray, overall: np.ndarray, langs: list[str]):
     """Fits weights, per-pair offsets, blend and F1-best threshold on the given pairs only."""
     gold = overall <= GOLD_MAX
-    buckets = pair_buckets(langs) if OFFSETS[0] != "none" else []
+    buckets = pair_buckets(langs) if OFFSETS != "none" else []
     xx = with_pair_columns(x, langs, buckets)
     alpha = choose_alpha(xx, overall)
     w = fit_blend(xx, overall, alpha)
-    if OFFSETS[0] == "prior":
+    if OFFSETS == "prior":
         w = net_of_prior(w, x.shape[1], overall, langs, buckets, alpha)
     t = best_threshold(predict(w, xx), gold)
     return w, buckets, t, alpha
@@ -393,8 +394,7 @@ def net_of_prior(w: np.ndarray, n: int, overall: np.ndarray, langs: list[str],
     graded = np.clip((3.5 - overall) / 2.0, 0.0, 1.0)
 
     def logit_mean(v: np.ndarray) -> float:
-        m = float(np.clip(v.mean(), 0.02, 0.98))
-        return float(np.log(m / (1.0 - m)))
+        return _logit(float(np.clip(v.mean(), 0.02, 0.98)))
 
     out = w.copy()
     arr = np.array(langs)
@@ -438,11 +438,6 @@ def prior_shift_weights(gold: np.ndarray, langs: list[str], scheme: str) -> np.n
     return wt
 
 
-def weighted_f1(labels: np.ndarray, gold: np.ndarray, wt: np.ndarray) -> float:
-    tp = float(np.sum(wt * (labels & gold)))
-    return 2 * tp / max(1e-9, float(np.sum(wt * labels) + np.sum(wt * gold)))
-
-
 def run_pairs(kind: str, fit: bool, limit: int | None, short: bool = False,
               write: bool = False) -> None:
     x, overall, cross, langs = pair_channels(kind, limit, short)
@@ -476,8 +471,8 @@ def run_pairs(kind: str, fit: bool, limit: int | None, short: bool = False,
           "same-story pairs is the pooled share, or mirrored about it):")
     for scheme in ("equal", "mirrored"):
         wt = prior_shift_weights(gold, langs, scheme)
-        print(f"    {scheme:<9} all F1={weighted_f1(labels, gold, wt):.3f} cross-language "
-              f"F1={weighted_f1(labels[cross], gold[cross], wt[cross]):.3f}")
+        print(f"    {scheme:<9} all F1={f1_of(labels, gold, wt):.3f} cross-language "
+              f"F1={f1_of(labels[cross], gold[cross], wt[cross]):.3f}")
     per_lang = defaultdict(list)
     for i, lp in enumerate(langs):
         per_lang[lp].append(i)
@@ -1010,7 +1005,7 @@ def main() -> None:
                         help=f"pairs, pairs-batch: draw the folds with this seed instead of "
                              f"{SEED} (how much the figures move with the split).")
     args = parser.parse_args()
-    OFFSETS[0] = args.offsets
+    globals()["OFFSETS"] = args.offsets
     if args.fold_seed is not None:
         if args.what not in ("pairs", "pairs-batch"):
             parser.error("--fold-seed goes with pairs or pairs-batch")

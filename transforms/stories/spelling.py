@@ -95,16 +95,21 @@ def _respell(lower: str) -> str:
 _CYRILLIC = re.compile(r"[а-яёіїєґ]", re.IGNORECASE)
 
 
+def with_case_of(word: str, out: str) -> str:
+    """``out`` (lower case) in the case of ``word``: all capitals, a capital first, or
+    lower."""
+    if len(word) > 1 and word.isupper():
+        return out.upper()
+    if word[0].isupper():
+        return out[:1].upper() + out[1:]
+    return out
+
+
 def _word(m: re.Match) -> str:
     w = m.group(0)
     if not _CYRILLIC.search(w):
         return w
-    out = _respell(w.lower())
-    if len(w) > 1 and w.isupper():
-        return out.upper()
-    if w[0].isupper():
-        return out[:1].upper() + out[1:]
-    return out
+    return with_case_of(w, _respell(w.lower()))
 
 
 def russian_spelling(text: str) -> str:
