@@ -1,6 +1,6 @@
 """Story stage: exact copies, near-identical copies and echoes of one story across outlets.
 
-Size: about 1,240 lines, holding the keyed steps, the pointer rounds, the vote and the
+Size: about 1,230 lines, holding the keyed steps, the pointer rounds, the vote and the
 transform that wires them. The messages they exchange are typed in
 :mod:`transforms.stories.messages`, the stand-out step's levels live in
 :mod:`transforms.stories.neighbourhood`, the re-run seeds in :mod:`transforms.stories.seeds`
