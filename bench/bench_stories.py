@@ -239,30 +239,32 @@ def gloss_lexicon() -> dict[str, str]:
     return table
 
 
-def english_gloss(text: str) -> str:
-    """``text`` (Ukrainian) for the encoder with every word the lexicon knows, as written
-    or as its ``simplemma`` lemma, in English, and every other word respelled as the stage
-    respells it (``--spelling gloss``; measured and not kept: docs/story-rounds.md,
-    twelfth round)."""
+@functools.lru_cache(maxsize=65536)
+def english_word(lower: str) -> str | None:
+    """The lexicon's English for a lower-case Ukrainian word, as written or as its
+    ``simplemma`` lemma; None when it has neither."""
     import simplemma
 
     from transforms.stories import spelling
 
     table = gloss_lexicon()
+    found = table.get(lower)
+    if found is None:
+        found = table.get(spelling._APOSTROPHE.sub("'", simplemma.lemmatize(lower, lang="uk")))
+    return found
 
-    @functools.lru_cache(maxsize=65536)
-    def english(lower: str) -> str | None:
-        found = table.get(lower)
-        if found is None:
-            found = table.get(spelling._APOSTROPHE.sub(
-                "'", simplemma.lemmatize(lower, lang="uk")))
-        return found
+
+def english_gloss(text: str) -> str:
+    """``text`` (Ukrainian) for the encoder with every word the lexicon knows in English
+    (:func:`english_word`) and every other word respelled as the stage respells it
+    (``--spelling gloss``; measured and not kept: docs/story-rounds.md, twelfth round)."""
+    from transforms.stories import spelling
 
     def one(m: re.Match) -> str:
         w = m.group(0)
         if not spelling._CYRILLIC.search(w):
             return w
-        found = english(spelling._APOSTROPHE.sub("'", w.lower()))
+        found = english_word(spelling._APOSTROPHE.sub("'", w.lower()))
         return spelling._word(m) if found is None else found
 
     return spelling._WORD.sub(one, text)

@@ -76,6 +76,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import importlib.util
 import itertools
 import json
 import re
@@ -636,6 +637,8 @@ def run_respell(name: str) -> None:
     ruled = [sim.sketch(r["title"], r["text"], r["language"]) for r in rows]
     readings = [("stage's spelling", ruled)]
     for kind, label in (("frequency", "by frequency"), ("gloss", "English gloss")):
+        if kind == "gloss" and importlib.util.find_spec(bs.GLOSS_PACKAGE) is None:
+            continue  # said below
         bs.use_spelling(kind)
         try:
             readings.append((label, [sim.sketch(r["title"], r["text"], r["language"])
@@ -659,6 +662,9 @@ def run_respell(name: str) -> None:
         print(row(f"score, {label}", gold, score)
               + f"   at the threshold: {int((score >= sim.threshold)[gold].sum())} same-event, "
               f"{int((score >= sim.threshold)[~gold].sum())} other")
+    if len(readings) < 3:
+        print("  (no English gloss: the dormouse-ua package is not installed; "
+              ".venv/bin/pip install 'dormouse-ua>=0.6.1,<0.7')")
 
 
 def main() -> None:
