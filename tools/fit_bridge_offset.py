@@ -6,9 +6,10 @@ read) is scored one by one, as :class:`~transforms.stories.similarity.Multilingu
 scores it with the Ukrainian text respelled as Russian, for a range of offsets; a pair is
 "same story" at the stage's threshold. Precision, recall and F1 against the sets' events are
 printed per set, beside the lexical model alone (the default for Ukrainian). Run (about a
-minute)::
+minute; ``--spelling frequency|gloss`` reads Ukrainian as ``bench/bench_stories.py
+--spelling`` does)::
 
-    .venv/bin/python tools/fit_bridge_offset.py
+    .venv/bin/python tools/fit_bridge_offset.py [--spelling rules|frequency|gloss]
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from transforms.stories.similarity import (  # noqa: E402
 )
 
 WEEKS = ("dev", "dev2")
-OFFSETS = (0.0, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
+OFFSETS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 
 
 def pairs(name: str, sim: MultilingualSimilarity) -> list[tuple[float, float, bool, bool]]:
@@ -60,6 +61,12 @@ def figures(predicted: list[bool], same: list[bool]) -> str:
 
 
 def main() -> None:
+    if "--spelling" in sys.argv[1:]:
+        # What the encoder reads of Ukrainian, as bench/bench_stories.py --spelling sets it.
+        sys.path.insert(0, str(ROOT / "bench"))
+        import bench_stories
+
+        bench_stories.use_spelling(sys.argv[sys.argv.index("--spelling") + 1])
     sim = MultilingualSimilarity(name="multilingual-uk", bridged=BRIDGED)
     t = sim.threshold
     for name in WEEKS:
