@@ -60,6 +60,9 @@ cosine and of the stage's pair score under each, and the pairs over the threshol
 choice through the stage: ``bench_stories.py week --set dev|dev2 --spelling
 frequency|gloss``).
 
+One file holds every signal studied this way, so that each reads the sets, scores and
+ranks as the others do (hence over 600 lines).
+
 Run (the encoder ships in the package; ``centred-shrunk`` also reads ``../shared``)::
 
     .venv/bin/python bench/bench_story_signals.py pairs [--set dev|dev2]
